@@ -1,0 +1,104 @@
+"""Transformer building blocks shared by the ViT-style families.
+
+Every block keeps the parameter names of its `vit-pytorch` 1.x counterpart (``norm``, ``to_qkv``,
+``to_out``, ``net``) so a vit-pytorch ``state_dict`` loads unchanged, but the forward pass is written for
+export: attention goes through :func:`torch.nn.functional.scaled_dot_product_attention`, heads are split
+with ``unflatten``/``transpose`` on the trailing dimensions only (so any leading batch dimensions stay
+symbolic), and there is no einops, lambda or data-dependent control flow in ``forward``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Attention", "FeedForward", "Transformer", "split_heads", "merge_heads"]
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(..., N, heads*D) -> (..., heads, N, D); leading dimensions are untouched."""
+    return x.unflatten(-1, (heads, -1)).transpose(-2, -3)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(..., heads, N, D) -> (..., N, heads*D), the inverse of :func:`split_heads`."""
+    return x.transpose(-2, -3).flatten(-2)
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head self-attention (Vaswani et al. 2017; ViT, arXiv 2010.11929).
+
+    Matches ``vit_pytorch.vit.Attention`` (and ``vit_pytorch.mobile_vit.Attention``): LayerNorm, a bias-free
+    ``to_qkv`` Linear, softmax(QK^T / sqrt(dim_head)) V, then ``to_out`` (Linear + Dropout), which is an
+    Identity when ``heads == 1 and dim_head == dim`` unless ``project_out`` says otherwise.
+
+    Input and output: float tensor (..., N, dim), any number of leading dimensions (B for ViT,
+    (B, P) for MobileViT's patch groups).
+    """
+
+    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, dropout: float = 0.0,
+                 project_out: bool | None = None):
+        super().__init__()
+        inner_dim = dim_head * heads
+        if project_out is None:
+            project_out = not (heads == 1 and dim_head == dim)
+        self.heads = heads
+        self.scale = dim_head ** -0.5
+        self.attn_dropout = dropout
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout)) if project_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        q, k, v = (split_heads(t, self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
+        p = self.attn_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=self.scale)
+        return self.to_out(merge_heads(out))
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax attention weights (..., heads, N, N) for input (..., N, dim), as vit-pytorch's Recorder sees them."""
+        x = self.norm(x)
+        q, k, _ = (split_heads(t, self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
+        return torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP: LayerNorm -> Linear(dim, hidden) -> activation -> Linear(hidden, dim), with dropouts.
+
+    Same layout and parameter names (``net.0``, ``net.1``, ``net.4``) as ``vit_pytorch.vit.FeedForward``
+    (GELU) and ``vit_pytorch.mobile_vit.FeedForward`` (SiLU). Shape (..., N, dim) -> (..., N, dim).
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, activation: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, hidden_dim), activation(), nn.Dropout(dropout),
+            nn.Linear(hidden_dim, dim), nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Transformer(nn.Module):
+    """Stack of ``depth`` residual (Attention, FeedForward) pairs, optionally closed by a LayerNorm.
+
+    ``final_norm=True`` matches ``vit_pytorch.vit.Transformer``; ``False`` matches MobileViT's transformer
+    (no ``norm`` parameter). Shape (..., N, dim) -> (..., N, dim).
+    """
+
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, dropout: float = 0.0,
+                 activation: type[nn.Module] = nn.GELU, final_norm: bool = True):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList([Attention(dim, heads, dim_head, dropout), FeedForward(dim, mlp_dim, dropout, activation)])
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attn, ff in self.layers:
+            x = attn(x) + x
+            x = ff(x) + x
+        return self.norm(x)
