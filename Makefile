@@ -1,0 +1,50 @@
+# vitedge: `make demo` installs everything and runs the main job; `make test` runs the whole test suite.
+# Both start from a fresh clone: a venv in .venv with the CPU build of torch 2.13.0, and the C++ runner
+# built against the libtorch inside that wheel.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.vitedge-installed
+BUILD := build/cpp
+APT_PKGS := libstb-dev nlohmann-json3-dev
+JOBS ?= 2
+
+.PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean
+
+setup: $(STAMP) cpp
+
+# Debian packages for the C++ runner: stb_image (image decoding) and nlohmann-json (manifest parsing).
+sysdeps:
+	@dpkg -s $(APT_PKGS) >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PKGS) >/dev/null; }
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	# the oracle: vit-pytorch's model files (its package deps pull torchvision, which has no CPU build here)
+	$(BIN)/pip install -q -c constraints.txt --no-deps vit-pytorch
+	touch $@
+
+cpp: sysdeps $(STAMP)
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+	  -DVITEDGE_PYTHON="$(CURDIR)/$(PY)" >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+demo: setup
+	$(PY) benchmarks/main_job.py
+
+test: setup
+	$(PY) -m pytest -n $(JOBS) -q
+	ctest --test-dir $(BUILD) --output-on-failure
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(BUILD) artifacts

@@ -1,0 +1,136 @@
+// vitedge C++ runner: load an exported vitedge artifact (a directory holding manifest.json and the model
+// file it names) and run batches through it.
+//
+//   auto runner = vitedge::Runner::open("artifacts/vit_tiny_ts");
+//   vitedge::Tensor x = vitedge::load_image("cat.jpg", runner->manifest().preprocessing.value());
+//   std::vector<vitedge::Tensor> outputs = runner->run(x);   // outputs[0]: logits (1, num_classes)
+//
+// Every failure (missing or malformed artifact, unsupported backend, undecodable image, input of the wrong
+// shape, an error inside the runtime) is reported by throwing vitedge::Error with a readable message; the
+// runner never aborts the process on bad input.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vitedge {
+
+/// The one exception type thrown by this library. what() is a single human-readable line.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A dense, row-major (C-contiguous) float32 tensor. Invariant: data.size() == product of shape.
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+
+  /// Number of elements the shape describes (1 for a scalar shape {}).
+  int64_t numel() const;
+};
+
+/// One input or output of the exported graph. A dynamic dimension is -1.
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string dtype;  // "float32" for every artifact this runner accepts as input
+};
+
+/// The manifest's "preprocessing" block (CONVENTIONS.md).
+struct Preprocessing {
+  int height = 0, width = 0;           // "size": [H, W]
+  std::string resize = "cover";        // resize so the image covers (H, W), keeping the aspect ratio
+  std::string crop = "center";
+  std::string interpolation = "bilinear";
+  float scale = 1.0f / 255.0f;         // pixel (0..255) * scale
+  std::array<float, 3> mean{0.f, 0.f, 0.f};
+  std::array<float, 3> std{1.f, 1.f, 1.f};
+  std::string layout = "NCHW";
+  std::string color = "RGB";
+};
+
+/// The fields of manifest.json (schema_version 1) the runner uses. Unknown fields are ignored.
+struct Manifest {
+  int schema_version = 0;
+  std::string artifact;   // main file, relative to the artifact directory
+  std::string target;     // "torchscript" | "onnx" | ...
+  std::string backend;    // "libtorch" | "onnxruntime" | ...
+  std::string precision;  // "fp32" | "fp16" | "int8" ...
+  std::vector<TensorSpec> inputs, outputs;
+  std::optional<Preprocessing> preprocessing;
+  std::vector<std::string> labels;                 // empty when the manifest has "labels": null
+  std::map<std::string, int64_t> file_bytes;       // "files": {name: {"bytes": n}}; -1 when bytes absent
+};
+
+/// Parse manifest JSON text. `origin` (a path) only labels error messages.
+/// Throws Error on invalid JSON, a missing/mistyped required field, or schema_version > 1.
+/// Does not check that the backend is available (Runner::open does).
+Manifest parse_manifest(const std::string& json_text, const std::string& origin = "manifest.json");
+
+/// Read and parse ARTIFACT_DIR/manifest.json. Throws Error (missing file, see parse_manifest).
+Manifest read_manifest(const std::string& artifact_dir);
+
+struct Options {
+  /// Intra-op CPU threads; 0 keeps the runtime's default. Note: for libtorch this is process-wide.
+  int threads = 0;
+};
+
+class Backend;  // internal, one per runtime (src/backend.h)
+
+class Runner {
+ public:
+  /// Open the artifact in `artifact_dir`: reads manifest.json, checks schema_version and that its
+  /// backend/target is built into this library (currently: backend "libtorch", target "torchscript"),
+  /// checks the artifact files exist and have the sizes the manifest records, and loads the model.
+  /// Throws Error with the reason otherwise.
+  static std::unique_ptr<Runner> open(const std::string& artifact_dir, const Options& options = {});
+
+  ~Runner();
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+  const Manifest& manifest() const { return manifest_; }
+  const std::string& artifact_dir() const { return dir_; }
+
+  /// Run one batch. `input` must be float32 with the manifest's first input shape, where a -1 (dynamic)
+  /// dimension accepts any size >= 1 — for image models (N, 3, H, W). Returns the graph's outputs in the
+  /// manifest's order as float32 tensors (a tuple/list/dict output is flattened in order).
+  /// Throws Error on a shape mismatch or a runtime failure. Not thread-safe: one run at a time.
+  std::vector<Tensor> run(const Tensor& input);
+
+ private:
+  Runner(std::string dir, Manifest manifest, std::unique_ptr<Backend> backend);
+  std::string dir_;
+  Manifest manifest_;
+  std::unique_ptr<Backend> backend_;
+};
+
+/// Decode an image file (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC, PNM via stb_image) to 8-bit RGB
+/// and preprocess it as CONVENTIONS.md says: if it is not already (H, W) = p.height x p.width, resize
+/// (bilinear) keeping the aspect ratio so that it covers (H, W) — factor max(H/h, W/w), output dims
+/// rounded half to even — then center-crop (offset floor((dim - target) / 2)); finally
+/// value = (float(pixel) * p.scale - p.mean[c]) / p.std[c] in float32, in that order.
+/// Returns a (1, 3, H, W) NCHW tensor. Throws Error("cannot decode image PATH: <reason>").
+Tensor load_image(const std::string& path, const Preprocessing& p);
+
+/// Latency summary, all in the unit of the samples.
+struct Stats {
+  double mean = 0, p50 = 0, p90 = 0, p99 = 0, min = 0, max = 0;
+};
+
+/// q-th percentile (0 <= q <= 100) with linear interpolation between closest ranks, as
+/// numpy.percentile's default ("linear"): rank = q/100 * (n-1), interpolate between floor and ceil.
+/// Throws Error for an empty sample or q outside [0, 100].
+double percentile(std::vector<double> samples, double q);
+
+/// mean, p50, p90, p99, min, max of `samples`. Throws Error for an empty sample.
+Stats summarize(const std::vector<double>& samples);
+
+}  // namespace vitedge

@@ -1,0 +1,22 @@
+// Internal: the interface each runtime backend implements. Not installed, not part of the public API.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vitedge/runner.h"
+
+namespace vitedge {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  /// `input` has already been checked against the manifest. Must throw only vitedge::Error.
+  virtual std::vector<Tensor> run(const Tensor& input) = 0;
+};
+
+/// TorchScript via libtorch (torchscript_backend.cpp). `model_path` is the artifact's main file.
+std::unique_ptr<Backend> make_torchscript_backend(const std::string& model_path, const Options& options);
+
+}  // namespace vitedge

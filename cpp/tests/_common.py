@@ -1,0 +1,79 @@
+"""Shared helpers for the Python-driven ctest tests of the C++ runner (not a pytest module)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+# Every key of the bench JSON (DESIGN.md "Benchmark result schema"); the C++ and Python runners emit the same.
+BENCH_KEYS = {"artifact", "runtime", "device", "batch", "threads", "warmup", "iters", "latency_ms",
+              "throughput_ips", "peak_rss_mb", "artifact_mb", "machine"}
+LATENCY_KEYS = {"mean", "p50", "p90", "p99", "min", "max"}
+MACHINE_KEYS = {"cpu", "cores", "flags", "os", "arch"}  # as vitedge/machine.py
+
+PREPROCESSING = {"size": [64, 64], "resize": "cover", "crop": "center", "interpolation": "bilinear",
+                 "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                 "layout": "NCHW", "color": "RGB"}
+
+
+class Failure(Exception):
+    """A failed check; main() prints it as one line and exits 1."""
+
+
+def tiny_vit():
+    """A tiny seeded vitedge ViT on 64x64 inputs, 10 classes, in eval mode."""
+    from vitedge.models.vit import ViT
+    torch.manual_seed(0)
+    return ViT(image_size=64, patch_size=16, dim=64, depth=2, heads=4, mlp_dim=128, num_classes=10).eval()
+
+
+def export_tiny(out_dir: Path) -> Path:
+    """Export the tiny ViT to a TorchScript artifact with the project's exporter; returns the artifact dir."""
+    from vitedge.export import export
+    model = tiny_vit()
+    example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    art = export(model, example, "torchscript", out_dir, preprocessing=dict(PREPROCESSING))
+    m = art.manifest
+    if (m["backend"], m["target"], m["artifact"]) != ("libtorch", "torchscript", "model.pt"):
+        raise Failure(f"unexpected manifest from vitedge.export.export: {m['backend']}/{m['target']}/{m['artifact']}")
+    return Path(art.path)
+
+
+def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
+
+
+def check_bench_json(data: dict, where: str) -> None:
+    missing = BENCH_KEYS - data.keys()
+    extra = data.keys() - BENCH_KEYS
+    if missing or extra:
+        raise Failure(f"{where}: bench JSON keys differ from the schema: missing {sorted(missing)}, extra {sorted(extra)}")
+    if set(data["latency_ms"]) != LATENCY_KEYS:
+        raise Failure(f"{where}: latency_ms keys {sorted(data['latency_ms'])} != {sorted(LATENCY_KEYS)}")
+    if set(data["machine"]) != MACHINE_KEYS:
+        raise Failure(f"{where}: machine keys {sorted(data['machine'])} != {sorted(MACHINE_KEYS)}")
+    lat = data["latency_ms"]
+    if not (0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] and lat["min"] <= lat["mean"] <= lat["max"]):
+        raise Failure(f"{where}: inconsistent latency statistics {lat}")
+    if data["runtime"] != "libtorch-cpp" or data["device"] != "cpu":
+        raise Failure(f"{where}: runtime/device {data['runtime']}/{data['device']}")
+    for k in ("throughput_ips", "peak_rss_mb", "artifact_mb"):
+        if not (isinstance(data[k], (int, float)) and data[k] > 0):
+            raise Failure(f"{where}: {k} = {data[k]!r} is not a positive number")
+    if not isinstance(data["machine"]["flags"], list) or not data["machine"]["cores"] >= 1:
+        raise Failure(f"{where}: bad machine block {data['machine']}")
+
+
+def main(fn) -> None:
+    try:
+        fn()
+    except Failure as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

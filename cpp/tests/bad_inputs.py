@@ -1,0 +1,140 @@
+"""vitedge-bench on bad input: a clear one-line error and exit 1 (runtime) or 2 (usage), never a crash.
+
+bad_inputs.py --bench PATH/vitedge-bench --workdir DIR
+
+Each case checks the exit code (exactly the expected 1 or 2; a crash or abort gives 134/139 or a negative
+code), that stderr is exactly one line "vitedge-bench: error: ..." holding the expected phrase, and that
+nothing was printed on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from _common import Failure, export_tiny, load_json, main, run
+
+
+def copy_artifact(src: Path, dst: Path, edit=None) -> Path:
+    shutil.copytree(src, dst)
+    if edit is not None:
+        m = load_json(dst / "manifest.json")
+        edit(m)
+        (dst / "manifest.json").write_text(json.dumps(m, indent=2))
+    return dst
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test(args) -> None:
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    good = export_tiny(work / "good")
+    exe = args.bench
+
+    # Sanity: the good artifact runs.
+    r = run([exe, good, "--iters", 1, "--warmup", 0])
+    if r.returncode != 0:
+        raise Failure(f"the good artifact fails: exit {r.returncode}: {r.stderr.strip()}")
+
+    trunc = copy_artifact(good, work / "truncated")
+    truncate(trunc / "model.pt")
+    trunc_unlisted = copy_artifact(good, work / "truncated_unlisted", lambda m: m.pop("files"))
+    truncate(trunc_unlisted / "model.pt")
+    garbage = copy_artifact(good, work / "garbage_model", lambda m: m.pop("files"))
+    (garbage / "model.pt").write_bytes(b"this is not a TorchScript archive\n" * 10)
+    future = copy_artifact(good, work / "schema99", lambda m: m.update(schema_version=99))
+    onnx = copy_artifact(good, work / "onnx_backend", lambda m: m.update(backend="onnxruntime", target="onnx"))
+    aoti = copy_artifact(good, work / "aoti_target", lambda m: m.update(target="aotinductor"))
+    badjson = copy_artifact(good, work / "bad_json")
+    (badjson / "manifest.json").write_text('{"schema_version": 1, "artifact": ')
+    no_manifest = copy_artifact(good, work / "no_manifest")
+    (no_manifest / "manifest.json").unlink()
+    no_model = copy_artifact(good, work / "no_model")
+    (no_model / "model.pt").unlink()
+
+    def fixed_batch(m):
+        m["inputs"][0]["shape"][0] = 2
+    static2 = copy_artifact(good, work / "static_batch2", fixed_batch)
+
+    def wrong_size(m):
+        m["inputs"][0]["shape"] = [-1, 3, 32, 32]
+    size_mismatch = copy_artifact(good, work / "size_mismatch", wrong_size)
+
+    def dyn_hw(m):  # the manifest lies: dynamic H, W and a 32x32 preprocessing size the model cannot take
+        m["inputs"][0]["shape"] = [-1, 3, -1, -1]
+        m["preprocessing"]["size"] = [32, 32]
+    model_error = copy_artifact(good, work / "model_error", dyn_hw)
+
+    text = work / "notes.txt"
+    text.write_text("not an image\n")
+    empty = work / "empty.png"
+    empty.write_bytes(b"")
+
+    cases = [
+        # (name, argv, expected exit code, phrase in the message)
+        ("missing artifact dir", [work / "nope"], 1, "does not exist"),
+        ("no manifest.json", [no_manifest], 1, "cannot open"),
+        ("manifest not JSON", [badjson], 1, "not valid JSON"),
+        ("schema_version 99", [future], 1, "schema_version 99"),
+        ("backend onnxruntime", [onnx], 1, "backend 'onnxruntime' (target 'onnx') is not built"),
+        ("target aotinductor", [aoti], 1, "target 'aotinductor'"),
+        ("model.pt missing", [no_model], 1, "is missing"),
+        ("truncated model.pt (size recorded)", [trunc], 1, "truncated"),
+        ("truncated model.pt (size not recorded)", [trunc_unlisted], 1, "cannot load TorchScript model"),
+        ("garbage model.pt", [garbage], 1, "cannot load TorchScript model"),
+        ("text file as --image", [good, "--image", text], 1, "cannot decode image"),
+        ("empty file as --image", [good, "--image", empty], 1, "cannot decode image"),
+        ("missing --image", [good, "--image", work / "nope.png"], 1, "cannot decode image"),
+        ("fixed batch 2, --batch 3", [static2, "--batch", 3], 1, "fixed batch of 2"),
+        ("model raises inside libtorch", [model_error, "--iters", 1, "--warmup", 0], 1, "is invalid for input of size"),
+        ("--batch 0", [good, "--batch", 0], 2, "--batch must be in"),
+        ("--batch -2", [good, "--batch", -2], 2, "--batch must be in"),
+        ("--batch abc", [good, "--batch", "abc"], 2, "--batch expects an integer"),
+        ("--batch 2x", [good, "--batch", "2x"], 2, "--batch expects an integer"),
+        ("--batch without value", [good, "--batch"], 2, "--batch needs a value"),
+        ("--iters 0", [good, "--iters", 0], 2, "--iters must be in"),
+        ("unknown option", [good, "--fast"], 2, "unknown option --fast"),
+        ("no artifact", [], 2, "missing ARTIFACT_DIR"),
+        ("two artifacts", [good, good], 2, "expected one ARTIFACT_DIR"),
+    ]
+    # A real image whose size does not match the (edited) input shape: the runner's shape check.
+    from PIL import Image
+    img = work / "gray_80x60.png"
+    Image.new("RGB", (80, 60), (120, 130, 140)).save(img)
+    cases.append(("input shape check", [size_mismatch, "--image", img], 1,
+                  "input shape (1, 3, 64, 64) does not match the artifact's input 'pixel_values' of shape (any, 3, 32, 32)"))
+    cases.append(("fixed batch, image batch 3", [static2, "--image", img, "--batch", 3], 1, "does not match"))
+
+    failures = []
+    for name, argv, code, phrase in cases:
+        r = run([exe, *argv])
+        lines = r.stderr.splitlines()
+        problems = []
+        if r.returncode != code:
+            problems.append(f"exit {r.returncode}, expected {code}")
+        if len(lines) != 1 or not lines[0].startswith("vitedge-bench: error: "):
+            problems.append(f"stderr is not one 'vitedge-bench: error:' line: {r.stderr[:500]!r}")
+        elif phrase not in lines[0]:
+            problems.append(f"message lacks {phrase!r}: {lines[0]!r}")
+        if r.stdout:
+            problems.append(f"stdout not empty: {r.stdout[:200]!r}")
+        status = "ok  " if not problems else "FAIL"
+        print(f"{status} {name}: exit {r.returncode}: {lines[0] if lines else '(no stderr)'}")
+        if problems:
+            failures.append(f"{name}: {'; '.join(problems)}")
+    if failures:
+        raise Failure(f"{len(failures)} case(s) failed: " + " | ".join(failures))
+    print(f"all {len(cases)} bad-input cases OK")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", required=True, type=Path, help="path to the vitedge-bench executable")
+    ap.add_argument("--workdir", required=True, type=Path, help="scratch directory (recreated)")
+    main(lambda: test(ap.parse_args()))

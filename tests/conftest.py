@@ -1,0 +1,24 @@
+"""Shared fixtures: real photos (scikit-image's bundled set) preprocessed to a model's input size."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from vitedge.data import bundled_photo_paths, load_batch, make_preprocessing  # noqa: E402
+
+
+def photos(size, n: int | None = None) -> torch.Tensor:
+    """The bundled photos as a float32 (N, 3, H, W) batch, ImageNet-normalised, at ``size`` (H, W)."""
+    x = load_batch(bundled_photo_paths(), make_preprocessing(size))
+    return x if n is None else x[torch.arange(n) % len(x)]
+
+
+@pytest.fixture(scope="session")
+def photo_batch():
+    """Factory fixture: ``photo_batch((H, W), n=None)``."""
+    return photos

@@ -1,0 +1,212 @@
+"""MobileViT (arXiv 2110.02178): parity with vit-pytorch's ``mobile_vit.MobileViT`` on real photos, and export.
+
+Small configurations keep each test to a few seconds on two CPU cores; the full-size presets are under
+``@pytest.mark.slow``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oracle import oracle
+from vitedge.models.mobilevit import MobileViT, fold_patches, unfold_patches
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+SMALL = dict(dims=(16, 20, 24), channels=(8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 48), num_classes=10,
+             depths=(1, 2, 1), expansion=2)
+
+PRESETS = {
+    "mobilevit_xxs": dict(image_size=(256, 256), dims=(64, 80, 96),
+                          channels=(16, 16, 24, 24, 48, 48, 64, 64, 80, 80, 320), num_classes=1000, expansion=2),
+    "mobilevit_xs": dict(image_size=(256, 256), dims=(96, 120, 144),
+                         channels=(16, 32, 48, 48, 64, 64, 80, 80, 96, 96, 384), num_classes=1000),
+    "mobilevit_s": dict(image_size=(256, 256), dims=(144, 192, 240),
+                        channels=(16, 32, 64, 64, 96, 96, 128, 128, 160, 160, 640), num_classes=1000),
+}
+
+
+def photos(size: tuple[int, int]) -> torch.Tensor:
+    """Four real photos (astronaut, chelsea, coffee, rocket), bilinear-resized to ``size``, ImageNet-normalised.
+
+    Returns float32 (4, 3, H, W).
+    """
+    skdata = pytest.importorskip("skimage.data")
+    imgs = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket()]
+    out = []
+    for img in imgs:
+        t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None].float() / 255.0
+        out.append(F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True))
+    x = torch.cat(out)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def exercise_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
+    """Give every BatchNorm non-trivial affine parameters and running statistics, then switch to eval.
+
+    The affine parameters are drawn at random; the running statistics are the exact (cumulative) batch
+    statistics of a few train-mode passes over ``x`` and its mirror image.
+    """
+    g = torch.Generator().manual_seed(1234)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns, "model has no BatchNorm"
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
+            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.1)
+            bn.reset_running_stats()
+            bn.momentum = None
+        model.train()
+        for batch in (x, x.flip(-1), x.flip(-2)):
+            model(batch)
+        for bn in bns:
+            bn.momentum = 0.1
+            assert bn.running_var.min() > 0 and bn.running_mean.abs().max() > 0
+    model.eval()
+
+
+def build_pair(**kwargs) -> tuple[nn.Module, MobileViT]:
+    """Seeded reference with exercised BatchNorm, and ours loaded from its state_dict (strict)."""
+    ref_mod = oracle("mobile_vit")
+    torch.manual_seed(0)
+    ref = ref_mod.MobileViT(**kwargs)
+    exercise_batchnorm(ref, photos(kwargs["image_size"]))
+    ours = MobileViT(**kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    return ref, ours
+
+
+def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+    assert a.shape == b.shape
+    assert torch.isfinite(b).all()
+    assert a.std() > 1e-3, "degenerate logits"
+    diff = (a - b).abs().max().item()
+    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
+    assert diff <= atol, diff
+    return diff
+
+
+def test_state_dict_keys_match():
+    ref_mod = oracle("mobile_vit")
+    kw = dict(image_size=(64, 64), **SMALL)
+    ref, ours = ref_mod.MobileViT(**kw), MobileViT(**kw)
+    a, b = ref.state_dict(), ours.state_dict()
+    assert list(a) == list(b)
+    assert all(a[k].shape == b[k].shape for k in a)
+
+
+@pytest.mark.parametrize("image_size,patch_size,expansion", [
+    ((64, 64), (2, 2), 2),
+    ((64, 64), (2, 2), 1),        # MV2 blocks without the expansion conv
+])
+def test_parity_photos(image_size, patch_size, expansion):
+    kw = dict(SMALL, image_size=image_size, patch_size=patch_size, expansion=expansion)
+    ref, ours = build_pair(**kw)
+    check_parity(ref, ours, photos(image_size))
+
+
+@pytest.mark.parametrize("image_size,patch_size", [
+    ((128, 64), (2, 2)),          # non-square image
+    ((64, 128), (2, 4)),          # non-square image and non-square patches (ph != pw)
+    ((256, 192), (2, 2)),
+])
+def test_parity_non_square(image_size, patch_size):
+    kw = dict(SMALL, image_size=image_size, patch_size=patch_size)
+    ref, ours = build_pair(**kw)
+    x = photos(image_size)
+    check_parity(ref, ours, x)
+    with torch.no_grad():
+        assert ours(x).shape == (4, SMALL["num_classes"])
+
+
+@pytest.mark.parametrize("ph,pw", [(2, 2), (2, 4), (4, 2), (1, 3)])
+def test_unfold_fold_match_einops(ph, pw):
+    einops = pytest.importorskip("einops")
+    h, w = 3, 5
+    x = torch.randn(2, 7, h * ph, w * pw)
+    ref = einops.rearrange(x, "b d (h ph) (w pw) -> b (ph pw) (h w) d", ph=ph, pw=pw)
+    y = unfold_patches(x, ph, pw, h, w)
+    assert torch.equal(y, ref)
+    assert torch.equal(fold_patches(y, ph, pw, h, w), x)
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="dims"):
+        MobileViT(image_size=(64, 64), dims=(16, 20), channels=SMALL["channels"], num_classes=10)
+    with pytest.raises(ValueError, match="depths"):
+        MobileViT(image_size=(64, 64), dims=SMALL["dims"], channels=SMALL["channels"], num_classes=10, depths=(1, 1))
+    with pytest.raises(ValueError, match="channels"):
+        MobileViT(image_size=(64, 64), dims=SMALL["dims"], channels=SMALL["channels"][:-1], num_classes=10)
+    with pytest.raises(ValueError, match="divisible"):
+        MobileViT(image_size=(65, 64), dims=SMALL["dims"], channels=SMALL["channels"], num_classes=10)
+    with pytest.raises(ValueError, match="divisible"):     # fmap 96/32 = 3 is not divisible by 2
+        MobileViT(image_size=(96, 64), dims=SMALL["dims"], channels=SMALL["channels"], num_classes=10)
+
+
+def _small_model(image_size=(64, 128), patch_size=(2, 2)) -> MobileViT:
+    torch.manual_seed(0)
+    model = MobileViT(**dict(SMALL, image_size=image_size, patch_size=patch_size))
+    exercise_batchnorm(model, photos(image_size))
+    return model
+
+
+@pytest.mark.parametrize("patch_size", [(2, 2), (2, 4)])
+def test_torchscript_trace_dynamic_batch(patch_size):
+    model = _small_model(patch_size=patch_size)
+    x = photos((64, 128))
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x[:2])
+        for n in (1, 3, 8):
+            xb = x.repeat(2, 1, 1, 1)[:n] if n > 4 else x[:n]
+            diff = (traced(xb) - model(xb)).abs().max().item()
+            assert diff <= 1e-4, (n, diff)
+
+
+def test_onnx_dynamo_dynamic_batch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = _small_model(patch_size=(2, 4))
+    x = photos((64, 128))
+    x8 = torch.cat([x, x.flip(-1)])
+    path = tmp_path / "mobilevit.onnx"
+    torch.onnx.export(model, (x8[:2],), str(path), dynamo=True,
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},), opset_version=18)
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
+    assert ranks and max(ranks) <= 5, max(ranks)          # Core ML's rank limit
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    with torch.no_grad():
+        for n in (1, 3, 8):
+            (out,) = sess.run(None, {name: x8[:n].numpy()})
+            diff = np.abs(out - model(x8[:n]).numpy()).max()
+            assert out.shape == (n, SMALL["num_classes"])
+            assert diff <= 1e-4, (n, diff)
+
+
+@pytest.mark.slow
+def test_full_size_presets_forward():
+    x = photos((256, 256))[:1]
+    for name, kw in PRESETS.items():
+        model = MobileViT(**kw).eval()
+        with torch.no_grad():
+            out = model(x)
+        n = sum(p.numel() for p in model.parameters())
+        print(f"{name}: {n} params")
+        assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.slow
+def test_full_size_parity_xxs():
+    ref, ours = build_pair(**PRESETS["mobilevit_xxs"])
+    check_parity(ref, ours, photos((256, 256)))

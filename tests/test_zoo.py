@@ -1,0 +1,53 @@
+"""Zoo presets: every preset builds and runs; counted params match the papers where the architecture is the paper's."""
+import json
+
+import pytest
+import torch
+
+from vitedge.cli import main
+from vitedge.errors import UsageError
+from vitedge.models.zoo import PRESETS, create_model, get_preset, model_stats
+
+REQUIRED = ["deit_tiny", "deit_small", "mobilevit_xxs", "mobilevit_xs", "mobilevit_s", "levit_128s", "levit_128",
+            "levit_192", "levit_256"]
+
+
+def test_required_presets_exist_with_citations():
+    for name in REQUIRED:
+        p = get_preset(name)
+        assert "arXiv" in p.paper and p.citation
+
+
+@pytest.mark.parametrize("name", ["deit_tiny", "deit_small"])
+def test_deit_params_and_flops_match_paper(name):
+    p = get_preset(name)
+    s = model_stats(create_model(name), p.input_size)
+    assert abs(s["params_m"] - p.paper_params_m) / p.paper_params_m <= 0.02
+    paper_gmacs = {"deit_tiny": 1.3, "deit_small": 4.6}[name]
+    assert abs(s["gmacs"] - paper_gmacs) / paper_gmacs <= 0.05
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_preset_forward_shape(name):
+    p = get_preset(name)
+    m = create_model(name)
+    with torch.no_grad():
+        y = m(torch.zeros(1, 3, *p.input_size))
+    assert y.shape == (1, 1000)
+
+
+def test_seeded_presets_are_reproducible():
+    a, b = create_model("levit_128s", seed=3), create_model("levit_128s", seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_unknown_preset_suggests_close_match():
+    with pytest.raises(UsageError, match="did you mean mobilevit_xs"):
+        get_preset("mobilevit_x")
+
+
+def test_zoo_cli_json(capsys):
+    assert main(["zoo", "--json", "--family", "vit"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["preset"] for r in rows} == {n for n, p in PRESETS.items() if p.family == "vit"}
+    assert all(r["params"] > 0 and r["gflops"] > 0 for r in rows)

@@ -1,0 +1,93 @@
+"""Latency and throughput of an artifact in its runtime, in the benchmark JSON schema shared with the C++ tool.
+
+Schema: ``{"artifact", "runtime", "device", "batch", "threads", "warmup", "iters", "latency_ms": {"mean", "p50",
+"p90", "p99", "min", "max"}, "throughput_ips", "peak_rss_mb", "artifact_mb", "machine": {...}}``.
+Latency is wall time of one ``run`` call (ms); percentiles interpolate linearly between closest ranks
+(numpy's default, the same as the C++ tool); ``throughput_ips`` = batch / mean latency in images per second;
+``peak_rss_mb`` is the process's peak resident set (MiB) and ``artifact_mb`` the artifact's files (MiB).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import numpy as np
+
+from .machine import machine_info
+
+__all__ = ["bench", "latency_stats"]
+
+
+def latency_stats(samples_ms) -> dict:
+    """mean/p50/p90/p99/min/max of latencies in ms (linear-interpolated percentiles)."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"mean": float(a.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+def _input(art, batch: int, images, input_size) -> np.ndarray:
+    from .data import bundled_photo_paths, image_paths, load_batch
+    from .runtime import check_input
+    spec = art.manifest["inputs"][0]["shape"]
+    if input_size is not None:  # synthetic input of a requested size (checked against the artifact)
+        x = np.random.default_rng(0).standard_normal((batch, spec[1], *input_size)).astype(np.float32)
+    else:
+        paths = image_paths(images) if images else bundled_photo_paths()
+        photos = load_batch(paths, art.manifest["preprocessing"]).numpy()
+        x = photos[np.arange(batch) % len(photos)]
+    x = np.ascontiguousarray(x)
+    check_input(art, x)
+    return x
+
+
+def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10, iters: int = 50,
+          images=None, input_size: tuple[int, int] | None = None, progress: bool = False,
+          verify: bool = True) -> dict:
+    """Time ``iters`` runs of the artifact at ``path`` after ``warmup`` runs, on real preprocessed photos.
+
+    Args:
+        batch: images per run (B of the (B, C, H, W) float32 input); photos repeat to fill it.
+        threads: intra-op threads (default: the CPUs this process may use).
+        images: folder of images to use instead of the bundled photos.
+        input_size: (H, W) of a synthetic normal input instead of photos (checked against the artifact).
+        progress: show a progress bar on stderr.
+    Returns:
+        A dict in the benchmark schema (module docstring).
+    Raises:
+        UsageError: batch/iters out of range, or an input that does not fit the artifact.
+        ArtifactError, ImageError, RuntimeMissingError.
+    """
+    from .errors import UsageError
+    from .runtime import open_artifact
+
+    if batch < 1 or iters < 1 or warmup < 0:
+        raise UsageError(f"need batch >= 1, iters >= 1, warmup >= 0 (got {batch}, {iters}, {warmup})")
+    threads = threads or machine_info()["cores"]
+    art, runner = open_artifact(path, threads=threads, verify=verify)
+    fixed = art.manifest["inputs"][0]["shape"][0]
+    if fixed > 0 and batch != fixed:
+        raise UsageError(f"this artifact has a fixed batch of {fixed}; re-export with --batch dynamic to use {batch}")
+    x = _input(art, batch, images, input_size)
+    for _ in range(warmup):
+        runner.run(x)
+    times = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=iters, desc=f"bench {art.path.name}", unit="it", leave=False)
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        runner.run(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    lat = latency_stats(times)
+    return {"artifact": str(art.path), "runtime": runner.runtime, "device": "cpu", "batch": batch,
+            "threads": threads, "warmup": warmup, "iters": iters, "latency_ms": lat,
+            "throughput_ips": batch / (lat["mean"] / 1e3),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "artifact_mb": art.size_mb, "machine": machine_info()}

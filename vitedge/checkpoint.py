@@ -1,0 +1,77 @@
+"""Checkpoint loading that never unpickles code: safetensors, or ``torch.load(weights_only=True)``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+__all__ = ["apply_checkpoint", "load_state_dict", "save_state_dict"]
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state_dict from ``.safetensors`` or a torch file (``.pt``/``.pth``/``.bin``).
+
+    Torch files are read with ``weights_only=True``, which refuses pickled code. A checkpoint that wraps
+    its weights in ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
+
+    Raises:
+        CheckpointError: missing, unreadable, truncated, not a tensor mapping, or containing pickled objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every loader failure becomes one readable line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {msg}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"checkpoint {path} is not a mapping of parameter names to tensors")
+    return sd
+
+
+def apply_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load the checkpoint at ``path`` into ``model`` (strict: same keys, same shapes).
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or one made for a different model (names the first mismatches).
+    """
+    sd = load_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({'; '.join(parts)}); "
+                              "was it trained for another preset or --num-classes?")
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save ``model.state_dict()`` as safetensors, atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,203 @@
+"""``vitedge`` command line: zoo, export, validate, bench.
+
+Every user-facing failure is one line on stderr (``vitedge: error: ...``) and a non-zero exit: 2 for bad
+usage, 1 for everything else (including a failed parity check). ``VITEDGE_DEBUG=1`` shows tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import UsageError, VitedgeError
+
+
+def _write_json(path: str | None, obj) -> None:
+    if path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, p)
+
+
+def _console():
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
+def cmd_zoo(args) -> int:
+    from .models.zoo import PRESETS, create_model, model_stats
+    rows = []
+    for name, p in PRESETS.items():
+        if args.family and p.family != args.family:
+            continue
+        stats = model_stats(create_model(name), p.input_size)
+        rows.append({"preset": name, "family": p.family, "input_size": list(p.input_size), **stats,
+                     "paper_params_m": p.paper_params_m, "source": p.source, "paper": p.paper, "citation": p.citation, "note": p.note})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+    t = Table(title="vitedge zoo (params and FLOPs counted on the built model, 1 image)")
+    for col in ("preset", "family", "input", "params (M)", "paper (M)", "GFLOPs", "GMACs", "source"):
+        t.add_column(col, justify="right" if col[0] in "pG" and col != "preset" else "left", no_wrap=True)
+    for r in rows:
+        t.add_row(r["preset"], r["family"], "x".join(map(str, r["input_size"])), f"{r['params_m']:.2f}",
+                  f"{r['paper_params_m']:.1f}" if r["paper_params_m"] else "-", f"{r['gflops']:.2f}",
+                  f"{r['gmacs']:.2f}", r["source"])
+    _console().print(t)
+    return 0
+
+
+def _parse_batch(s: str) -> int | None:
+    if s == "dynamic":
+        return None
+    try:
+        b = int(s)
+    except ValueError:
+        raise UsageError(f"--batch must be a positive integer or 'dynamic', got {s!r}") from None
+    if b < 1:
+        raise UsageError(f"--batch must be >= 1, got {b}")
+    return b
+
+
+def cmd_export(args) -> int:
+    import torch
+
+    from .export import export, prepare_preset
+    from .targets import target_module
+    target_module(args.target)  # unknown target: fail before building anything
+    batch = _parse_batch(args.batch)
+    model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
+                                      image_size=tuple(args.image_size) if args.image_size else None)
+    out = Path(args.output or f"artifacts/{args.preset}-{args.target}")
+    example = torch.zeros(batch or 2, 3, *pre["size"])
+    art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
+                 opset=args.opset)
+    p = art.manifest["parity"]
+    worst = max(v["max_abs"] for k, v in p.items() if k.startswith("batch_"))
+    print(f"wrote {art.file} ({art.size_mb:.2f} MB, {art.manifest['export']['method']}); "
+          f"parity vs eager on photos: max abs diff {worst:.2e} at batches "
+          f"{', '.join(k[6:] for k in p if k.startswith('batch_'))}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .validate import validate
+    tol = {}
+    if args.max_abs is not None:
+        tol["max_abs"] = args.max_abs
+    if args.min_top1 is not None:
+        tol["top1_agreement"] = args.min_top1
+    r = validate(args.artifact, images=args.images, tolerance=tol or None, threads=args.threads,
+                 verify=not args.no_verify)
+    _write_json(args.json, r)
+    m, t = r["metrics"], r["tolerance"]
+    from rich.table import Table
+    tab = Table(title=f"{r['artifact']} ({r['runtime']}) vs eager PyTorch on {m['samples']} images")
+    for col in ("max abs", "max rel", "cosine (min)", "top-1 agree", "top-5 agree", "result"):
+        tab.add_column(col, justify="right")
+    tab.add_row(f"{m['max_abs']:.2e}", f"{m['max_rel']:.2e}", f"{m['cosine']:.6f}", f"{m['top1_agreement']:.0%}",
+                f"{m['top5_agreement']:.0%}", "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]")
+    _console().print(tab)
+    if not r["passed"]:
+        print(f"vitedge: error: parity outside tolerance (max abs {m['max_abs']:.3g} vs {t['max_abs']:g}, "
+              f"top-1 agreement {m['top1_agreement']:.1%} vs {t['top1_agreement']:.0%})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench
+    r = bench(args.artifact, batch=args.batch, threads=args.threads, warmup=args.warmup, iters=args.iters,
+              images=args.images, input_size=tuple(args.input_size) if args.input_size else None,
+              progress=not args.no_progress and sys.stderr.isatty(), verify=not args.no_verify)
+    _write_json(args.json, r)
+    from rich.table import Table
+    lat = r["latency_ms"]
+    t = Table(title=f"{r['artifact']} on {r['machine']['cpu']} ({', '.join(r['machine']['flags']) or 'no ISA flags'})")
+    for col in ("runtime", "batch", "threads", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak RSS MB",
+                "size MB"):
+        t.add_column(col, justify="right")
+    t.add_row(r["runtime"], str(r["batch"]), str(r["threads"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}",
+              f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{r['throughput_ips']:.1f}", f"{r['peak_rss_mb']:.0f}",
+              f"{r['artifact_mb']:.2f}")
+    _console().print(t)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``vitedge`` command."""
+    from . import __version__
+    ap = argparse.ArgumentParser(prog="vitedge", description="Export, validate and benchmark Vision Transformers.")
+    ap.add_argument("--version", action="version", version=f"vitedge {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    z = sub.add_parser("zoo", help="list the model presets with params and FLOPs")
+    z.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    z.add_argument("--family", help="only this family (vit, mobilevit, levit)")
+    z.set_defaults(func=cmd_zoo)
+
+    e = sub.add_parser("export", help="export a preset to an artifact directory (file + manifest.json)")
+    e.add_argument("preset")
+    e.add_argument("--target", required=True, help="torchscript | onnx")
+    e.add_argument("--batch", default="dynamic", help="fixed batch size, or 'dynamic' (default)")
+    e.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the preset's)")
+    e.add_argument("--checkpoint", help="state_dict to load (.safetensors, or .pt read with weights_only=True)")
+    e.add_argument("--num-classes", type=int, help="classifier size (must match the checkpoint)")
+    e.add_argument("--opset", type=int, help="ONNX opset (default 18; the legacy fallback uses 17)")
+    e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET)")
+    e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("validate", help="parity of an artifact vs eager PyTorch on real images")
+    v.add_argument("artifact")
+    v.add_argument("--images", help="folder of JPEG/PNG images (default: scikit-image's bundled photos)")
+    v.add_argument("--json", help="write the result JSON here")
+    v.add_argument("--max-abs", type=float, help="tolerance on max abs diff (default 1e-4 for fp32)")
+    v.add_argument("--min-top1", type=float, help="minimum top-1 agreement, 0..1 (default 1.0)")
+    v.add_argument("--threads", type=int)
+    v.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
+    v.set_defaults(func=cmd_validate)
+
+    b = sub.add_parser("bench", help="latency/throughput of an artifact in its runtime")
+    b.add_argument("artifact")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--threads", type=int, help="intra-op threads (default: all usable CPUs)")
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--iters", type=int, default=50)
+    b.add_argument("--images", help="folder of images (default: the bundled photos)")
+    b.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="synthetic input of this size")
+    b.add_argument("--json", help="write the result JSON here")
+    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
+    b.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vitedge`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VitedgeError as e:
+        if os.environ.get("VITEDGE_DEBUG"):
+            raise
+        print(f"vitedge: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("vitedge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - never a library traceback for a user; VITEDGE_DEBUG=1 shows it
+        if os.environ.get("VITEDGE_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"vitedge: error: unexpected {type(e).__name__}: {msg[:300]} (set VITEDGE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

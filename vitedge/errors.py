@@ -1,0 +1,33 @@
+"""The one exception family that the CLI turns into a one-line message and a non-zero exit."""
+
+
+class VitedgeError(Exception):
+    """Base of every error vitedge reports to a user; the message is one readable line."""
+
+    exit_code = 1
+
+
+class UsageError(VitedgeError):
+    """Bad command-line input (unknown preset or target, bad option value). Exit code 2."""
+
+    exit_code = 2
+
+
+class ArtifactError(VitedgeError):
+    """A missing, corrupt, truncated or unsupported artifact or manifest."""
+
+
+class CheckpointError(VitedgeError):
+    """A missing or unreadable checkpoint, or one that does not fit the model."""
+
+
+class ImageError(VitedgeError):
+    """A file that is not a decodable image, or an empty image folder."""
+
+
+class ExportError(VitedgeError):
+    """An export that failed or whose artifact does not reproduce the eager model."""
+
+
+class RuntimeMissingError(VitedgeError):
+    """The runtime an artifact needs is not installed on this machine."""

@@ -1,0 +1,210 @@
+"""The export driver: prepare a model, write an artifact with any target, check it against eager, write the manifest.
+
+Usable with a zoo preset (:func:`prepare_preset`) or any ``nn.Module`` and example input (:func:`export`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import apply_checkpoint, load_state_dict
+from .data import bundled_photo_paths, load_batch, make_preprocessing
+from .errors import ExportError, UsageError, VitedgeError
+from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, read_manifest, sha256_file, utc_now, versions, \
+    write_manifest
+from .models.zoo import create_model, family_class, get_preset
+from .targets import target_module
+from .validate import compare
+
+__all__ = ["build_model", "export", "prepare_preset"]
+
+INPUT_NAME = "pixel_values"
+
+
+def _tuples(v):
+    """JSON lists back to tuples, recursively (vit-pytorch constructors test ``isinstance(x, tuple)``)."""
+    if isinstance(v, list):
+        return tuple(_tuples(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _tuples(x) for k, x in v.items()}
+    return v
+
+
+def prepare_preset(preset: str, *, checkpoint: str | os.PathLike | None = None, num_classes: int | None = None,
+                   image_size: tuple[int, int] | None = None, seed: int = 0) -> tuple[nn.Module, dict, dict]:
+    """Build a zoo preset for export.
+
+    Args:
+        preset: zoo name (``vitedge zoo``).
+        checkpoint: safetensors / torch state_dict file to load (never unpickled); without one the weights are
+            the preset's seeded random initialisation (reproducible, so ``validate`` can rebuild them).
+        num_classes: override the classifier size (e.g. 10 for a digits checkpoint).
+        image_size: (H, W) override of the input size.
+    Returns:
+        (model in eval mode, model spec for the manifest, preprocessing dict).
+    Raises:
+        UsageError: unknown preset or an image size the family cannot take.
+        CheckpointError: unreadable checkpoint or one that does not fit.
+    """
+    p = get_preset(preset)
+    overrides: dict = {}
+    if num_classes is not None:
+        overrides["num_classes"] = int(num_classes)
+    size = tuple(p.input_size)
+    if image_size is not None:
+        size = (int(image_size[0]), int(image_size[1]))
+        if p.family == "levit":
+            if size[0] != size[1]:
+                raise UsageError(f"{preset}: LeViT takes square images only, got {size[0]}x{size[1]}")
+            overrides["image_size"] = size[0]
+        elif p.family == "mobilevit":
+            overrides["image_size"] = size
+        else:
+            overrides["image_size"] = size
+    spec = {"preset": preset, "family": p.family, "kwargs": {**p.kwargs, **overrides}}
+    try:
+        model = create_model(preset, seed=seed, **overrides)
+    except (ValueError, AssertionError) as e:
+        raise UsageError(f"{preset} cannot take image size {size[0]}x{size[1]}: {e}") from None
+    if checkpoint is not None:
+        apply_checkpoint(model, checkpoint)
+        spec["weights"] = {"source": "checkpoint", "path": str(Path(checkpoint).absolute()),
+                           "sha256": sha256_file(Path(checkpoint))}
+    else:
+        spec["weights"] = {"source": "seed", "seed": seed}
+    return model.eval(), spec, make_preprocessing(size, p.mean, p.std)
+
+
+def build_model(spec: dict) -> nn.Module:
+    """Rebuild the eager model a manifest describes (family class + kwargs + weights source).
+
+    Only classes registered in :data:`vitedge.models.zoo.FAMILIES` are built; nothing named in a manifest is
+    imported otherwise.
+
+    Raises:
+        VitedgeError: the manifest names no family, or its weights cannot be reproduced (module-only export,
+            checkpoint missing or changed since export).
+    """
+    family = spec.get("family")
+    if not family:
+        raise VitedgeError("the manifest does not describe a vitedge model family; validate it from Python with "
+                           "vitedge.validate.validate(path, model=your_module)")
+    cls = family_class(family)
+    weights = spec.get("weights", {})
+    if weights.get("source") == "seed":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(weights.get("seed", 0)))
+            model = cls(**_tuples(spec["kwargs"]))
+    elif weights.get("source") == "checkpoint":
+        path = Path(weights["path"])
+        if not path.is_file():
+            raise VitedgeError(f"the checkpoint this artifact was exported from is gone: {path}")
+        if sha256_file(path) != weights.get("sha256"):
+            raise VitedgeError(f"the checkpoint {path} changed since export (SHA-256 differs)")
+        model = cls(**_tuples(spec["kwargs"]))
+        model.load_state_dict(load_state_dict(path), strict=True)
+    else:
+        raise VitedgeError("the manifest's weights cannot be rebuilt (exported from a Python module); "
+                           "validate it from Python with vitedge.validate.validate(path, model=your_module)")
+    return model.eval()
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    with torch.inference_mode():
+        out = model(x)
+    return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+
+
+def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | os.PathLike, *,
+           spec: dict | None = None, preprocessing: dict | None = None, labels: list[str] | None = None,
+           dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4) -> Artifact:
+    """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
+
+    Args:
+        model: any ``nn.Module`` mapping float32 (B, C, H, W) to logits (B, K) or a tuple of outputs.
+        example: float32 (B, C, H, W) example input; B is the fixed batch when ``dynamic_batch`` is False.
+        target: ``torchscript`` | ``onnx``.
+        spec: model description for the manifest (from :func:`prepare_preset`); None for a plain module.
+        preprocessing: manifest preprocessing dict; defaults to ImageNet mean/std at the example's size.
+        dynamic_batch: keep dimension 0 symbolic (verified at batches 1, 3 and 8 against eager).
+        tol_abs: max abs difference vs eager (fp32) on the bundled photos before the export is refused.
+    Returns:
+        The written :class:`Artifact`.
+    Raises:
+        UsageError: unknown target or an example that is not float32 NCHW.
+        ExportError: the exporter failed, or the artifact does not reproduce eager within ``tol_abs``
+            (nothing is written in either case).
+    """
+    mod = target_module(target)
+    if example.dtype != torch.float32 or example.dim() != 4:
+        raise UsageError(f"example input must be float32 (B, C, H, W), got {example.dtype} {tuple(example.shape)}")
+    model = model.eval()
+    size = tuple(example.shape[2:])
+    pre = preprocessing or make_preprocessing(size)
+    if tuple(pre["size"]) != size:
+        raise UsageError(f"preprocessing size {pre['size']} differs from the example's {list(size)}")
+    ref_example = _outputs(model, example)
+    n_out = len(ref_example)
+    out_names = list(getattr(model, "output_names", None) or ["logits"])[:n_out]
+    out_names += [f"output_{i}" for i in range(len(out_names), n_out)]
+    options = {"input_names": [INPUT_NAME], "output_names": out_names, "dynamic_batch": dynamic_batch, "opset": opset}
+
+    # Real photos for the parity check, at the model's input size and channel count.
+    photos = load_batch(bundled_photo_paths(), pre) if example.shape[1] == 3 else example
+    fixed_b = int(example.shape[0])
+    batches = [1, 3, 8] if dynamic_batch else [fixed_b]
+    try:
+        with atomic_directory(out_dir) as tmp:
+            try:
+                info = mod.write(model, example, tmp, options)
+            except (VitedgeError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # noqa: BLE001 - exporter internals: one line, the rest is noise to a user
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExportError(f"{target} export failed: {msg[:400]}") from None
+            art = Artifact(tmp, {"artifact": info["artifact"], "files": {}})
+            runner = mod.load(art)
+            parity = {}
+            for b in batches:
+                x = photos[torch.arange(b) % photos.shape[0]].contiguous()
+                ref, got = _outputs(model, x), runner.run(x.numpy())
+                if len(got) != n_out or got[0].shape != ref[0].shape:
+                    raise ExportError(f"{target} artifact gives output shape {got[0].shape} at batch {b}, eager "
+                                      f"gives {ref[0].shape} (batch dimension specialised?)")
+                m = compare(ref[0], got[0])
+                parity[f"batch_{b}"] = m
+                if not m["max_abs"] <= tol_abs:
+                    raise ExportError(f"{target} artifact differs from eager by {m['max_abs']:.3g} (> {tol_abs:g}) "
+                                      f"at batch {b} on the bundled photos; not written")
+            c = int(example.shape[1])
+            manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "artifact": info["artifact"],
+                "target": target,
+                "backend": info["backend"],
+                "precision": "fp32",
+                "model": {**(spec or {"preset": None, "family": None, "class": type(model).__qualname__,
+                                      "weights": {"source": "module"}}),
+                          "params": sum(p.numel() for p in model.parameters())},
+                "inputs": [{"name": INPUT_NAME, "shape": [-1 if dynamic_batch else fixed_b, c, *size],
+                            "dtype": "float32", "dynamic_axes": {"0": "batch"} if dynamic_batch else {}}],
+                "outputs": [{"name": n, "shape": [-1 if dynamic_batch else fixed_b, *r.shape[1:]],
+                             "dtype": "float32", "dynamic_axes": {"0": "batch"} if dynamic_batch else {}}
+                            for n, r in zip(out_names, ref_example)],
+                "preprocessing": pre,
+                "labels": labels,
+                "versions": versions(),
+                "created": utc_now(),
+                "export": info["export"],
+                "parity": {"reference": "eager PyTorch fp32", "images": "bundled scikit-image photos", **parity},
+            }
+            if "opset" in info:
+                manifest["opset"] = info["opset"]
+            write_manifest(tmp, manifest)
+    except OSError as e:
+        raise ExportError(f"cannot write artifact to {out_dir}: {e.strerror or e}") from None
+    return read_manifest(out_dir)

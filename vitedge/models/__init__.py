@@ -1,0 +1,2 @@
+"""Export-friendly model definitions, constructor- and state_dict-compatible with vit-pytorch 1.x."""
+from .zoo import PRESETS, Preset, create_model, get_preset, model_stats  # noqa: F401

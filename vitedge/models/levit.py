@@ -1,0 +1,226 @@
+"""LeViT (Graham et al., "LeViT: a Vision Transformer in ConvNet's Clothing for Faster Inference",
+arXiv 2104.01136).
+
+Constructor- and ``state_dict``-compatible with ``vit_pytorch.levit.LeViT`` (vit-pytorch 1.x): the same
+keyword arguments, the same parameter and buffer names (including each attention's ``pos_indices``
+buffer), the same outputs. Written for export:
+
+* attention is :func:`torch.nn.functional.scaled_dot_product_attention` with the learned relative-position
+  bias passed as the additive ``attn_mask`` (gathered from a static index buffer, nothing data-dependent);
+* heads are split with flatten/unflatten/transpose on rank-4 tensors, the batch dimension stays symbolic;
+* no einops, lambdas or ``always(None)``: whether ``forward`` returns a distillation output is decided
+  at construction.
+"""
+from __future__ import annotations
+
+from math import ceil
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTTransformer", "GlobalAvgPool"]
+
+
+def _cast_tuple(val, length: int) -> tuple:
+    """``val`` as a tuple padded to ``length`` by repeating its last element (vit-pytorch's ``cast_tuple``)."""
+    val = val if isinstance(val, tuple) else (val,)
+    return (*val, *((val[-1],) * max(length - len(val), 0)))
+
+
+def _down(n: int) -> int:
+    """Output length of a 3x3, stride-2, padding-1 convolution (or a stride-2 1x1 one): ceil(n / 2)."""
+    return (n + 1) // 2
+
+
+class LeViTFeedForward(nn.Module):
+    """Conv MLP: 1x1 Conv2d(dim, dim*mult) -> Hardswish -> Dropout -> 1x1 Conv2d(dim*mult, dim) -> Dropout.
+
+    Shape (B, dim, H, W) -> (B, dim, H, W), float32. Keys ``net.0``, ``net.3`` as vit-pytorch.
+    """
+
+    def __init__(self, dim: int, mult: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(dim, dim * mult, 1), nn.Hardswish(), nn.Dropout(dropout),
+            nn.Conv2d(dim * mult, dim, 1), nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class LeViTAttention(nn.Module):
+    """LeViT attention on a square feature map, with a learned relative-position bias per head.
+
+    q, k, v are 1x1 Conv2d + BatchNorm projections (q strided by 2 when ``downsample``); the logits are
+    ``q.k * dim_key**-0.5 + pos_bias[|dx| * fmap_size + |dy|] * dim_key**0.5`` (the reference adds
+    ``bias / scale``), softmax, times v, then GELU -> 1x1 Conv2d -> BatchNorm (weight initialised to 0,
+    as in the reference) -> Dropout.
+
+    Input: float32 (B, dim, fmap_size, fmap_size). Output: float32 (B, dim_out, S, S) with S = fmap_size,
+    or ceil(fmap_size / 2) when ``downsample``.
+    """
+
+    def __init__(self, dim: int, fmap_size: int, heads: int = 8, dim_key: int = 32, dim_value: int = 64,
+                 dropout: float = 0.0, dim_out: int | None = None, downsample: bool = False):
+        super().__init__()
+        inner_dim_key = dim_key * heads
+        inner_dim_value = dim_value * heads
+        dim_out = dim if dim_out is None else dim_out
+        stride = 2 if downsample else 1
+
+        self.heads = heads
+        self.scale = dim_key ** -0.5
+        self.attn_dropout = dropout
+        self.q_size = _down(fmap_size) if downsample else fmap_size
+        self.inner_dim_value = inner_dim_value
+
+        self.to_q = nn.Sequential(nn.Conv2d(dim, inner_dim_key, 1, stride=stride, bias=False),
+                                  nn.BatchNorm2d(inner_dim_key))
+        self.to_k = nn.Sequential(nn.Conv2d(dim, inner_dim_key, 1, bias=False), nn.BatchNorm2d(inner_dim_key))
+        self.to_v = nn.Sequential(nn.Conv2d(dim, inner_dim_value, 1, bias=False), nn.BatchNorm2d(inner_dim_value))
+
+        out_batch_norm = nn.BatchNorm2d(dim_out)
+        nn.init.zeros_(out_batch_norm.weight)
+        self.to_out = nn.Sequential(nn.GELU(), nn.Conv2d(inner_dim_value, dim_out, 1), out_batch_norm,
+                                    nn.Dropout(dropout))
+
+        # Relative-position bias: one learned scalar per head and |offset| (dx, dy) pair.
+        self.pos_bias = nn.Embedding(fmap_size * fmap_size, heads)
+        q_range = torch.arange(0, fmap_size, step=stride)
+        k_range = torch.arange(fmap_size)
+        q_pos = torch.stack(torch.meshgrid(q_range, q_range, indexing='ij'), dim=-1).reshape(-1, 2)
+        k_pos = torch.stack(torch.meshgrid(k_range, k_range, indexing='ij'), dim=-1).reshape(-1, 2)
+        rel_pos = (q_pos[:, None, :] - k_pos[None, :, :]).abs()
+        pos_indices = rel_pos[..., 0] * fmap_size + rel_pos[..., 1]          # (Nq, Nk), int64
+        self.register_buffer('pos_indices', pos_indices)
+
+    def attention_bias(self) -> torch.Tensor:
+        """Additive attention mask (heads, Nq, Nk), float32, in units of the already-scaled logits."""
+        return self.pos_bias(self.pos_indices).permute(2, 0, 1) / self.scale
+
+    @staticmethod
+    def _tokens(t: torch.Tensor, heads: int) -> torch.Tensor:
+        """(B, heads*D, X, Y) -> (B, heads, X*Y, D)."""
+        return t.flatten(2).unflatten(1, (heads, -1)).transpose(-1, -2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.heads
+        q = self._tokens(self.to_q(x), h)
+        k = self._tokens(self.to_k(x), h)
+        v = self._tokens(self.to_v(x), h)
+        p = self.attn_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attention_bias(), dropout_p=p,
+                                             scale=self.scale)                    # b, h, Nq, dv
+        out = out.transpose(-1, -2).reshape(-1, self.inner_dim_value, self.q_size, self.q_size)
+        return self.to_out(out)
+
+
+class LeViTTransformer(nn.Module):
+    """``depth`` x (attention [+ residual] -> conv MLP + residual) at one resolution.
+
+    The attention residual is used only when neither downsampling nor changing the width. Shape
+    (B, dim, S, S) -> (B, dim_out, S', S') with S' = ceil(S / 2) when ``downsample`` else S.
+    """
+
+    def __init__(self, dim: int, fmap_size: int, depth: int, heads: int, dim_key: int, dim_value: int,
+                 mlp_mult: int = 2, dropout: float = 0.0, dim_out: int | None = None, downsample: bool = False):
+        super().__init__()
+        dim_out = dim if dim_out is None else dim_out
+        self.attn_residual = (not downsample) and dim == dim_out
+        self.layers = nn.ModuleList(
+            nn.ModuleList([
+                LeViTAttention(dim, fmap_size=fmap_size, heads=heads, dim_key=dim_key, dim_value=dim_value,
+                               dropout=dropout, downsample=downsample, dim_out=dim_out),
+                LeViTFeedForward(dim_out, mlp_mult, dropout=dropout),
+            ])
+            for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attn, ff in self.layers:
+            x = attn(x) + x if self.attn_residual else attn(x)
+            x = ff(x) + x
+        return x
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial dimensions: (B, C, H, W) -> (B, C). Parameter-free."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+class LeViT(nn.Module):
+    """LeViT image classifier (Graham et al., arXiv 2104.01136), vit-pytorch's variant.
+
+    Args (as ``vit_pytorch.levit.LeViT``, keyword-only):
+        image_size: int side of the square input. The reference sizes the position biases for
+            ``image_size // 16`` while its four stride-2 convolutions give ceil-halvings, so it only runs when
+            ``image_size`` is a multiple of 16; that is required here too.
+        num_classes: logits size. dim, depth, heads: int or tuple per stage (padded to ``stages`` by
+            repeating the last). mlp_mult: conv-MLP expansion. stages: number of resolutions.
+        dim_key, dim_value: per-head query/key and value widths. dropout: attention/MLP dropout.
+        num_distill_classes: when not None, adds ``distill_head`` and ``forward`` returns a tuple.
+
+    Between stages a one-layer downsampling transformer (2x heads, stride-2 queries, MLP mult 2) changes
+    the width to the next stage's.
+
+    Input: float32 (B, 3, image_size, image_size); B is free. Output: float32 logits (B, num_classes), or
+    ``(logits, distill_logits)`` with distill_logits (B, num_distill_classes) when ``num_distill_classes``
+    is set.
+
+    Raises:
+        ValueError: ``dim``/``depth``/``heads`` longer than ``stages``, or ``image_size`` not a positive
+            multiple of 16.
+    """
+
+    def __init__(self, *, image_size, num_classes, dim, depth, heads, mlp_mult, stages=3, dim_key=32,
+                 dim_value=64, dropout=0., num_distill_classes=None):
+        super().__init__()
+        dims = _cast_tuple(dim, stages)
+        depths = _cast_tuple(depth, stages)
+        layer_heads = _cast_tuple(heads, stages)
+        if not all(len(t) == stages for t in (dims, depths, layer_heads)):
+            raise ValueError(f"dim, depth and heads must be ints or tuples of at most stages={stages} entries, "
+                             f"got dim={dim!r}, depth={depth!r}, heads={heads!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or image_size % 16:
+            raise ValueError(f"image_size must be a positive int multiple of 16, got {image_size!r}")
+        self.image_size = image_size
+
+        self.conv_embedding = nn.Sequential(
+            nn.Conv2d(3, 32, 3, stride=2, padding=1),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1),
+            nn.Conv2d(128, dims[0], 3, stride=2, padding=1),
+        )
+
+        fmap_size = image_size // 16
+        layers: list[nn.Module] = []
+        for ind, (d, dep, h) in enumerate(zip(dims, depths, layer_heads)):
+            layers.append(LeViTTransformer(d, fmap_size, dep, h, dim_key, dim_value, mlp_mult, dropout))
+            if ind != stages - 1:
+                layers.append(LeViTTransformer(d, fmap_size, 1, h * 2, dim_key, dim_value,
+                                               dim_out=dims[ind + 1], downsample=True))
+                fmap_size = ceil(fmap_size / 2)
+        self.backbone = nn.Sequential(*layers)
+        self.pool = GlobalAvgPool()
+
+        self.has_distill = num_distill_classes is not None
+        if self.has_distill:
+            self.distill_head = nn.Linear(dims[-1], num_distill_classes)
+        self.mlp_head = nn.Linear(dims[-1], num_classes)
+        # names of forward's outputs, used for the exported graph's output names
+        self.output_names = ("logits", "distill_logits") if self.has_distill else ("logits",)
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """Pooled features: (B, 3, S, S) -> (B, dim[-1]) float32."""
+        return self.pool(self.backbone(self.conv_embedding(img)))
+
+    def forward(self, img: torch.Tensor):
+        x = self.features(img)
+        out = self.mlp_head(x)
+        if self.has_distill:
+            return out, self.distill_head(x)
+        return out

@@ -1,0 +1,37 @@
+"""Open any artifact in the runtime its manifest names, with input checks."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import ArtifactError, UsageError
+from .manifest import Artifact, read_manifest
+from .targets import target_module
+
+__all__ = ["check_input", "open_artifact"]
+
+
+def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify: bool = True):
+    """Read the manifest (verifying file hashes unless ``verify`` is False) and load the runner.
+
+    Returns (Artifact, Runner). Raises ArtifactError (missing/corrupt/unknown target) or RuntimeMissingError.
+    """
+    art = read_manifest(path, verify=verify)
+    try:
+        mod = target_module(art.manifest["target"])
+    except UsageError as e:
+        raise ArtifactError(f"{art.path}: {e}") from None
+    return art, mod.load(art, threads)
+
+
+def check_input(art: Artifact, x: np.ndarray) -> None:
+    """Raise UsageError unless ``x`` is a float32 array whose shape fits the artifact's input spec (-1 = any)."""
+    spec = art.manifest["inputs"][0]
+    if x.dtype != np.dtype(spec["dtype"]):
+        raise UsageError(f"input dtype {x.dtype} does not match the artifact's {spec['dtype']}")
+    want = spec["shape"]
+    if x.ndim != len(want) or any(w not in (-1, g) for w, g in zip(want, x.shape)):
+        shown = ["B" if w == -1 else str(w) for w in want]
+        raise UsageError(f"input shape {tuple(x.shape)} does not fit the artifact's input ({', '.join(shown)}); "
+                         f"this artifact was exported for {want[-2]}x{want[-1]} images")

@@ -1,0 +1,69 @@
+"""TorchScript target: ``torch.jit.trace`` + ``torch.jit.freeze``, loadable by libtorch from C++.
+
+Tracing (not scripting) because it is the path libtorch deployment takes and it works on every
+export-friendly model here; the models never read the batch size into a Python int, so the traced graph
+keeps the batch dimension symbolic (checked at export by running batches 1 and 3 against eager).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ArtifactError
+from ..manifest import Artifact
+
+FILENAME = "model.pt"
+
+
+def _quiet():
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore")  # TracerWarning and the TorchScript deprecation notice
+    return ctx
+
+
+def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
+    """Trace ``model`` on ``example`` (B, C, H, W), freeze, save ``directory/model.pt``."""
+    ctx = _quiet()
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False)
+            frozen = torch.jit.freeze(traced)
+        frozen.save(str(directory / FILENAME))
+    finally:
+        ctx.__exit__(None, None, None)
+    return {"artifact": FILENAME, "backend": "libtorch",
+            "export": {"method": "torch.jit.trace + torch.jit.freeze", "example_batch": int(example.shape[0])}}
+
+
+class TorchScriptRunner:
+    """Runs a TorchScript file with ``torch.jit.load`` on CPU."""
+
+    runtime = "libtorch"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        ctx = _quiet()
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as e:  # noqa: BLE001 - libtorch raises RuntimeError with a long C++ trace
+            raise ArtifactError(f"cannot load TorchScript file {path}: {str(e).strip().splitlines()[0]}") from None
+        finally:
+            ctx.__exit__(None, None, None)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first)."""
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(x))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.numpy() for o in outs]
+
+
+def load(artifact: Artifact, threads: int | None = None) -> TorchScriptRunner:
+    """Load the artifact's TorchScript file. Raises ArtifactError if libtorch cannot read it."""
+    return TorchScriptRunner(artifact.file, threads)
