@@ -1,6 +1,7 @@
 """Shared fixtures: real photos (scikit-image's bundled set) preprocessed to a model's input size."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one intra-op thread per xdist worker: no oversubscription on 2 cores
+    torch.set_num_threads(1)
 
 from vitedge.data import bundled_photo_paths, load_batch, make_preprocessing  # noqa: E402
 

@@ -18,11 +18,27 @@ def test_required_presets_exist_with_citations():
         assert "arXiv" in p.paper and p.citation
 
 
-@pytest.mark.parametrize("name", ["deit_tiny", "deit_small"])
-def test_deit_params_and_flops_match_paper(name):
+STATED = sorted(n for n, p in PRESETS.items() if p.paper_params_m and p.params_comparable)
+
+
+@pytest.mark.parametrize("name", STATED)
+def test_params_match_the_paper_within_2_percent(name):
+    """Every preset whose paper states a parameter count, and whose vit-pytorch architecture is the paper's."""
     p = get_preset(name)
     s = model_stats(create_model(name), p.input_size)
-    assert abs(s["params_m"] - p.paper_params_m) / p.paper_params_m <= 0.02
+    assert abs(s["params_m"] - p.paper_params_m) / p.paper_params_m <= 0.02, (s["params_m"], p.paper_params_m)
+
+
+def test_presets_not_comparable_say_why():
+    for n, p in PRESETS.items():
+        if p.paper_params_m and not p.params_comparable:
+            assert "vit-pytorch" in p.note, n
+
+
+@pytest.mark.parametrize("name", ["deit_tiny", "deit_small"])
+def test_deit_flops_match_paper(name):
+    p = get_preset(name)
+    s = model_stats(create_model(name), p.input_size)
     paper_gmacs = {"deit_tiny": 1.3, "deit_small": 4.6}[name]
     assert abs(s["gmacs"] - paper_gmacs) / paper_gmacs <= 0.05
 
@@ -46,8 +62,25 @@ def test_unknown_preset_suggests_close_match():
         get_preset("mobilevit_x")
 
 
+def test_every_family_has_a_preset():
+    from vitedge.models.zoo import FAMILIES
+    assert {p.family for p in PRESETS.values()} == set(FAMILIES)
+
+
 def test_zoo_cli_json(capsys):
     assert main(["zoo", "--json", "--family", "vit"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["preset"] for r in rows} == {n for n, p in PRESETS.items() if p.family == "vit"}
     assert all(r["params"] > 0 and r["gflops"] > 0 for r in rows)
+
+
+def test_cct_presets_equal_the_constructor_functions():
+    from vitedge.models import cct
+    for n in (2, 4, 6, 7, 8, 14, 16):
+        p = PRESETS[f"cct_{n}"]
+        kw = {k: v for k, v in p.kwargs.items() if k not in ("embedding_dim", "num_layers", "num_heads", "mlp_ratio")}
+        torch.manual_seed(0)
+        a = getattr(cct, f"cct_{n}")(**kw)
+        torch.manual_seed(0)
+        b = create_model(f"cct_{n}", seed=None)
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

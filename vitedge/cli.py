@@ -67,45 +67,68 @@ def _parse_batch(s: str) -> int | None:
 def cmd_export(args) -> int:
     import torch
 
-    from .export import export, prepare_preset
-    from .targets import target_module
-    target_module(args.target)  # unknown target: fail before building anything
+    from .export import check_precision, export, prepare_preset
+    from .quantize import calibration_data
+    check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
+    if args.precision == "int8" and args.int8_mode is None:
+        args.int8_mode = "static" if args.target == "onnx" else "dynamic"
+    if args.calib is not None and not (args.precision == "int8" and args.int8_mode == "static"):
+        raise UsageError("--calib is used by static int8 only (--precision int8 --target onnx)")
     batch = _parse_batch(args.batch)
+    outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip()) if args.outputs else None
     model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
-                                      image_size=tuple(args.image_size) if args.image_size else None)
-    out = Path(args.output or f"artifacts/{args.preset}-{args.target}")
+                                      image_size=tuple(args.image_size) if args.image_size else None,
+                                      outputs=outputs)
+    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+    out = Path(args.output or f"artifacts/{args.preset}-{args.target}{suffix}")
     example = torch.zeros(batch or 2, 3, *pre["size"])
+    quant = None
+    if args.precision == "int8":
+        quant = {"mode": args.int8_mode}
+        if args.int8_mode == "static":
+            x, info = calibration_data(args.calib or "digits", pre, args.calib_count)
+            quant.update(method=args.calib_method, calibration=x.numpy(), calibration_info=info)
+    labels = (spec.get("training") or {}).get("labels")
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
-                 opset=args.opset)
+                 opset=args.opset, precision=args.precision, quantization=quant, labels=labels)
     p = art.manifest["parity"]
     worst = max(v["max_abs"] for k, v in p.items() if k.startswith("batch_"))
-    print(f"wrote {art.file} ({art.size_mb:.2f} MB, {art.manifest['export']['method']}); "
-          f"parity vs eager on photos: max abs diff {worst:.2e} at batches "
+    cos = min(v["cosine"] for k, v in p.items() if k.startswith("batch_"))
+    print(f"wrote {art.file} ({args.precision}, {art.size_mb:.2f} MB, {art.manifest['export']['method']}); "
+          f"parity vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f} at batches "
           f"{', '.join(k[6:] for k in p if k.startswith('batch_'))}")
+    q = art.manifest.get("quantization") or {}
+    if q.get("kept_float_nodes") is not None:
+        print(f"int8: {q['quantized_nodes']} {'/'.join(q['quantized_op_types'])} nodes quantized; kept in float: "
+              f"{len(q['kept_float_nodes'])} nodes (first/last weight ops, attention matmuls) and "
+              f"{', '.join(q['kept_float_op_types']) or 'no other ops'}")
     return 0
 
 
 def cmd_validate(args) -> int:
     from .validate import validate
-    tol = {}
-    if args.max_abs is not None:
-        tol["max_abs"] = args.max_abs
-    if args.min_top1 is not None:
-        tol["top1_agreement"] = args.min_top1
-    r = validate(args.artifact, images=args.images, tolerance=tol or None, threads=args.threads,
-                 verify=not args.no_verify)
+    tol = {"max_abs": args.max_abs, "top1_agreement": args.min_top1, "cosine": args.min_cosine,
+           "max_drop_points": args.max_drop}
+    r = validate(args.artifact, images=args.images, tolerance=tol, threads=args.threads,
+                 verify=not args.no_verify, dataset=args.dataset)
     _write_json(args.json, r)
-    m, t = r["metrics"], r["tolerance"]
+    m = r["metrics"]
     from rich.table import Table
-    tab = Table(title=f"{r['artifact']} ({r['runtime']}) vs eager PyTorch on {m['samples']} images")
-    for col in ("max abs", "max rel", "cosine (min)", "top-1 agree", "top-5 agree", "result"):
+    where = f"{r['dataset']['name']} test split" if "dataset" in r else "photos"
+    tab = Table(title=f"{r['artifact']} ({r['runtime']}, {r['precision']}) vs fp32 eager PyTorch on {m['samples']} "
+                      f"{where}")
+    cols = ["max abs", "max rel", "cosine (min)", "top-1 agree", "top-5 agree"]
+    cells = [f"{m['max_abs']:.2e}", f"{m['max_rel']:.2e}", f"{m['cosine']:.6f}", f"{m['top1_agreement']:.1%}",
+             f"{m['top5_agreement']:.1%}"]
+    if "top1" in m:
+        cols += ["top-1 artifact", "top-1 fp32 eager", "drop (points)"]
+        cells += [f"{m['top1']:.2%}", f"{m['eager_top1']:.2%}", f"{m['drop_points']:+.2f}"]
+    for col in cols + ["result"]:
         tab.add_column(col, justify="right")
-    tab.add_row(f"{m['max_abs']:.2e}", f"{m['max_rel']:.2e}", f"{m['cosine']:.6f}", f"{m['top1_agreement']:.0%}",
-                f"{m['top5_agreement']:.0%}", "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]")
+    tab.add_row(*cells, "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]")
     _console().print(tab)
     if not r["passed"]:
-        print(f"vitedge: error: parity outside tolerance (max abs {m['max_abs']:.3g} vs {t['max_abs']:g}, "
-              f"top-1 agreement {m['top1_agreement']:.1%} vs {t['top1_agreement']:.0%})", file=sys.stderr)
+        print(f"vitedge: error: outside tolerance: {'; '.join(r['failures'])}", file=sys.stderr)
         return 1
     return 0
 
@@ -129,6 +152,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train import train_digits
+    if args.dataset != "digits":
+        raise UsageError(f"unknown dataset {args.dataset!r} (known: digits)")
+    out = args.output or f"artifacts/checkpoints/{args.preset}-digits.safetensors"
+    train_digits(args.preset, out, image_size=tuple(args.image_size) if args.image_size else None,
+                 epochs=args.epochs, seed=args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``vitedge`` command."""
     from . import __version__
@@ -149,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", help="state_dict to load (.safetensors, or .pt read with weights_only=True)")
     e.add_argument("--num-classes", type=int, help="classifier size (must match the checkpoint)")
     e.add_argument("--opset", type=int, help="ONNX opset (default 18; the legacy fallback uses 17)")
+    e.add_argument("--outputs", help="graph outputs, comma-separated from logits,attentions,embeddings "
+                                     "(ViT-style models; default: the model's own outputs)")
+    e.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    e.add_argument("--int8-mode", choices=["static", "dynamic"],
+                   help="static: calibrated QDQ (onnx default); dynamic: int8 weights (torchscript default)")
+    e.add_argument("--calib", help="calibration images for static int8: a folder, or 'digits' (train split; default)")
+    e.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    e.add_argument("--calib-count", type=int, default=128, help="number of calibration images (default 128)")
     e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET)")
     e.set_defaults(func=cmd_export)
 
@@ -157,10 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--images", help="folder of JPEG/PNG images (default: scikit-image's bundled photos)")
     v.add_argument("--json", help="write the result JSON here")
     v.add_argument("--max-abs", type=float, help="tolerance on max abs diff (default 1e-4 for fp32)")
-    v.add_argument("--min-top1", type=float, help="minimum top-1 agreement, 0..1 (default 1.0)")
+    v.add_argument("--min-top1", type=float, help="minimum top-1 agreement, 0..1 (default 1.0 for fp32)")
+    v.add_argument("--min-cosine", type=float, help="minimum cosine (default 0.999 fp16, 0.99 int8)")
+    v.add_argument("--dataset", choices=["digits"], help="accuracy on a labelled test split instead of photos")
+    v.add_argument("--max-drop", type=float, help="max top-1 drop in points vs fp32 eager (default 1.0)")
     v.add_argument("--threads", type=int)
     v.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
     v.set_defaults(func=cmd_validate)
+
+    t = sub.add_parser("train", help="train a preset on a bundled labelled data set (safetensors checkpoint)")
+    t.add_argument("--preset", required=True)
+    t.add_argument("--dataset", default="digits", help="digits (scikit-learn's handwritten digits)")
+    t.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), help="input size (default 64 64)")
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-o", "--output", help="checkpoint path (default artifacts/checkpoints/PRESET-digits.safetensors)")
+    t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="latency/throughput of an artifact in its runtime")
     b.add_argument("artifact")

@@ -113,3 +113,33 @@ def preprocess(im: Image.Image, pre: dict) -> np.ndarray:
 def load_batch(paths, pre: dict) -> torch.Tensor:
     """Decode and preprocess image files into a float32 (N, 3, H, W) tensor. Raises ImageError."""
     return torch.from_numpy(np.stack([preprocess(load_rgb(p), pre) for p in paths]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Labelled real images: scikit-learn's bundled handwritten digits (1797 8x8 greyscale images, 10 classes).
+
+DIGITS_LABELS = [str(i) for i in range(10)]
+
+
+def digits_split(seed: int = 0, test_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed, stratified train/test split of the digits: (train indices, test indices), disjoint, seeded."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    y = load_digits().target
+    train, test = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=y)
+    return np.sort(train), np.sort(test)
+
+
+def digits_images(indices) -> tuple[list[Image.Image], np.ndarray]:
+    """Digits ``indices`` as 8x8 RGB PIL images (grey 0..16 scaled to 0..255) and their int64 labels."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    idx = np.asarray(indices)
+    pix = np.clip(d.images[idx] * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)
+    return [Image.fromarray(p).convert("RGB") for p in pix], d.target[idx].astype(np.int64)
+
+
+def digits_batch(indices, pre: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preprocessed digits: float32 (N, 3, H, W) upsampled with the artifact's preprocessing, and int64 labels (N,)."""
+    ims, y = digits_images(indices)
+    return torch.from_numpy(np.stack([preprocess(im, pre) for im in ims])), torch.from_numpy(y)

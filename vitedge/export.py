@@ -16,9 +16,9 @@ from .data import bundled_photo_paths, load_batch, make_preprocessing
 from .errors import ExportError, UsageError, VitedgeError
 from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, read_manifest, sha256_file, utc_now, versions, \
     write_manifest
-from .models.zoo import create_model, family_class, get_preset
+from .models.zoo import create_model, family_class, get_preset, size_arg
 from .targets import target_module
-from .validate import compare
+from .validate import check_tolerance, compare, tolerance_for
 
 __all__ = ["build_model", "export", "prepare_preset"]
 
@@ -35,7 +35,8 @@ def _tuples(v):
 
 
 def prepare_preset(preset: str, *, checkpoint: str | os.PathLike | None = None, num_classes: int | None = None,
-                   image_size: tuple[int, int] | None = None, seed: int = 0) -> tuple[nn.Module, dict, dict]:
+                   image_size: tuple[int, int] | None = None, seed: int = 0,
+                   outputs: tuple[str, ...] | None = None) -> tuple[nn.Module, dict, dict]:
     """Build a zoo preset for export.
 
     Args:
@@ -44,6 +45,8 @@ def prepare_preset(preset: str, *, checkpoint: str | os.PathLike | None = None, 
             the preset's seeded random initialisation (reproducible, so ``validate`` can rebuild them).
         num_classes: override the classifier size (e.g. 10 for a digits checkpoint).
         image_size: (H, W) override of the input size.
+        outputs: graph outputs beyond logits, e.g. ``("logits", "attentions", "embeddings")`` (ViT-style models,
+            see :class:`vitedge.models.outputs.WithOutputs`); None for the model's own outputs.
     Returns:
         (model in eval mode, model spec for the manifest, preprocessing dict).
     Raises:
@@ -52,30 +55,46 @@ def prepare_preset(preset: str, *, checkpoint: str | os.PathLike | None = None, 
     """
     p = get_preset(preset)
     overrides: dict = {}
+    sidecar = None
+    if checkpoint is not None:
+        from .train import read_sidecar
+        sidecar = read_sidecar(checkpoint)
+        if sidecar and sidecar.get("preset") == preset:  # defaults recorded by `vitedge train`
+            num_classes = sidecar["num_classes"] if num_classes is None else num_classes
+            image_size = tuple(sidecar["image_size"]) if image_size is None else image_size
     if num_classes is not None:
         overrides["num_classes"] = int(num_classes)
     size = tuple(p.input_size)
     if image_size is not None:
         size = (int(image_size[0]), int(image_size[1]))
-        if p.family == "levit":
+        key, kind = size_arg(p.family)
+        if kind == "square":
             if size[0] != size[1]:
-                raise UsageError(f"{preset}: LeViT takes square images only, got {size[0]}x{size[1]}")
-            overrides["image_size"] = size[0]
-        elif p.family == "mobilevit":
-            overrides["image_size"] = size
-        else:
-            overrides["image_size"] = size
+                raise UsageError(f"{preset}: {p.family} takes square images only, got {size[0]}x{size[1]}")
+            overrides[key] = size[0]
+        elif kind == "tuple":
+            overrides[key] = size
     spec = {"preset": preset, "family": p.family, "kwargs": {**p.kwargs, **overrides}}
     try:
         model = create_model(preset, seed=seed, **overrides)
-    except (ValueError, AssertionError) as e:
-        raise UsageError(f"{preset} cannot take image size {size[0]}x{size[1]}: {e}") from None
+        if size_arg(p.family)[1] == "none":  # size-free family: check the size by running it once
+            with torch.no_grad():
+                model(torch.zeros(1, 3, *size))
+    except (ValueError, AssertionError, RuntimeError) as e:
+        raise UsageError(f"{preset} cannot take image size {size[0]}x{size[1]}: {str(e).splitlines()[0]}") from None
     if checkpoint is not None:
         apply_checkpoint(model, checkpoint)
         spec["weights"] = {"source": "checkpoint", "path": str(Path(checkpoint).absolute()),
                            "sha256": sha256_file(Path(checkpoint))}
+        if sidecar and sidecar.get("preset") == preset:
+            spec["training"] = {k: sidecar[k] for k in ("dataset", "split_seed", "test_top1", "labels")
+                                if k in sidecar}
     else:
         spec["weights"] = {"source": "seed", "seed": seed}
+    if outputs:
+        from .models.outputs import WithOutputs
+        model = WithOutputs(model, outputs)
+        spec["outputs"] = list(outputs)
     return model.eval(), spec, make_preprocessing(size, p.mean, p.std)
 
 
@@ -110,7 +129,21 @@ def build_model(spec: dict) -> nn.Module:
     else:
         raise VitedgeError("the manifest's weights cannot be rebuilt (exported from a Python module); "
                            "validate it from Python with vitedge.validate.validate(path, model=your_module)")
+    if spec.get("outputs"):
+        from .models.outputs import WithOutputs
+        model = WithOutputs(model, spec["outputs"])
     return model.eval()
+
+
+def check_precision(target: str, precision: str, int8_mode: str | None = None) -> None:
+    """Raise UsageError unless ``target`` can produce ``precision`` (and, for int8, ``int8_mode``)."""
+    caps = target_module(target).PRECISIONS
+    if precision not in caps:
+        raise UsageError(f"target {target} cannot produce {precision} (it does: {', '.join(caps)})")
+    modes = caps[precision]
+    if precision == "int8" and int8_mode and int8_mode not in modes:
+        raise UsageError(f"target {target} cannot do {int8_mode} int8 (it does: {', '.join(modes)}); "
+                         f"use --int8-mode {modes[0]}" + (" or --target onnx" if target != "onnx" else ""))
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
@@ -121,7 +154,8 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
 
 def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | os.PathLike, *,
            spec: dict | None = None, preprocessing: dict | None = None, labels: list[str] | None = None,
-           dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4) -> Artifact:
+           dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4,
+           precision: str = "fp32", quantization: dict | None = None) -> Artifact:
     """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
 
     Args:
@@ -132,14 +166,19 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         preprocessing: manifest preprocessing dict; defaults to ImageNet mean/std at the example's size.
         dynamic_batch: keep dimension 0 symbolic (verified at batches 1, 3 and 8 against eager).
         tol_abs: max abs difference vs eager (fp32) on the bundled photos before the export is refused.
+        precision: fp32 | fp16 | int8 (what each target supports: its ``PRECISIONS``); fp16 and int8 artifacts
+            are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, DESIGN.md tolerances).
+        quantization: int8 options for the target (ONNX: mode, method, calibration images (N, C, H, W), ...).
     Returns:
         The written :class:`Artifact`.
     Raises:
-        UsageError: unknown target or an example that is not float32 NCHW.
+        UsageError: unknown target, a precision or int8 mode the target cannot do, or an example that is not
+            float32 NCHW.
         ExportError: the exporter failed, or the artifact does not reproduce eager within ``tol_abs``
             (nothing is written in either case).
     """
     mod = target_module(target)
+    check_precision(target, precision, (quantization or {}).get("mode"))
     if example.dtype != torch.float32 or example.dim() != 4:
         raise UsageError(f"example input must be float32 (B, C, H, W), got {example.dtype} {tuple(example.shape)}")
     model = model.eval()
@@ -151,7 +190,10 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     n_out = len(ref_example)
     out_names = list(getattr(model, "output_names", None) or ["logits"])[:n_out]
     out_names += [f"output_{i}" for i in range(len(out_names), n_out)]
-    options = {"input_names": [INPUT_NAME], "output_names": out_names, "dynamic_batch": dynamic_batch, "opset": opset}
+    options = {"input_names": [INPUT_NAME], "output_names": out_names, "dynamic_batch": dynamic_batch, "opset": opset,
+               "precision": precision, "quantization": quantization}
+    tol = tolerance_for(precision, {"max_abs": tol_abs} if precision == "fp32" else None)
+    tol.pop("max_drop_points", None)
 
     # Real photos for the parity check, at the model's input size and channel count.
     photos = load_batch(bundled_photo_paths(), pre) if example.shape[1] == 3 else example
@@ -176,17 +218,24 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                     raise ExportError(f"{target} artifact gives output shape {got[0].shape} at batch {b}, eager "
                                       f"gives {ref[0].shape} (batch dimension specialised?)")
                 m = compare(ref[0], got[0])
+                if n_out > 1:
+                    m["outputs_max_abs"] = {n: compare(r, g)["max_abs"] for n, r, g in zip(out_names, ref, got)}
+                    m["max_abs"] = max(m["max_abs"], *m["outputs_max_abs"].values())
                 parity[f"batch_{b}"] = m
-                if not m["max_abs"] <= tol_abs:
-                    raise ExportError(f"{target} artifact differs from eager by {m['max_abs']:.3g} (> {tol_abs:g}) "
-                                      f"at batch {b} on the bundled photos; not written")
+                fails = check_tolerance(m, tol)
+                if fails:
+                    raise ExportError(f"{target} {precision} artifact differs from eager at batch {b} on the bundled "
+                                      f"photos ({'; '.join(fails)}); not written")
             c = int(example.shape[1])
             manifest = {
                 "schema_version": SCHEMA_VERSION,
                 "artifact": info["artifact"],
                 "target": target,
                 "backend": info["backend"],
-                "precision": "fp32",
+                "precision": precision,
+                "quantization": {**(info.get("quantization") or {}),
+                                 **({"calibration": quantization["calibration_info"]}
+                                    if quantization and quantization.get("calibration_info") else {})} or None,
                 "model": {**(spec or {"preset": None, "family": None, "class": type(model).__qualname__,
                                       "weights": {"source": "module"}}),
                           "params": sum(p.numel() for p in model.parameters())},
@@ -200,7 +249,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                 "versions": versions(),
                 "created": utc_now(),
                 "export": info["export"],
-                "parity": {"reference": "eager PyTorch fp32", "images": "bundled scikit-image photos", **parity},
+                "parity": {"reference": "eager PyTorch fp32", "images": "bundled scikit-image photos",
+                           "tolerance": tol, **parity},
             }
             if "opset" in info:
                 manifest["opset"] = info["opset"]

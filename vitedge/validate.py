@@ -12,9 +12,35 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_TOLERANCE", "compare", "validate"]
+__all__ = ["DEFAULT_TOLERANCE", "check_tolerance", "compare", "tolerance_for", "validate"]
 
-DEFAULT_TOLERANCE = {"fp32": {"max_abs": 1e-4, "top1_agreement": 1.0}}
+# Defaults by precision (DESIGN.md). Keys: max_abs (<=), cosine (>=), top1_agreement (>=) on photos;
+# max_drop_points (<=): top-1 drop in points vs fp32 eager on the digits test split.
+DEFAULT_TOLERANCE = {
+    "fp32": {"max_abs": 1e-4, "top1_agreement": 1.0, "max_drop_points": 1.0},
+    "fp16": {"cosine": 0.999, "max_drop_points": 1.0},
+    "int8": {"cosine": 0.99, "max_drop_points": 1.0},
+}
+_UPPER = ("max_abs", "max_drop_points")
+
+
+def tolerance_for(precision: str, overrides: dict | None = None) -> dict:
+    """Default tolerance of ``precision`` updated with ``overrides`` (None values ignored)."""
+    tol = dict(DEFAULT_TOLERANCE.get(precision, DEFAULT_TOLERANCE["fp32"]))
+    tol.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return tol
+
+
+def check_tolerance(metrics: dict, tol: dict) -> list[str]:
+    """Human-readable failures of ``metrics`` against ``tol`` (empty when within tolerance)."""
+    fails = []
+    for key, bound in tol.items():
+        if key not in metrics:
+            continue
+        v = metrics[key]
+        if (key in _UPPER and not v <= bound) or (key not in _UPPER and not v >= bound):
+            fails.append(f"{key} {v:.4g} {'>' if key in _UPPER else '<'} {bound:g}")
+    return fails
 
 
 def compare(ref: np.ndarray, out: np.ndarray) -> dict:
@@ -33,48 +59,77 @@ def compare(ref: np.ndarray, out: np.ndarray) -> dict:
             "top5_agreement": float((top_r == top_o).all(1).mean()), "samples": int(len(ref))}
 
 
+def _run_pairs(eager, runner, x: "torch.Tensor", fixed: int):
+    """Eager and artifact first outputs over ``x`` in chunks (padded to a fixed batch if the artifact has one)."""
+    import torch
+    refs, outs = [], []
+    step = fixed if fixed > 0 else 64
+    for i in range(0, len(x), step):
+        xb = x[i:i + step]
+        n = len(xb)
+        if fixed > 0 and n < fixed:  # fixed-batch artifact: pad the last chunk by repeating images
+            xb = xb[torch.arange(fixed) % n]
+        with torch.inference_mode():
+            r = eager(xb)
+        r = r[0] if isinstance(r, (tuple, list)) else r
+        refs.append(r.numpy()[:n])
+        outs.append(runner.run(np.ascontiguousarray(xb.numpy()))[0][:n])
+    return np.concatenate(refs), np.concatenate(outs)
+
+
 def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None, model=None,
-             tolerance: dict | None = None, threads: int | None = None, verify: bool = True) -> dict:
+             tolerance: dict | None = None, threads: int | None = None, verify: bool = True,
+             dataset: str | None = None) -> dict:
     """Run an artifact in its runtime and eager PyTorch on the same preprocessed real images.
 
     Args:
         path: artifact directory (or its manifest / main file).
         images: folder of JPEG/PNG files; default the photos bundled with scikit-image.
         model: the eager ``nn.Module`` to compare with; default rebuilt from the manifest.
-        tolerance: ``{"max_abs": float, "top1_agreement": float}``; default by precision (fp32: 1e-4, 100%).
+        tolerance: overrides of :data:`DEFAULT_TOLERANCE` for the artifact's precision.
         verify: check the manifest's SHA-256 of every file before loading.
+        dataset: ``"digits"``: instead of photos, the held-out digits test split: top-1 of the artifact and of
+            the fp32 eager model against the labels, and the drop in points (plus the parity metrics).
     Returns:
-        ``{"artifact", "target", "runtime", "images", "metrics": {...}, "tolerance", "passed": bool}``.
+        ``{"artifact", "target", "runtime", "precision", "images" | "dataset", "metrics": {...}, "tolerance",
+        "failures": [...], "passed": bool}``; with a dataset, metrics also hold ``top1``, ``eager_top1``,
+        ``drop_points``.
     Raises:
         ArtifactError, ImageError, RuntimeMissingError, VitedgeError: with a one-line message.
     """
-    import torch
-
     from .data import bundled_photo_paths, image_paths, load_batch
     from .export import build_model
     from .runtime import open_artifact
 
     art, runner = open_artifact(path, threads=threads, verify=verify)
-    paths = image_paths(images) if images else bundled_photo_paths()
-    x = load_batch(paths, art.manifest["preprocessing"])
-    fixed = art.manifest["inputs"][0]["shape"][0]
     eager = model.eval() if model is not None else build_model(art.manifest["model"])
-    refs, outs = [], []
-    step = fixed if fixed > 0 else len(x)
-    for i in range(0, len(x), step):
-        xb = x[i:i + step]
-        if fixed > 0 and len(xb) < fixed:  # fixed-batch artifact: pad the last chunk by repeating images
-            xb = xb[torch.arange(fixed) % len(xb)]
-        with torch.inference_mode():
-            r = eager(xb)
-        r = r[0] if isinstance(r, (tuple, list)) else r
-        n = min(step, len(x) - i)
-        refs.append(r.numpy()[:n])
-        outs.append(runner.run(xb.numpy())[0][:n])
-    metrics = compare(np.concatenate(refs), np.concatenate(outs))
-    tol = {**DEFAULT_TOLERANCE.get(art.manifest.get("precision", "fp32"), DEFAULT_TOLERANCE["fp32"]),
-           **(tolerance or {})}
-    passed = metrics["max_abs"] <= tol["max_abs"] and metrics["top1_agreement"] >= tol["top1_agreement"]
-    return {"artifact": str(art.path), "target": art.manifest["target"], "runtime": runner.runtime,
-            "precision": art.manifest.get("precision", "fp32"),
-            "images": [str(p) for p in paths], "metrics": metrics, "tolerance": tol, "passed": bool(passed)}
+    pre = art.manifest["preprocessing"]
+    fixed = art.manifest["inputs"][0]["shape"][0]
+    precision = art.manifest.get("precision", "fp32")
+    result = {"artifact": str(art.path), "target": art.manifest["target"], "runtime": runner.runtime,
+              "precision": precision}
+    if dataset is not None:
+        from .data import digits_batch, digits_split
+        from .errors import UsageError
+        if dataset != "digits":
+            raise UsageError(f"unknown dataset {dataset!r} (known: digits)")
+        _, test_idx = digits_split(int((art.manifest["model"].get("training") or {}).get("split_seed", 0)))
+        x, y = digits_batch(test_idx, pre)
+        ref, out = _run_pairs(eager, runner, x, fixed)
+        metrics = compare(ref, out)
+        y = y.numpy()
+        metrics["top1"] = float((out.argmax(1) == y).mean())
+        metrics["eager_top1"] = float((ref.argmax(1) == y).mean())
+        metrics["drop_points"] = 100.0 * (metrics["eager_top1"] - metrics["top1"])
+        metrics["max_drop_points"] = metrics["drop_points"]  # checked against the tolerance of the same name
+        result["dataset"] = {"name": "digits", "split": "test", "size": int(len(test_idx))}
+        tol = {k: v for k, v in tolerance_for(precision, tolerance).items() if k == "max_drop_points"}
+    else:
+        paths = image_paths(images) if images else bundled_photo_paths()
+        ref, out = _run_pairs(eager, runner, load_batch(paths, pre), fixed)
+        metrics = compare(ref, out)
+        result["images"] = [str(p) for p in paths]
+        tol = {k: v for k, v in tolerance_for(precision, tolerance).items() if k != "max_drop_points"}
+    failures = check_tolerance(metrics, tol)
+    metrics.pop("max_drop_points", None)
+    return {**result, "metrics": metrics, "tolerance": tol, "failures": failures, "passed": not failures}

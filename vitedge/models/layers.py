@@ -21,8 +21,13 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(..., heads, N, D) -> (..., N, heads*D), the inverse of :func:`split_heads`."""
-    return x.transpose(-2, -3).flatten(-2)
+    """(..., heads, N, D) -> (..., N, heads*D), the inverse of :func:`split_heads`.
+
+    The transposed tensor is copied to a contiguous layout before flattening: ``torch.export`` otherwise records
+    the flatten as a view, which the ONNX exporter can no longer express once it rewrites the attention before it
+    (seen as "Cannot view a tensor ... as (..., heads, D)" and a fall back to the legacy exporter).
+    """
+    return x.transpose(-2, -3).clone(memory_format=torch.contiguous_format).flatten(-2)
 
 
 class Attention(nn.Module):
@@ -56,11 +61,13 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, scale=self.scale)
         return self.to_out(merge_heads(out))
 
-    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax attention weights (..., heads, N, N) for input (..., N, dim), as vit-pytorch's Recorder sees them."""
+    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like ``forward``, also returning the softmax attention weights (..., heads, N, N) that vit-pytorch's
+        ``Recorder`` records (post-softmax, pre-dropout). Explicit matmuls instead of SDPA, eval use only."""
         x = self.norm(x)
-        q, k, _ = (split_heads(t, self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
-        return torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+        q, k, v = (split_heads(t, self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
+        attn = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+        return self.to_out(merge_heads(attn @ v)), attn
 
 
 class FeedForward(nn.Module):

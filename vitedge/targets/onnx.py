@@ -23,11 +23,21 @@ LEGACY_OPSET = 17
 MAX_BATCH = 1024
 
 
+PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
+
+
 def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
-    """Export ``model`` to ``directory/model.onnx``; options: input_names, output_names, dynamic_batch, opset."""
+    """Export ``model`` to ``directory/model.onnx``.
+
+    options: input_names, output_names, dynamic_batch, opset, precision (fp32 | fp16 | int8) and, for int8,
+    quantization = {"mode": "static"|"dynamic", "method": "minmax"|"percentile"|"entropy",
+    "calibration": float32 (N, C, H, W) array, ...} (see :func:`vitedge.quantize.onnx.quantize_int8`).
+    """
     import onnx
 
-    path = directory / FILENAME
+    precision = options.get("precision", "fp32")
+    final = directory / FILENAME
+    path = final if precision == "fp32" else directory / "_fp32.onnx"
     in_names, out_names = options["input_names"], options["output_names"]
     dynamic = options.get("dynamic_batch", True)
     opset = options.get("opset") or DEFAULT_OPSET
@@ -57,7 +67,19 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     for node in proto.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     info["ops"] = dict(sorted(ops.items()))
-    return {"artifact": FILENAME, "backend": "onnxruntime", "opset": info["opset"], "export": info}
+    quant = None
+    if precision != "fp32":
+        from ..quantize import onnx as oq
+        if precision == "fp16":
+            quant = oq.convert_fp16(path, final)
+        else:
+            q = dict(options.get("quantization") or {})
+            calib = q.pop("calibration", None)
+            q.pop("calibration_info", None)
+            quant = oq.quantize_int8(path, final, calibration=None if calib is None else np.asarray(calib), **q)
+        path.unlink()
+    return {"artifact": FILENAME, "backend": "onnxruntime", "opset": info["opset"], "export": info,
+            "quantization": quant}
 
 
 class OnnxRuntimeRunner:
@@ -70,9 +92,8 @@ class OnnxRuntimeRunner:
             raise RuntimeMissingError("onnxruntime is not installed (pip install onnxruntime)") from None
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
+        so.intra_op_num_threads = threads or torch.get_num_threads()  # default: follow torch's setting
+        so.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types with long messages

@@ -26,8 +26,21 @@ def _quiet():
     return ctx
 
 
+PRECISIONS = {"fp32": None, "fp16": None, "int8": ("dynamic",)}
+
+
 def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
-    """Trace ``model`` on ``example`` (B, C, H, W), freeze, save ``directory/model.pt``."""
+    """Trace ``model`` on ``example`` (B, C, H, W), freeze, save ``directory/model.pt``.
+
+    ``options["precision"]``: fp32 | fp16 (float16 compute, float32 I/O) | int8 (dynamic int8 Linear layers).
+    """
+    from ..quantize import torch as tq
+    precision = options.get("precision", "fp32")
+    quant = None
+    if precision == "int8":
+        model, quant = tq.dynamic_int8(model)
+    elif precision == "fp16":
+        model, quant = tq.fp16(model)
     ctx = _quiet()
     try:
         with torch.no_grad():
@@ -36,7 +49,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         frozen.save(str(directory / FILENAME))
     finally:
         ctx.__exit__(None, None, None)
-    return {"artifact": FILENAME, "backend": "libtorch",
+    return {"artifact": FILENAME, "backend": "libtorch", "quantization": quant,
             "export": {"method": "torch.jit.trace + torch.jit.freeze", "example_batch": int(example.shape[0])}}
 
 

@@ -1,0 +1,165 @@
+"""CrossFormer (arXiv 2108.00154): parity with vit-pytorch's ``crossformer.CrossFormer`` on real photos, export.
+
+Small configurations keep each test short on two CPU cores; the full-size preset is under ``@pytest.mark.slow``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from oracle import oracle
+from vitedge.data import make_preprocessing
+from vitedge.export import export
+from vitedge.models.crossformer import CrossFormer, CrossFormerAttention, grid_partition, grid_reverse, \
+    window_partition, window_reverse
+
+# 64x64 input -> stage maps 16, 8, 4, 2: local windows of 2, dilated groups of 4, 2, 2, 1.
+SMALL = dict(dim=(32, 64, 64, 64), depth=(1, 1, 1, 1), global_window_size=(4, 2, 2, 1), local_window_size=2,
+             num_classes=10)
+# 32x64 input -> stage maps 8x16, 4x8, 2x4, 1x2.
+TINY = dict(dim=(32, 32, 64, 64), depth=1, global_window_size=(4, 2, 1, 1), local_window_size=(2, 2, 2, 1),
+            num_classes=10)
+
+# CrossFormer-T (Wang et al. 2021, arXiv 2108.00154, Table 1; 27.8M params): D=64, heads of 32, group size 7,
+# intervals (8, 4, 2, 1), CEL kernels (4, 8, 16, 32) then (2, 4). The paper's depths (1, 1, 8, 6) count single
+# SDA or LDA blocks (they alternate); vit-pytorch's depth counts (SDA, LDA) pairs, hence (1, 1, 4, 3).
+PRESETS = {
+    "crossformer_tiny": dict(dim=(64, 128, 256, 512), depth=(1, 1, 4, 3), global_window_size=(8, 4, 2, 1),
+                             local_window_size=7, cross_embed_kernel_sizes=((4, 8, 16, 32), (2, 4), (2, 4), (2, 4)),
+                             cross_embed_strides=(4, 2, 2, 2), num_classes=1000),
+}
+
+
+def randomize_norms(model: nn.Module, seed: int = 1234) -> None:
+    """Give every LayerNorm (torch's and vit-pytorch's channel ``g``/``b`` one) non-trivial affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            pairs = [(m.weight, m.bias)] if isinstance(m, nn.LayerNorm) else []
+            if isinstance(getattr(m, "g", None), nn.Parameter):
+                pairs.append((m.g, m.b))
+            for w, b in pairs:
+                w.copy_(1 + 0.3 * torch.randn(w.shape, generator=g))
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+
+
+def build_pair(**kwargs) -> tuple[nn.Module, CrossFormer]:
+    """Seeded reference with randomised norms, and ours loaded from its state_dict (strict), both in eval mode."""
+    ref_mod = oracle("crossformer")
+    torch.manual_seed(0)
+    ref = ref_mod.CrossFormer(**kwargs)
+    randomize_norms(ref)
+    ours = CrossFormer(**kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref.eval(), ours.eval()
+
+
+def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+    assert a.shape == b.shape
+    assert torch.isfinite(b).all()
+    assert a.std() > 1e-3, "degenerate logits"
+    diff = (a - b).abs().max().item()
+    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
+    assert diff <= atol, diff
+    return diff
+
+
+def test_state_dict_keys_and_init_match():
+    ref_mod = oracle("crossformer")
+    for kw in (SMALL, TINY):
+        torch.manual_seed(0)
+        a = ref_mod.CrossFormer(**kw).state_dict()
+        torch.manual_seed(0)
+        b = CrossFormer(**kw).state_dict()
+        assert list(a) == list(b)
+        assert all(a[k].shape == b[k].shape for k in a)
+        assert all(torch.equal(a[k], b[k]) for k in a)        # same seeded initialisation, too
+
+
+@pytest.mark.parametrize("kwargs,size", [
+    (SMALL, (64, 64)),
+    # unsorted kernels (sorted by the layer), three scales, a dropout that eval mode must ignore
+    (dict(SMALL, cross_embed_kernel_sizes=((8, 4, 16), (4, 2), (2, 4, 6), (2, 4)), attn_dropout=0.1,
+          ff_dropout=0.1), (64, 64)),
+])
+def test_parity_photos(kwargs, size, photo_batch):
+    ref, ours = build_pair(**kwargs)
+    check_parity(ref, ours, photo_batch(size, 4))
+
+
+@pytest.mark.parametrize("size", [(64, 128), (128, 64)])
+def test_parity_non_square(size, photo_batch):
+    ref, ours = build_pair(**SMALL)
+    x = photo_batch(size, 4)
+    check_parity(ref, ours, x)
+    assert ours.stage_sizes(*size)[0] == (size[0] // 4, size[1] // 4)
+
+
+@pytest.mark.parametrize("gh,gw", [(2, 2), (2, 3), (4, 1)])
+def test_partitions_match_einops(gh, gw):
+    einops = pytest.importorskip("einops")
+    x = torch.randn(2, 4 * gh, 3 * gw, 5)
+    win = einops.rearrange(x, "b (h p1) (w p2) c -> (b h w) (p1 p2) c", p1=gh, p2=gw)
+    grid = einops.rearrange(x, "b (l1 h) (l2 w) c -> (b h w) (l1 l2) c", l1=gh, l2=gw)
+    assert torch.equal(window_partition(x, gh, gw), win)
+    assert torch.equal(grid_partition(x, gh, gw), grid)
+    assert torch.equal(window_reverse(win, gh, gw, 4 * gh, 3 * gw), x)
+    assert torch.equal(grid_reverse(grid, gh, gw, 4 * gh, 3 * gw), x)
+
+
+def test_position_bias_grid_is_static_and_mlp_stays_live():
+    attn = CrossFormerAttention(64, "short", window_size=3)
+    assert attn.rel_pos_grid.shape == (49, 2) and attn.rel_pos_indices.shape == (9, 9)
+    assert "rel_pos_grid" not in attn.state_dict() and "rel_pos_indices" not in attn.state_dict()
+    before = attn.position_bias().clone()
+    with torch.no_grad():
+        attn.dpb[-1].bias.add_(1.0)
+    assert torch.allclose(attn.position_bias(), before + 1.0)      # the bias is recomputed from the MLP
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="depth"):
+        CrossFormer(depth=(1, 1, 1))
+    with pytest.raises(ValueError, match="cross_embed_strides"):
+        CrossFormer(cross_embed_strides=(4, 2, 2))
+    with pytest.raises(ValueError, match="attention type"):
+        CrossFormerAttention(64, "medium", window_size=2)
+    model = CrossFormer(**SMALL).eval()
+    with pytest.raises(ValueError, match="not divisible by its local window size"):
+        model(torch.zeros(1, 3, 64, 96))                  # stage 4 map 2x3, local window 2
+    with pytest.raises(ValueError, match="unequal"):
+        CrossFormer(**dict(SMALL, cross_embed_kernel_sizes=((4, 7), (2, 4), (2, 4), (2, 4))))(torch.zeros(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("target", ["torchscript", "onnx"])
+def test_export(target, tmp_path):
+    size = (32, 64)
+    torch.manual_seed(0)
+    model = CrossFormer(**TINY)
+    randomize_norms(model)
+    art = export(model.eval(), torch.zeros(2, 3, *size), target, tmp_path / target,
+                 preprocessing=make_preprocessing(size))
+    m = art.manifest
+    assert m["inputs"][0]["shape"] == [-1, 3, *size]
+    assert m["outputs"][0]["shape"] == [-1, 10]
+    for b in ("batch_1", "batch_3", "batch_8"):
+        assert m["parity"][b]["max_abs"] <= 1e-4
+    if target == "onnx":
+        assert "dynamo" in m["export"]["method"] and "fallback" not in m["export"]["method"]
+        onnx = pytest.importorskip("onnx")
+        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.path / m["artifact"]))).graph
+        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
+        assert ranks and max(ranks) <= 4, max(ranks)
+        assert m["export"]["ops"].get("Relu", 0) > 0          # the position-bias MLP is in the graph
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_parity(name, photo_batch):
+    ref, ours = build_pair(**PRESETS[name])
+    n = sum(p.numel() for p in ours.parameters())
+    print(f"{name}: {n} params")
+    check_parity(ref, ours, photo_batch((224, 224), 2))

@@ -1,0 +1,143 @@
+"""DistillableViT (DeiT, arXiv 2012.12877): parity with vit-pytorch's ``distill.DistillableViT`` on real photos
+(with and without a distillation token), ``to_vit()``, and export of the plain (logits-only) forward.
+
+Small configurations keep each test to a few seconds on two CPU cores; the full-size presets are under
+``@pytest.mark.slow``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitedge.data
+import vitedge.export
+from oracle import oracle
+from vitedge.models.distill import DistillableViT
+from vitedge.models.vit import ViT
+
+SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
+
+CONFIGS = {
+    "small": SMALL,
+    "mean_pool": dict(SMALL, pool="mean"),
+    "non_square": dict(SMALL, image_size=(32, 48), patch_size=(8, 16)),
+}
+
+# DeiT Table 1 bodies (the distillation token and head belong to the training wrapper, not the model).
+PRESETS = {
+    "deit_tiny_distillable": dict(image_size=224, patch_size=16, num_classes=1000, dim=192, depth=12, heads=3,
+                                  mlp_dim=768, dim_head=64),
+    "deit_base_distillable": dict(image_size=224, patch_size=16, num_classes=1000, dim=768, depth=12, heads=12,
+                                  mlp_dim=3072, dim_head=64),
+}
+
+
+def _hw(kw) -> tuple[int, int]:
+    s = kw["image_size"]
+    return s if isinstance(s, tuple) else (s, s)
+
+
+def build_pair(**kw):
+    """Seeded reference and ours loaded from its state_dict (strict), both in eval mode."""
+    torch.manual_seed(0)
+    ref = oracle("distill").DistillableViT(**kw).eval()
+    ours = DistillableViT(**kw).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def _max_diff(a, b) -> float:
+    assert a.shape == b.shape and torch.isfinite(b).all()
+    return (a - b).abs().max().item()
+
+
+def test_state_dict_keys_match():
+    ref, ours = oracle("distill").DistillableViT(**SMALL), DistillableViT(**SMALL)
+    a, b = ref.state_dict(), ours.state_dict()
+    assert set(a) == set(b)
+    assert all(a[k].shape == b[k].shape for k in a)
+    assert ours.dim == 32 and ours.num_classes == 10 and isinstance(ours, ViT)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_parity_photos(name, photo_batch):
+    kw = CONFIGS[name]
+    ref, ours = build_pair(**kw)
+    x = photo_batch(_hw(kw))
+    torch.manual_seed(1)
+    token = torch.randn(1, kw["dim"])
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+        (a_logits, a_tok), (b_logits, b_tok) = ref(x, distill_token=token), ours(x, distill_token=token)
+    assert a.std() > 1e-3, "degenerate logits"
+    diffs = [_max_diff(a, b), _max_diff(a_logits, b_logits), _max_diff(a_tok, b_tok)]
+    print(f"{name}: max abs diffs (logits, distilling logits, distill tokens) {diffs}")
+    assert max(diffs) <= 1e-5, diffs
+    assert b_tok.shape == (x.shape[0], kw["dim"])
+    assert (a_logits - a).abs().max() > 1e-4       # the token really takes part in the attention
+
+
+@pytest.mark.parametrize("name", ["small", "mean_pool"])
+def test_to_vit(name, photo_batch):
+    kw = CONFIGS[name]
+    ref, ours = build_pair(**kw)
+    v = ours.to_vit().eval()
+    assert type(v) is ViT
+    v_ref = ref.to_vit().eval()
+    x = photo_batch(_hw(kw))
+    with torch.no_grad():
+        logits = ours(x)
+        assert torch.equal(v(x), logits)                 # same weights, same ops
+        assert _max_diff(v_ref(x), v(x)) <= 1e-5
+    assert all(torch.equal(p, q) for p, q in zip(v.state_dict().values(), ours.state_dict().values()))
+
+
+def test_features_only(photo_batch):
+    """num_classes=0 (the reference crashes there): final tokens, as ViT, with and without a distill token."""
+    ours = DistillableViT(**dict(SMALL, num_classes=0)).eval()
+    x = photo_batch((32, 32), 2)
+    with torch.no_grad():
+        tokens = ours(x)
+        assert torch.equal(tokens, ours.to_vit().eval()(x))
+        t2, dt = ours(x, distill_token=torch.zeros(1, 32))
+    assert tokens.shape == t2.shape == (2, 17, 32) and dt.shape == (2, 32)
+
+
+def test_invalid_arguments(photo_batch):
+    with pytest.raises(ValueError, match="divisible"):
+        DistillableViT(**dict(SMALL, image_size=30))
+    with pytest.raises(ValueError, match="pool"):
+        DistillableViT(**dict(SMALL, pool="max"))
+    model = DistillableViT(**SMALL).eval()
+    with pytest.raises(ValueError, match="distill_token"):
+        model(photo_batch((32, 32), 1), distill_token=torch.zeros(1, 16))
+
+
+@pytest.mark.parametrize("target", ["torchscript", "onnx"])
+def test_export_plain_forward(target, tmp_path):
+    kw = CONFIGS["non_square"]
+    torch.manual_seed(0)
+    model = DistillableViT(**kw).eval()
+    h, w = kw["image_size"]
+    art = vitedge.export.export(model, torch.zeros(2, 3, h, w), target, tmp_path / target,
+                                preprocessing=vitedge.data.make_preprocessing((h, w)))
+    m = art.manifest
+    assert m["inputs"][0]["shape"] == [-1, 3, h, w] and [o["shape"] for o in m["outputs"]] == [[-1, 10]]
+    for b in ("batch_1", "batch_3", "batch_8"):
+        assert m["parity"][b]["max_abs"] <= 1e-4 and m["parity"][b]["top1_agreement"] == 1.0
+    if target == "onnx":
+        assert "dynamo=True" in m["export"]["method"] and "fallback_reason" not in m["export"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_full_size_preset_parity(name, photo_batch):
+    ref, ours = build_pair(**PRESETS[name])
+    print(f"{name}: {sum(p.numel() for p in ours.parameters())} params")
+    x = photo_batch((224, 224), 2)
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+        v = ours.to_vit().eval()(x)
+    diff = _max_diff(a, b)
+    print(f"{name}: max abs diff {diff:.3g}")
+    assert diff <= 1e-5 and torch.equal(v, b)

@@ -1,0 +1,136 @@
+"""NesT (arXiv 2105.12723): parity with vit-pytorch's ``nest.NesT`` on real photos, and export.
+
+Small configurations keep each test short on two CPU cores; the full-size preset is under ``@pytest.mark.slow``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from oracle import oracle
+from vitedge.data import make_preprocessing
+from vitedge.export import export
+from vitedge.models.nest import NesT
+
+# 64 / 4 = 16x16 patches, 3 hierarchies: 4x4, 2x2, 1x1 blocks of 4x4 tokens.
+SMALL = dict(image_size=64, patch_size=4, dim=16, heads=2, num_hierarchies=3, block_repeats=(1, 1, 2), num_classes=10)
+
+# NesT-T (Zhang et al. 2021, arXiv 2105.12723, Table A1; 17M params): 224x224, 4x4 patches, 3 hierarchies,
+# widths (96, 192, 384), heads (3, 6, 12), (2, 2, 8) transformer layers per hierarchy (finest first).
+PRESETS = {
+    "nest_tiny": dict(image_size=224, patch_size=4, dim=96, heads=3, num_hierarchies=3, block_repeats=(2, 2, 8),
+                      num_classes=1000),
+}
+
+
+def randomize_norms(model: nn.Module, seed: int = 1234) -> None:
+    """Give every channel LayerNorm (vit-pytorch's ``g``/``b``) non-trivial affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(getattr(m, "g", None), nn.Parameter):
+                m.g.copy_(1 + 0.3 * torch.randn(m.g.shape, generator=g))
+                m.b.copy_(0.1 * torch.randn(m.b.shape, generator=g))
+
+
+def build_pair(**kwargs) -> tuple[nn.Module, NesT]:
+    """Seeded reference with randomised norms, and ours loaded from its state_dict (strict), both in eval mode."""
+    ref_mod = oracle("nest")
+    torch.manual_seed(0)
+    ref = ref_mod.NesT(**kwargs)
+    randomize_norms(ref)
+    ours = NesT(**kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref.eval(), ours.eval()
+
+
+def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+    assert a.shape == b.shape
+    assert torch.isfinite(b).all()
+    assert a.std() > 1e-3, "degenerate logits"
+    diff = (a - b).abs().max().item()
+    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
+    assert diff <= atol, diff
+    return diff
+
+
+def test_state_dict_keys_and_init_match():
+    ref_mod = oracle("nest")
+    for kw in (SMALL, dict(SMALL, num_hierarchies=2, block_repeats=1, mlp_mult=2)):
+        torch.manual_seed(0)
+        a = ref_mod.NesT(**kw).state_dict()
+        torch.manual_seed(0)
+        b = NesT(**kw).state_dict()
+        assert list(a) == list(b)
+        assert all(a[k].shape == b[k].shape for k in a)
+        assert all(torch.equal(a[k], b[k]) for k in a)        # same seeded initialisation, too
+
+
+@pytest.mark.parametrize("kwargs", [
+    SMALL,
+    dict(image_size=48, patch_size=2, dim=8, heads=1, num_hierarchies=2, block_repeats=1, mlp_mult=2,
+         num_classes=10),
+    dict(image_size=32, patch_size=8, dim=12, heads=3, num_hierarchies=1, block_repeats=(2,), num_classes=10),
+    dict(SMALL, block_repeats=(1, 1, 1, 5), dropout=0.1),   # extra repeats ignored, as the reference
+])
+def test_parity_photos(kwargs, photo_batch):
+    ref, ours = build_pair(**kwargs)
+    s = kwargs["image_size"]
+    check_parity(ref, ours, photo_batch((s, s), 4))
+
+
+def test_non_square_rejected_clearly(photo_batch):
+    """NesT is square-only (an int image_size, one pos_emb per block position); a square tuple is accepted."""
+    with pytest.raises(ValueError, match="square"):
+        NesT(**dict(SMALL, image_size=(64, 96)))
+    ref, ours = build_pair(**SMALL)
+    torch.manual_seed(0)
+    as_tuple = NesT(**dict(SMALL, image_size=(64, 64))).eval()
+    as_tuple.load_state_dict(ours.state_dict(), strict=True)
+    x = photo_batch((64, 64), 2)
+    with torch.no_grad():
+        assert torch.equal(as_tuple(x), ours(x))
+    with pytest.raises(ValueError, match="built for 64x64"):
+        ours(photo_batch((64, 96), 1))
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="divisible by the patch size"):
+        NesT(**dict(SMALL, image_size=66))
+    with pytest.raises(ValueError, match="blocks"):
+        NesT(**dict(SMALL, image_size=56))           # 14x14 patches into 4x4 blocks
+    with pytest.raises(ValueError, match="block_repeats"):
+        NesT(**dict(SMALL, block_repeats=(1, 1)))
+
+
+@pytest.mark.parametrize("target", ["torchscript", "onnx"])
+def test_export(target, tmp_path):
+    size = (64, 64)
+    torch.manual_seed(0)
+    model = NesT(**SMALL)
+    randomize_norms(model)
+    art = export(model.eval(), torch.zeros(2, 3, *size), target, tmp_path / target,
+                 preprocessing=make_preprocessing(size))
+    m = art.manifest
+    assert m["inputs"][0]["shape"] == [-1, 3, *size]
+    assert m["outputs"][0]["shape"] == [-1, 10]
+    for b in ("batch_1", "batch_3", "batch_8"):
+        assert m["parity"][b]["max_abs"] <= 1e-4
+    if target == "onnx":
+        assert "dynamo" in m["export"]["method"] and "fallback" not in m["export"]["method"]
+        onnx = pytest.importorskip("onnx")
+        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.path / m["artifact"]))).graph
+        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
+        assert ranks and max(ranks) <= 5, max(ranks)        # rank 5 only in the patch embedding
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_parity(name, photo_batch):
+    ref, ours = build_pair(**PRESETS[name])
+    n = sum(p.numel() for p in ours.parameters())
+    print(f"{name}: {n} params")
+    check_parity(ref, ours, photo_batch((224, 224), 2))

@@ -1,0 +1,169 @@
+"""PiT (Heo et al. 2021, arXiv 2103.16302): parity with vit-pytorch's ``pit.PiT`` on real photos, and export.
+
+Small configurations keep each test to a few seconds on two CPU cores; the full-size presets are under
+``@pytest.mark.slow``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import vitedge.data
+import vitedge.export
+from oracle import oracle
+from vitedge.models.pit import PiT, PiTPool
+
+SMALL = dict(image_size=64, patch_size=8, num_classes=10, dim=16, depth=(1, 2, 1), heads=(2, 2, 4), mlp_dim=32,
+             dim_head=8)
+
+# PiT-Ti/XS/S (paper Table 1: 16x16 patches with stride 8 -> 27x27 -> 14x14 -> 7x7 tokens, depths (2, 6, 4),
+# widths dim * (1, 2, 4), heads of 32 / 48 / 48, MLP ratio 4) on vit-pytorch's constructor. vit-pytorch has
+# one mlp_dim for all stages: 8 * dim is ratio 4 in the middle stage (6 of the 12 blocks) and gives the
+# paper's multiply-adds (0.70 / 1.40 / 2.88 G vs 0.7 / 1.4 / 2.9), with fewer parameters (3.9 / 8.6 / 18.9 M vs
+# 4.9 / 10.6 / 23.5 M); its pooling adds a 1x1 conv the paper's does not have.
+PRESETS = {
+    "pit_ti": dict(image_size=224, patch_size=16, num_classes=1000, dim=64, depth=(2, 6, 4), heads=(2, 4, 8),
+                   mlp_dim=512, dim_head=32),
+    "pit_xs": dict(image_size=224, patch_size=16, num_classes=1000, dim=96, depth=(2, 6, 4), heads=(2, 4, 8),
+                   mlp_dim=768, dim_head=48),
+    "pit_s": dict(image_size=224, patch_size=16, num_classes=1000, dim=144, depth=(2, 6, 4), heads=(3, 6, 12),
+                  mlp_dim=1152, dim_head=48),
+}
+PAPER_PARAMS_M = {"pit_ti": 4.9, "pit_xs": 10.6, "pit_s": 23.5}
+
+
+def build_pair(**kwargs) -> tuple[nn.Module, PiT]:
+    """Seeded reference (eval) and ours loaded from its state_dict with strict=True."""
+    ref_mod = oracle("pit")
+    torch.manual_seed(0)
+    ref = ref_mod.PiT(**kwargs).eval()
+    ours = PiT(**kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours.eval()
+
+
+def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+    assert a.shape == b.shape
+    assert torch.isfinite(b).all()
+    assert a.std() > 1e-3, "degenerate logits"
+    diff = (a - b).abs().max().item()
+    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
+    assert diff <= atol, diff
+    return diff
+
+
+def test_state_dict_keys_match():
+    ref_mod = oracle("pit")
+    for kw in (SMALL, dict(SMALL, heads=2, depth=(1,))):
+        a, b = ref_mod.PiT(**kw).state_dict(), PiT(**kw).state_dict()
+        assert list(a) == list(b)
+        assert all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+
+
+@pytest.mark.parametrize("kw", [
+    SMALL,
+    dict(SMALL, heads=2, depth=(2, 1)),                                # int heads, two stages
+    dict(SMALL, image_size=63, patch_size=7, dim_head=16, heads=(1, 2, 2)),   # odd patch: stride 3, grid 19 -> 10 -> 5
+    dict(SMALL, image_size=48, patch_size=4, depth=(1,), heads=(1,), dim_head=16, mlp_dim=16),  # no pooling;
+])                                                                     # heads=1, dim_head=dim: to_out is Identity
+def test_parity_photos(kw, photo_batch):
+    ref, ours = build_pair(**kw)
+    check_parity(ref, ours, photo_batch((kw["image_size"],) * 2))
+
+
+def _reference_forward_any_grid(ref: nn.Module, img: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """vit-pytorch's PiT forward, with its pooling's square-grid ``sqrt`` replaced by the true (h, w) grid."""
+    einops = pytest.importorskip("einops")
+    x = ref.to_patch_embedding(img)
+    x = torch.cat((ref.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + ref.pos_embedding
+    h, w = grid
+    for layer in ref.layers:
+        if type(layer).__name__ == "Pool":
+            cls, tokens = layer.cls_ff(x[:, :1]), x[:, 1:]
+            tokens = layer.downsample(einops.rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w))
+            h, w = tokens.shape[-2:]
+            x = torch.cat((cls, einops.rearrange(tokens, "b c h w -> b (h w) c")), dim=1)
+        else:
+            x = layer(x)
+    return ref.mlp_head(x[:, 0])
+
+
+@pytest.mark.parametrize("image_size", [(64, 96), (96, 48)])
+def test_non_square(image_size, photo_batch):
+    """Extension: (H, W) image sizes. The oracle is vit-pytorch's own modules with the grid made explicit."""
+    torch.manual_seed(0)
+    ours = PiT(**dict(SMALL, image_size=image_size)).eval()
+    ref = oracle("pit").PiT(**dict(SMALL, image_size=image_size[0])).eval()
+    ref.pos_embedding = nn.Parameter(torch.zeros_like(ours.pos_embedding))
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    oh, ow = (image_size[0] - 8) // 4 + 1, (image_size[1] - 8) // 4 + 1
+    assert ours.pos_embedding.shape == (1, oh * ow + 1, SMALL["dim"])
+    x = photo_batch(image_size)
+    with torch.no_grad():
+        a, b = _reference_forward_any_grid(ref, x, (oh, ow)), ours(x)
+    diff = (a - b).abs().max().item()
+    print(f"max abs diff {diff:.3g}")
+    assert b.shape == (len(x), SMALL["num_classes"]) and a.std() > 1e-3
+    assert diff <= 1e-5, diff
+
+
+def test_square_tuple_equals_int(photo_batch):
+    torch.manual_seed(0)
+    a = PiT(**SMALL).eval()
+    b = PiT(**dict(SMALL, image_size=(64, 64))).eval()
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = photo_batch((64, 64), 2)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_pool_grid():
+    pool = PiTPool(8, (7, 5))
+    assert pool.out_grid == (4, 3)
+    assert pool(torch.randn(2, 1 + 35, 8)).shape == (2, 1 + 12, 16)
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="divisible"):
+        PiT(**dict(SMALL, image_size=60))
+    with pytest.raises(ValueError, match="divisible"):
+        PiT(**dict(SMALL, image_size=(64, 60)))
+    with pytest.raises(ValueError, match="depth must be a tuple"):
+        PiT(**dict(SMALL, depth=3))
+    with pytest.raises(ValueError, match="heads"):
+        PiT(**dict(SMALL, heads=(2, 2)))
+    with pytest.raises(ValueError, match="patch_size"):
+        PiT(**dict(SMALL, patch_size=1))
+
+
+@pytest.mark.parametrize("target", ["torchscript", "onnx"])
+def test_export(target, tmp_path):
+    onnx = pytest.importorskip("onnx") if target == "onnx" else None
+    size = (64, 96)
+    torch.manual_seed(0)
+    model = PiT(**dict(SMALL, image_size=size)).eval()
+    art = vitedge.export.export(model, torch.zeros(2, 3, *size), target, tmp_path / target,
+                                preprocessing=vitedge.data.make_preprocessing(size))
+    m = art.manifest
+    for b in (1, 3, 8):
+        assert m["parity"][f"batch_{b}"]["max_abs"] <= 1e-4
+        assert m["parity"][f"batch_{b}"]["samples"] == b
+    assert m["inputs"][0]["shape"] == [-1, 3, *size]
+    assert m["outputs"][0]["shape"] == [-1, SMALL["num_classes"]]
+    if target == "onnx":
+        assert "dynamo" in m["export"]["method"] and "legacy" not in m["export"]["method"]
+        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.file))).graph
+        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
+        assert ranks and max(ranks) <= 5, max(ranks)          # Core ML's rank limit
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_full_size_preset_parity(name, photo_batch):
+    ref, ours = build_pair(**PRESETS[name])
+    n = sum(p.numel() for p in ours.parameters())
+    print(f"{name}: {n / 1e6:.2f} M params (paper {PAPER_PARAMS_M[name]} M)")
+    check_parity(ref, ours, photo_batch((224, 224)))

@@ -1,0 +1,122 @@
+"""SimpleViT (arXiv 2205.01580): parity with vit-pytorch's ``simple_vit.SimpleViT`` on real photos, and export.
+
+Small configurations keep each test to a few seconds on two CPU cores; the full-size presets are under
+``@pytest.mark.slow``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitedge.data
+import vitedge.export
+from oracle import oracle
+from vitedge.models.simple_vit import SimpleViT, posemb_sincos_2d
+
+SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=32, depth=2, heads=4, mlp_dim=64, dim_head=8)
+
+# Beyer et al. 2022 train ViT-S/16 (and report B/16); the body is the standard ViT-S / ViT-B one.
+PRESETS = {
+    "simple_vit_s16": dict(image_size=224, patch_size=16, num_classes=1000, dim=384, depth=12, heads=6, mlp_dim=1536,
+                           dim_head=64),
+    "simple_vit_b16": dict(image_size=224, patch_size=16, num_classes=1000, dim=768, depth=12, heads=12,
+                           mlp_dim=3072, dim_head=64),
+}
+
+
+def _hw(kw) -> tuple[int, int]:
+    s = kw["image_size"]
+    return s if isinstance(s, tuple) else (s, s)
+
+
+def build_pair(**kw):
+    """Seeded reference and ours loaded from its state_dict (strict), both in eval mode."""
+    torch.manual_seed(0)
+    ref = oracle("simple_vit").SimpleViT(**kw).eval()
+    ours = SimpleViT(**kw).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def check_parity(ref, ours, x, atol=1e-5) -> float:
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+    assert a.shape == b.shape and torch.isfinite(b).all()
+    assert a.std() > 1e-3, "degenerate logits"
+    diff = (a - b).abs().max().item()
+    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
+    assert diff <= atol, diff
+    return diff
+
+
+def test_state_dict_keys_match():
+    ref, ours = oracle("simple_vit").SimpleViT(**SMALL), SimpleViT(**SMALL)
+    a, b = ref.state_dict(), ours.state_dict()
+    assert list(a) == list(b)
+    assert all(a[k].shape == b[k].shape for k in a)
+    assert "pos_embedding" not in b          # a non-persistent constant, like the reference's plain attribute
+
+
+def test_pos_embedding_is_a_constructor_constant():
+    ref_mod = oracle("simple_vit")
+    model = SimpleViT(**dict(SMALL, image_size=(32, 64)))
+    assert "pos_embedding" in dict(model.named_buffers())
+    assert torch.equal(model.pos_embedding, ref_mod.posemb_sincos_2d(h=4, w=8, dim=32))
+    assert torch.equal(posemb_sincos_2d(5, 3, 64), ref_mod.posemb_sincos_2d(h=5, w=3, dim=64))
+    assert model.half().pos_embedding.dtype == torch.float16     # follows the module like any buffer
+
+
+@pytest.mark.parametrize("kw", [
+    SMALL,
+    dict(SMALL, heads=1, dim_head=32),                  # single head of dim == dim: to_out still projects
+    dict(SMALL, channels=1, image_size=24, patch_size=(4, 8)),
+], ids=["small", "single_head", "one_channel"])
+def test_parity_photos(kw, photo_batch):
+    ref, ours = build_pair(**kw)
+    x = photo_batch(_hw(kw))[:, : kw.get("channels", 3)].contiguous()
+    check_parity(ref, ours, x)
+
+
+@pytest.mark.parametrize("image_size,patch_size", [((32, 64), 8), ((48, 32), (16, 8))])
+def test_parity_non_square(image_size, patch_size, photo_batch):
+    kw = dict(SMALL, image_size=image_size, patch_size=patch_size)
+    ref, ours = build_pair(**kw)
+    check_parity(ref, ours, photo_batch(image_size))
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="divisible"):
+        SimpleViT(**dict(SMALL, image_size=30))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        SimpleViT(**dict(SMALL, dim=30))
+    with pytest.raises(ValueError, match="at least 8"):
+        SimpleViT(**dict(SMALL, dim=4))
+
+
+@pytest.mark.parametrize("target", ["torchscript", "onnx"])
+def test_export(target, tmp_path):
+    kw = dict(SMALL, image_size=(32, 48), patch_size=(8, 16))
+    torch.manual_seed(0)
+    model = SimpleViT(**kw).eval()
+    h, w = kw["image_size"]
+    art = vitedge.export.export(model, torch.zeros(2, 3, h, w), target, tmp_path / target,
+                                preprocessing=vitedge.data.make_preprocessing((h, w)))
+    m = art.manifest
+    assert m["inputs"][0]["shape"] == [-1, 3, h, w] and m["outputs"][0]["shape"] == [-1, 10]
+    for b in ("batch_1", "batch_3", "batch_8"):
+        assert m["parity"][b]["max_abs"] <= 1e-4 and m["parity"][b]["top1_agreement"] == 1.0
+    if target == "onnx":
+        assert "dynamo=True" in m["export"]["method"] and "fallback_reason" not in m["export"]
+        onnx = pytest.importorskip("onnx")
+        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.file))).graph
+        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
+        assert ranks and max(ranks) <= 5, max(ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_full_size_preset_parity(name, photo_batch):
+    kw = PRESETS[name]
+    ref, ours = build_pair(**kw)
+    print(f"{name}: {sum(p.numel() for p in ours.parameters())} params")
+    check_parity(ref, ours, photo_batch((224, 224), 2))
