@@ -69,11 +69,23 @@ def cmd_export(args) -> int:
 
     from .export import check_precision, export, prepare_preset
     from .quantize import calibration_data
+    from .models.zoo import get_preset
+    from .quantize.onnx import default_int8_recipe
     check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
-    if args.precision == "int8" and args.int8_mode is None:
-        args.int8_mode = "static" if args.target == "onnx" else "dynamic"
-    if args.calib is not None and not (args.precision == "int8" and args.int8_mode == "static"):
-        raise UsageError("--calib is used by static int8 only (--precision int8 --target onnx)")
+    recipe = {}
+    if args.precision == "int8":
+        if args.target == "onnx":
+            recipe = default_int8_recipe(get_preset(args.preset).family)
+            if args.int8_mode and args.int8_mode != recipe["mode"]:
+                recipe = {"mode": args.int8_mode}
+        else:
+            recipe = {"mode": args.int8_mode or "dynamic"}
+        if args.calib_method:
+            recipe["method"] = args.calib_method
+    static = recipe.get("mode") == "static"
+    if (args.calib is not None or args.calib_method) and not static:
+        raise UsageError("--calib/--calib-method are used by static int8 only (--precision int8 --target onnx "
+                         "--int8-mode static)")
     batch = _parse_batch(args.batch)
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip()) if args.outputs else None
     model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
@@ -84,10 +96,10 @@ def cmd_export(args) -> int:
     example = torch.zeros(batch or 2, 3, *pre["size"])
     quant = None
     if args.precision == "int8":
-        quant = {"mode": args.int8_mode}
-        if args.int8_mode == "static":
+        quant = dict(recipe)
+        if static:
             x, info = calibration_data(args.calib or "digits", pre, args.calib_count)
-            quant.update(method=args.calib_method, calibration=x.numpy(), calibration_info=info)
+            quant.update(method=recipe.get("method", "minmax"), calibration=x.numpy(), calibration_info=info)
     labels = (spec.get("training") or {}).get("labels")
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
                  opset=args.opset, precision=args.precision, quantization=quant, labels=labels)
@@ -186,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(ViT-style models; default: the model's own outputs)")
     e.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     e.add_argument("--int8-mode", choices=["static", "dynamic"],
-                   help="static: calibrated QDQ (onnx default); dynamic: int8 weights (torchscript default)")
+                   help="static: calibrated QDQ; dynamic: int8 weights, activations quantized at run time "
+                        "(default: the family's recipe for onnx, dynamic for torchscript)")
     e.add_argument("--calib", help="calibration images for static int8: a folder, or 'digits' (train split; default)")
-    e.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    e.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
+                   help="static int8 calibration (default minmax)")
     e.add_argument("--calib-count", type=int, default=128, help="number of calibration images (default 128)")
     e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET)")
     e.set_defaults(func=cmd_export)

@@ -208,7 +208,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             except Exception as e:  # noqa: BLE001 - exporter internals: one line, the rest is noise to a user
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ExportError(f"{target} export failed: {msg[:400]}") from None
-            art = Artifact(tmp, {"artifact": info["artifact"], "files": {}})
+            art = Artifact(tmp, {"artifact": info["artifact"], "files": {}, "quantization": info.get("quantization")})
             runner = mod.load(art)
             parity = {}
             for b in batches:

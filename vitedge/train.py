@@ -82,9 +82,9 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
             xb = xtr[idx]
             dy, dx = (int(v) for v in torch.randint(-pad, pad + 1, (2,), generator=g))
             xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
-            out = model(xb)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            loss = F.cross_entropy(out, ytr[idx])
+            logits = model(xb)
+            logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+            loss = F.cross_entropy(logits, ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

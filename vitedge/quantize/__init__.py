@@ -2,7 +2,7 @@
 
 - ONNX (:mod:`vitedge.quantize.onnx`): ONNX Runtime static QDQ int8 with per-channel weights and MinMax /
   Percentile / Entropy calibration, or dynamic int8; fp16 by graph conversion with float32 I/O.
-- TorchScript (:mod:`vitedge.quantize.torch`): PyTorch dynamic int8 of Linear layers; fp16 weights.
+- TorchScript (:mod:`vitedge.quantize.pytorch`): PyTorch dynamic int8 of Linear layers; fp16 weights.
 """
 from __future__ import annotations
 

@@ -20,20 +20,79 @@ import onnx
 
 from ..errors import UsageError
 
-__all__ = ["convert_fp16", "quantize_int8", "weight_op_nodes"]
+__all__ = ["SESSION_CONFIG_FOLD_WEIGHTS", "convert_fp16", "default_int8_recipe", "int8_conv_weight_storage", "quantize_int8",
+           "weight_op_nodes"]
+
+# With this ONNX Runtime session option, DequantizeLinear nodes on constant weights are constant-folded at load
+# (and QDQ node units are not fused), so int8-stored weights cost nothing per run.
+SESSION_CONFIG_FOLD_WEIGHTS = {"session.disable_quant_qdq": "1"}
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 
-def weight_op_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """Names of MatMul/Gemm/Conv nodes in graph order: (those with a constant weight, those between activations)."""
+# Per-family default int8 recipes, chosen by benchmarks/quantization.py on digits-trained models (results in
+# benchmarks/results/quantization.md). Static QDQ U8S8 wins where the weight ops are big enough for int8 kernels;
+# MobileViT's small convolutions run slower as QLinearConv + Q/DQ than in float, so it keeps them float at run
+# time (int8 storage, see int8_conv_weight_storage) and quantizes its MatMuls dynamically.
+_RECIPES = {
+    "default": {"mode": "static", "method": "minmax"},
+    "mobilevit": {"mode": "dynamic", "conv_weight_storage": True},
+}
+
+
+def default_int8_recipe(family: str | None) -> dict:
+    """The default ONNX int8 options for a model family (``mode``, ``method``, ...), a copy."""
+    return dict(_RECIPES.get(family or "default", _RECIPES["default"]))
+
+
+def weight_op_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str], list[str]]:
+    """Names of MatMul/Gemm/Conv nodes in graph order: (those with a constant weight, those between activations,
+    depthwise convolutions (group == input channels > 1))."""
     consts = {i.name for i in model.graph.initializer}
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    with_weight, act_act = [], []
+    with_weight, act_act, depthwise = [], [], []
     for n in model.graph.node:
         if n.op_type in WEIGHT_OPS:
             (with_weight if any(i in consts for i in n.input[1:2]) else act_act).append(n.name)
-    return with_weight, act_act
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            if n.op_type == "Conv" and group > 1:
+                depthwise.append(n.name)
+    return with_weight, act_act, depthwise
+
+
+def int8_conv_weight_storage(path: Path, exclude: set[str] = frozenset()) -> int:
+    """Store every Conv weight of the graph at ``path`` as int8 (per output channel, symmetric) behind a
+    ``DequantizeLinear``; rewrites the file in place and returns the number of convolutions converted.
+
+    Compute stays float: run the graph with :data:`SESSION_CONFIG_FOLD_WEIGHTS` so ONNX Runtime folds the
+    dequantization into float weights once, at load. For models whose convolutions are too small for int8
+    kernels to beat float ones (MobileViT at small inputs), this gives int8's size without its Q/DQ overhead.
+    """
+    from onnx import helper, numpy_helper
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    dq_nodes, done = [], set()
+    for node in model.graph.node:
+        w_name = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else None
+        if w_name not in inits or node.name in exclude or w_name in done:
+            continue
+        w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
+        scale = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.round(w / scale.reshape(-1, *[1] * (w.ndim - 1))), -127, 127).astype(np.int8)
+        model.graph.initializer.remove(inits[w_name])
+        model.graph.initializer.extend([numpy_helper.from_array(q, f"{w_name}_int8"),
+                                        numpy_helper.from_array(scale.astype(np.float32), f"{w_name}_scale"),
+                                        numpy_helper.from_array(np.zeros(w.shape[0], np.int8), f"{w_name}_zero_point")])
+        dq_nodes.append(helper.make_node("DequantizeLinear", [f"{w_name}_int8", f"{w_name}_scale",
+                                                              f"{w_name}_zero_point"], [w_name], axis=0,
+                                         name=f"{w_name}_dequantize"))
+        done.add(w_name)
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(dq_nodes + nodes)
+    onnx.save(model, str(path))
+    return len(dq_nodes)
 
 
 class _Reader:
@@ -51,7 +110,9 @@ class _Reader:
 
 def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", calibration: np.ndarray | None = None,
                   method: str = "minmax", keep_first_last: bool = True, quantize_attention: bool = False,
-                  ops: tuple[str, ...] = WEIGHT_OPS, activation_type: str = "int8") -> dict:
+                  quantize_depthwise: bool = False, ops: tuple[str, ...] = WEIGHT_OPS,
+                  activation_type: str = "uint8", reduce_range: bool | None = None,
+                  conv_weight_storage: bool = False) -> dict:
     """Quantize ``fp32_path`` to int8 at ``out_path``; returns the manifest's ``quantization`` dict.
 
     Args:
@@ -61,7 +122,14 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
         method: ``minmax`` | ``percentile`` (99.999th) | ``entropy``.
         keep_first_last: keep the first and last weight op (patch embedding/stem, head) in float.
         quantize_attention: also quantize the activation x activation MatMuls of attention.
-        activation_type: ``int8`` (S8S8) or ``uint8`` (U8S8).
+        quantize_depthwise: also quantize depthwise convolutions (ORT's int8 depthwise kernels are slower than
+            its float ones on x86, measured on MobileViT).
+        activation_type: ``uint8`` (U8S8, asymmetric activations: x86's VNNI fast path) or ``int8`` (S8S8).
+        reduce_range: 7-bit weights, which avoid U8S8 saturation on x86 without VNNI (ORT's guidance);
+            default: on when the CPU lacks VNNI.
+        conv_weight_storage: (dynamic mode) also store Conv weights as int8, computed in float after a
+            dequantization folded at load (:func:`int8_conv_weight_storage`); the result's ``session_config``
+            must be applied by the runner.
     Raises:
         UsageError: static mode without calibration images, unknown method or mode.
     """
@@ -83,27 +151,37 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
     model = onnx.load(str(pre_path))
     if mode == "dynamic":
         ops = tuple(o for o in ops if o != "Conv")
-    with_weight, act_act = weight_op_nodes(model)
+    with_weight, act_act, depthwise = weight_op_nodes(model)
     with_weight = [n for n in with_weight if any(m.name == n and m.op_type in ops for m in model.graph.node)]
     exclude = []
     if keep_first_last and len(with_weight) > 2:
         exclude += [with_weight[0], with_weight[-1]]
     if not quantize_attention:
         exclude += act_act
+    if not quantize_depthwise:
+        exclude += [n for n in depthwise if n not in exclude]
+    if reduce_range is None:
+        from ..machine import machine_info
+        flags = machine_info()["flags"]
+        reduce_range = activation_type == "uint8" and not ({"avx512_vnni", "avx_vnni", "asimddp"} & set(flags))
     qtype = QuantType.QInt8 if activation_type == "int8" else QuantType.QUInt8
     if mode == "static":
+        import contextlib
+        import io
         name = model.graph.input[0].name
         extra = {"ActivationSymmetric": activation_type == "int8", "WeightSymmetric": True}
         if method == "percentile":
             extra["CalibPercentile"] = 99.999
-        quantize_static(str(pre_path), str(out_path), _Reader(name, np.ascontiguousarray(calibration, np.float32)),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops), per_channel=True,
-                        reduce_range=False, activation_type=qtype, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=exclude, calibrate_method=methods[method], extra_options=extra)
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+            quantize_static(str(pre_path), str(out_path), _Reader(name, np.ascontiguousarray(calibration, np.float32)),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ops), per_channel=True,
+                            reduce_range=reduce_range, activation_type=qtype, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude, calibrate_method=methods[method], extra_options=extra)
     else:
         quantize_dynamic(str(pre_path), str(out_path), op_types_to_quantize=list(ops), per_channel=True,
-                         reduce_range=False, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+                         reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
     pre_path.unlink(missing_ok=True)
+    n_stored = int8_conv_weight_storage(out_path, set(exclude)) if conv_weight_storage and mode == "dynamic" else 0
     q = onnx.load(str(out_path))
     counts: dict[str, int] = {}
     for n in q.graph.node:
@@ -112,12 +190,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
                                                             "Add", "HardSwish", "Erf", "Div", "ReduceMean"})
     return {"scheme": f"onnxruntime {mode} int8" + (" QDQ" if mode == "static" else ""),
             "mode": mode, "calibration_method": method if mode == "static" else None,
-            "per_channel": True, "weights": "int8 symmetric", "activations":
+            "per_channel": True, "reduce_range": reduce_range, "weights": "int8 symmetric", "activations":
                 (f"{activation_type} ({'symmetric' if activation_type == 'int8' else 'asymmetric'})"
                  if mode == "static" else "dynamic uint8"),
             "quantized_op_types": list(ops), "quantized_nodes": len([n for n in with_weight if n not in exclude]),
             "kept_float_nodes": exclude, "kept_float_op_types": kept_ops,
-            "attention_matmuls_quantized": quantize_attention, "graph_ops": dict(sorted(counts.items()))}
+            "attention_matmuls_quantized": quantize_attention, "depthwise_quantized": quantize_depthwise,
+            "conv_int8_weight_storage": n_stored,
+            "session_config": SESSION_CONFIG_FOLD_WEIGHTS if n_stored else {},
+            "graph_ops": dict(sorted(counts.items()))}
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> dict:

@@ -85,7 +85,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
 class OnnxRuntimeRunner:
     """Runs an ONNX file with ONNX Runtime's CPU execution provider."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, session_config: dict | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -94,6 +94,8 @@ class OnnxRuntimeRunner:
         so.log_severity_level = 3
         so.intra_op_num_threads = threads or torch.get_num_threads()  # default: follow torch's setting
         so.inter_op_num_threads = 1
+        for key, value in (session_config or {}).items():  # stored with the artifact by its quantization recipe
+            so.add_session_config_entry(str(key), str(value))
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types with long messages
@@ -107,5 +109,7 @@ class OnnxRuntimeRunner:
 
 
 def load(artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
-    """Open the artifact's ONNX file in ONNX Runtime. Raises ArtifactError / RuntimeMissingError."""
-    return OnnxRuntimeRunner(artifact.file, threads)
+    """Open the artifact's ONNX file in ONNX Runtime with the session config its manifest records.
+    Raises ArtifactError / RuntimeMissingError."""
+    quant = artifact.manifest.get("quantization") or {}
+    return OnnxRuntimeRunner(artifact.file, threads, quant.get("session_config"))

@@ -34,7 +34,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
 
     ``options["precision"]``: fp32 | fp16 (float16 compute, float32 I/O) | int8 (dynamic int8 Linear layers).
     """
-    from ..quantize import torch as tq
+    from ..quantize import pytorch as tq
     precision = options.get("precision", "fp32")
     quant = None
     if precision == "int8":

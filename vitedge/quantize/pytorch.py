@@ -46,4 +46,4 @@ def dynamic_int8(model: nn.Module) -> tuple[nn.Module, dict]:
 
 def fp16(model: nn.Module) -> tuple[nn.Module, dict]:
     """A float16 copy of ``model`` behind float32 I/O casts, and the manifest's description."""
-    return Float16Wrapper(copy.deepcopy(model).eval()), {"scheme": "model.half() with float32 I/O", "io": "float32"}
+    return Float16Wrapper(copy.deepcopy(model).eval()).eval(), {"scheme": "model.half() with float32 I/O", "io": "float32"}
