@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vitedge.data
-import vitedge.export
+from helpers import check_parity, export_and_check, oracle_pair
 from oracle import oracle
 from vitedge.models.cait import CaiT, layer_scale_init
 
@@ -29,22 +28,7 @@ PRESETS = {
 
 def build_pair(ref_kw, ours_kw=None):
     """Seeded reference and ours (same kwargs unless given) loaded from its state_dict (strict), in eval mode."""
-    torch.manual_seed(0)
-    ref = oracle("cait").CaiT(**ref_kw).eval()
-    ours = CaiT(**(ours_kw or ref_kw)).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
-
-
-def check_parity(ref, ours, x, atol=1e-5) -> float:
-    with torch.no_grad():
-        a, b = ref(x), ours(x)
-    assert a.shape == b.shape and torch.isfinite(b).all()
-    assert a.std() > 1e-3, "degenerate logits"
-    diff = (a - b).abs().max().item()
-    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
-    assert diff <= atol, diff
-    return diff
+    return oracle_pair(oracle("cait").CaiT, CaiT, ref_kw, ours_kw)
 
 
 def test_state_dict_keys_match():
@@ -117,19 +101,7 @@ def test_export(target, tmp_path):
     kw = dict(SMALL, image_size=(32, 48), patch_size=(8, 16), depth=1, cls_depth=2)
     torch.manual_seed(0)
     model = CaiT(**kw).eval()
-    h, w = kw["image_size"]
-    art = vitedge.export.export(model, torch.zeros(2, 3, h, w), target, tmp_path / target,
-                                preprocessing=vitedge.data.make_preprocessing((h, w)))
-    m = art.manifest
-    assert m["inputs"][0]["shape"] == [-1, 3, h, w] and m["outputs"][0]["shape"] == [-1, 10]
-    for b in ("batch_1", "batch_3", "batch_8"):
-        assert m["parity"][b]["max_abs"] <= 1e-4 and m["parity"][b]["top1_agreement"] == 1.0
-    if target == "onnx":
-        assert "dynamo=True" in m["export"]["method"] and "fallback_reason" not in m["export"]
-        onnx = pytest.importorskip("onnx")
-        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.file))).graph
-        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
-        assert ranks and max(ranks) <= 5, max(ranks)
+    export_and_check(model, kw["image_size"], target, tmp_path, num_classes=10)
 
 
 @pytest.mark.slow

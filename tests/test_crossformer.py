@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import check_parity, export_and_check, oracle_pair, randomize_norms
 from oracle import oracle
-from vitedge.data import make_preprocessing
-from vitedge.export import export
 from vitedge.models.crossformer import CrossFormer, CrossFormerAttention, grid_partition, grid_reverse, \
     window_partition, window_reverse
 
@@ -31,40 +30,9 @@ PRESETS = {
 }
 
 
-def randomize_norms(model: nn.Module, seed: int = 1234) -> None:
-    """Give every LayerNorm (torch's and vit-pytorch's channel ``g``/``b`` one) non-trivial affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            pairs = [(m.weight, m.bias)] if isinstance(m, nn.LayerNorm) else []
-            if isinstance(getattr(m, "g", None), nn.Parameter):
-                pairs.append((m.g, m.b))
-            for w, b in pairs:
-                w.copy_(1 + 0.3 * torch.randn(w.shape, generator=g))
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-
-
 def build_pair(**kwargs) -> tuple[nn.Module, CrossFormer]:
     """Seeded reference with randomised norms, and ours loaded from its state_dict (strict), both in eval mode."""
-    ref_mod = oracle("crossformer")
-    torch.manual_seed(0)
-    ref = ref_mod.CrossFormer(**kwargs)
-    randomize_norms(ref)
-    ours = CrossFormer(**kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref.eval(), ours.eval()
-
-
-def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
-    with torch.no_grad():
-        a, b = ref(x), ours(x)
-    assert a.shape == b.shape
-    assert torch.isfinite(b).all()
-    assert a.std() > 1e-3, "degenerate logits"
-    diff = (a - b).abs().max().item()
-    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
-    assert diff <= atol, diff
-    return diff
+    return oracle_pair(oracle("crossformer").CrossFormer, CrossFormer, kwargs, prepare=randomize_norms)
 
 
 def test_state_dict_keys_and_init_match():
@@ -140,20 +108,9 @@ def test_export(target, tmp_path):
     torch.manual_seed(0)
     model = CrossFormer(**TINY)
     randomize_norms(model)
-    art = export(model.eval(), torch.zeros(2, 3, *size), target, tmp_path / target,
-                 preprocessing=make_preprocessing(size))
-    m = art.manifest
-    assert m["inputs"][0]["shape"] == [-1, 3, *size]
-    assert m["outputs"][0]["shape"] == [-1, 10]
-    for b in ("batch_1", "batch_3", "batch_8"):
-        assert m["parity"][b]["max_abs"] <= 1e-4
+    art = export_and_check(model.eval(), size, target, tmp_path, num_classes=10, max_rank=4)
     if target == "onnx":
-        assert "dynamo" in m["export"]["method"] and "fallback" not in m["export"]["method"]
-        onnx = pytest.importorskip("onnx")
-        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.path / m["artifact"]))).graph
-        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
-        assert ranks and max(ranks) <= 4, max(ranks)
-        assert m["export"]["ops"].get("Relu", 0) > 0          # the position-bias MLP is in the graph
+        assert art.manifest["export"]["ops"].get("Relu", 0) > 0          # the position-bias MLP is in the graph
 
 
 @pytest.mark.slow

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-import vitedge.data
-import vitedge.export
+from helpers import check_parity, exercise_batchnorm, export_and_check, oracle_pair
 from oracle import oracle
 from vitedge.models.cvt import ChannelLayerNorm, CvT
 
@@ -25,52 +24,9 @@ PRESETS = {"cvt_13": dict(num_classes=1000)}
 PAPER_PARAMS_M = {"cvt_13": 20.0}
 
 
-def exercise_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
-    """Give every BatchNorm non-trivial affine parameters and running statistics, then switch to eval.
-
-    The affine parameters are drawn at random; the running statistics are the exact (cumulative) batch
-    statistics of train-mode passes over ``x`` and its mirror images.
-    """
-    g = torch.Generator().manual_seed(1234)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert bns, "model has no BatchNorm"
-    with torch.no_grad():
-        for bn in bns:
-            bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
-            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.1)
-            bn.reset_running_stats()
-            bn.momentum = None
-        model.train()
-        for batch in (x, x.flip(-1), x.flip(-2)):
-            model(batch)
-        for bn in bns:
-            bn.momentum = 0.1
-            assert bn.running_var.min() > 0 and bn.running_mean.abs().max() > 0
-            assert (bn.running_var - 1).abs().max() > 1e-2        # really not the default statistics
-    model.eval()
-
-
 def build_pair(x: torch.Tensor, **kwargs) -> tuple[nn.Module, CvT]:
     """Seeded reference with exercised BatchNorm (on ``x``), and ours loaded from its state_dict (strict)."""
-    ref_mod = oracle("cvt")
-    torch.manual_seed(0)
-    ref = ref_mod.CvT(**kwargs)
-    exercise_batchnorm(ref, x)
-    ours = CvT(**kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours.eval()
-
-
-def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
-    with torch.no_grad():
-        a, b = ref(x), ours(x)
-    assert a.shape == b.shape
-    assert torch.isfinite(b).all()
-    assert a.std() > 1e-3, "degenerate logits"
-    diff = (a - b).abs().max().item()
-    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
-    assert diff <= atol, diff
-    return diff
+    return oracle_pair(oracle("cvt").CvT, CvT, kwargs, prepare=lambda ref: exercise_batchnorm(ref, x, moved_var=True))
 
 
 def test_state_dict_keys_match():
@@ -128,24 +84,11 @@ def test_invalid_arguments():
 
 @pytest.mark.parametrize("target", ["torchscript", "onnx"])
 def test_export(target, tmp_path, photo_batch):
-    onnx = pytest.importorskip("onnx") if target == "onnx" else None
     size = (64, 96)
     torch.manual_seed(0)
     model = CvT(**SMALL)
-    exercise_batchnorm(model, photo_batch(size))
-    art = vitedge.export.export(model, torch.zeros(2, 3, *size), target, tmp_path / target,
-                                preprocessing=vitedge.data.make_preprocessing(size))
-    m = art.manifest
-    for b in (1, 3, 8):
-        assert m["parity"][f"batch_{b}"]["max_abs"] <= 1e-4
-        assert m["parity"][f"batch_{b}"]["samples"] == b
-    assert m["inputs"][0]["shape"] == [-1, 3, *size]
-    assert m["outputs"][0]["shape"] == [-1, SMALL["num_classes"]]
-    if target == "onnx":
-        assert "dynamo" in m["export"]["method"] and "legacy" not in m["export"]["method"]
-        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.file))).graph
-        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
-        assert ranks and max(ranks) <= 5, max(ranks)          # Core ML's rank limit
+    exercise_batchnorm(model, photo_batch(size), moved_var=True)
+    export_and_check(model, size, target, tmp_path, num_classes=SMALL["num_classes"])
 
 
 @pytest.mark.slow

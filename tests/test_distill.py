@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vitedge.data
-import vitedge.export
+from helpers import export_and_check, oracle_pair
 from oracle import oracle
 from vitedge.models.distill import DistillableViT
 from vitedge.models.vit import ViT
@@ -39,11 +38,7 @@ def _hw(kw) -> tuple[int, int]:
 
 def build_pair(**kw):
     """Seeded reference and ours loaded from its state_dict (strict), both in eval mode."""
-    torch.manual_seed(0)
-    ref = oracle("distill").DistillableViT(**kw).eval()
-    ours = DistillableViT(**kw).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
+    return oracle_pair(oracle("distill").DistillableViT, DistillableViT, kw)
 
 
 def _max_diff(a, b) -> float:
@@ -118,15 +113,7 @@ def test_export_plain_forward(target, tmp_path):
     kw = CONFIGS["non_square"]
     torch.manual_seed(0)
     model = DistillableViT(**kw).eval()
-    h, w = kw["image_size"]
-    art = vitedge.export.export(model, torch.zeros(2, 3, h, w), target, tmp_path / target,
-                                preprocessing=vitedge.data.make_preprocessing((h, w)))
-    m = art.manifest
-    assert m["inputs"][0]["shape"] == [-1, 3, h, w] and [o["shape"] for o in m["outputs"]] == [[-1, 10]]
-    for b in ("batch_1", "batch_3", "batch_8"):
-        assert m["parity"][b]["max_abs"] <= 1e-4 and m["parity"][b]["top1_agreement"] == 1.0
-    if target == "onnx":
-        assert "dynamo=True" in m["export"]["method"] and "fallback_reason" not in m["export"]
+    export_and_check(model, kw["image_size"], target, tmp_path, num_classes=10)
 
 
 @pytest.mark.slow

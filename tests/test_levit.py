@@ -8,14 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from helpers import exercise_batchnorm, photos
 from oracle import oracle
 from vitedge.models.levit import LeViT
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SMALL = dict(image_size=64, num_classes=10, dim=(16, 24, 32), depth=(1, 2, 1), heads=(2, 3, 4), mlp_mult=2,
              dim_key=8, dim_value=16)
@@ -37,58 +34,12 @@ PRESETS = {
 }
 
 
-def photos(size: int) -> torch.Tensor:
-    """Four real photos (astronaut, chelsea, coffee, rocket), bilinear-resized to size x size, ImageNet-normalised.
-
-    Returns float32 (4, 3, size, size).
-    """
-    skdata = pytest.importorskip("skimage.data")
-    imgs = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket()]
-    out = []
-    for img in imgs:
-        t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None].float() / 255.0
-        out.append(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
-    x = torch.cat(out)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
-
-
-def exercise_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
-    """Give every BatchNorm non-trivial affine parameters and running statistics, then switch to eval.
-
-    The affine parameters are drawn at random (this also undoes LeViT's zero-initialised output BN, which
-    would otherwise silence every attention block); the running statistics are the exact (cumulative) batch
-    statistics of a few train-mode passes over ``x`` and its mirror images. Also randomises the position
-    biases so they matter.
-    """
-    g = torch.Generator().manual_seed(1234)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert bns, "model has no BatchNorm"
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Embedding):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.1)
-        for bn in bns:
-            bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
-            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.1)
-            bn.reset_running_stats()
-            bn.momentum = None
-        model.train()
-        for batch in (x, x.flip(-1), x.flip(-2)):
-            model(batch)
-        for bn in bns:
-            bn.momentum = 0.1
-            assert bn.running_var.min() > 0 and bn.running_mean.abs().max() > 0
-    model.eval()
-
-
 def build_pair(**kwargs) -> tuple[nn.Module, LeViT]:
     """Seeded reference with exercised BatchNorm, and ours loaded from its state_dict (strict)."""
     ref_mod = oracle("levit")
     torch.manual_seed(0)
     ref = ref_mod.LeViT(**kwargs)
-    exercise_batchnorm(ref, photos(kwargs["image_size"]))
+    exercise_batchnorm(ref, photos(kwargs["image_size"]), embeddings=True)
     ours = LeViT(**kwargs)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
@@ -168,7 +119,7 @@ def test_invalid_arguments():
 def _small_model(**extra) -> LeViT:
     torch.manual_seed(0)
     model = LeViT(**dict(SMALL, **extra))
-    exercise_batchnorm(model, photos(SMALL["image_size"]))
+    exercise_batchnorm(model, photos(SMALL["image_size"]), embeddings=True)
     return model
 
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from helpers import check_parity, exercise_batchnorm, max_onnx_rank, photos
 from oracle import oracle
 from vitedge.models.mobilevit import MobileViT, fold_patches, unfold_patches
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SMALL = dict(dims=(16, 20, 24), channels=(8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 48), num_classes=10,
              depths=(1, 2, 1), expansion=2)
@@ -30,47 +27,6 @@ PRESETS = {
 }
 
 
-def photos(size: tuple[int, int]) -> torch.Tensor:
-    """Four real photos (astronaut, chelsea, coffee, rocket), bilinear-resized to ``size``, ImageNet-normalised.
-
-    Returns float32 (4, 3, H, W).
-    """
-    skdata = pytest.importorskip("skimage.data")
-    imgs = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket()]
-    out = []
-    for img in imgs:
-        t = torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1)[None].float() / 255.0
-        out.append(F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True))
-    x = torch.cat(out)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
-
-
-def exercise_batchnorm(model: nn.Module, x: torch.Tensor) -> None:
-    """Give every BatchNorm non-trivial affine parameters and running statistics, then switch to eval.
-
-    The affine parameters are drawn at random; the running statistics are the exact (cumulative) batch
-    statistics of a few train-mode passes over ``x`` and its mirror image.
-    """
-    g = torch.Generator().manual_seed(1234)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert bns, "model has no BatchNorm"
-    with torch.no_grad():
-        for bn in bns:
-            bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
-            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.1)
-            bn.reset_running_stats()
-            bn.momentum = None
-        model.train()
-        for batch in (x, x.flip(-1), x.flip(-2)):
-            model(batch)
-        for bn in bns:
-            bn.momentum = 0.1
-            assert bn.running_var.min() > 0 and bn.running_mean.abs().max() > 0
-    model.eval()
-
-
 def build_pair(**kwargs) -> tuple[nn.Module, MobileViT]:
     """Seeded reference with exercised BatchNorm, and ours loaded from its state_dict (strict)."""
     ref_mod = oracle("mobile_vit")
@@ -81,18 +37,6 @@ def build_pair(**kwargs) -> tuple[nn.Module, MobileViT]:
     ours.load_state_dict(ref.state_dict(), strict=True)
     ours.eval()
     return ref, ours
-
-
-def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
-    with torch.no_grad():
-        a, b = ref(x), ours(x)
-    assert a.shape == b.shape
-    assert torch.isfinite(b).all()
-    assert a.std() > 1e-3, "degenerate logits"
-    diff = (a - b).abs().max().item()
-    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
-    assert diff <= atol, diff
-    return diff
 
 
 def test_state_dict_keys_match():
@@ -180,10 +124,7 @@ def test_onnx_dynamo_dynamic_batch(tmp_path):
     path = tmp_path / "mobilevit.onnx"
     torch.onnx.export(model, (x8[:2],), str(path), dynamo=True,
                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},), opset_version=18)
-    onnx = pytest.importorskip("onnx")
-    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
-    ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
-    assert ranks and max(ranks) <= 5, max(ranks)          # Core ML's rank limit
+    assert max_onnx_rank(path) <= 5          # Core ML's rank limit
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     with torch.no_grad():

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import vitedge.data
-import vitedge.export
+from helpers import check_parity, export_and_check, oracle_pair
 from oracle import oracle
 from vitedge.models.pit import PiT, PiTPool
 
@@ -35,24 +34,7 @@ PAPER_PARAMS_M = {"pit_ti": 4.9, "pit_xs": 10.6, "pit_s": 23.5}
 
 def build_pair(**kwargs) -> tuple[nn.Module, PiT]:
     """Seeded reference (eval) and ours loaded from its state_dict with strict=True."""
-    ref_mod = oracle("pit")
-    torch.manual_seed(0)
-    ref = ref_mod.PiT(**kwargs).eval()
-    ours = PiT(**kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours.eval()
-
-
-def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
-    with torch.no_grad():
-        a, b = ref(x), ours(x)
-    assert a.shape == b.shape
-    assert torch.isfinite(b).all()
-    assert a.std() > 1e-3, "degenerate logits"
-    diff = (a - b).abs().max().item()
-    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
-    assert diff <= atol, diff
-    return diff
+    return oracle_pair(oracle("pit").PiT, PiT, kwargs)
 
 
 def test_state_dict_keys_match():
@@ -141,23 +123,10 @@ def test_invalid_arguments():
 
 @pytest.mark.parametrize("target", ["torchscript", "onnx"])
 def test_export(target, tmp_path):
-    onnx = pytest.importorskip("onnx") if target == "onnx" else None
     size = (64, 96)
     torch.manual_seed(0)
     model = PiT(**dict(SMALL, image_size=size)).eval()
-    art = vitedge.export.export(model, torch.zeros(2, 3, *size), target, tmp_path / target,
-                                preprocessing=vitedge.data.make_preprocessing(size))
-    m = art.manifest
-    for b in (1, 3, 8):
-        assert m["parity"][f"batch_{b}"]["max_abs"] <= 1e-4
-        assert m["parity"][f"batch_{b}"]["samples"] == b
-    assert m["inputs"][0]["shape"] == [-1, 3, *size]
-    assert m["outputs"][0]["shape"] == [-1, SMALL["num_classes"]]
-    if target == "onnx":
-        assert "dynamo" in m["export"]["method"] and "legacy" not in m["export"]["method"]
-        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.file))).graph
-        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
-        assert ranks and max(ranks) <= 5, max(ranks)          # Core ML's rank limit
+    export_and_check(model, size, target, tmp_path, num_classes=SMALL["num_classes"])
 
 
 @pytest.mark.slow

@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import check_parity, export_and_check, oracle_pair, randomize_norms
 from oracle import oracle
-from vitedge.data import make_preprocessing
-from vitedge.export import export
 from vitedge.models.regionvit import RegionViT, local_bias_indices
 
 # window 2, local patch 4 -> region patch 8: a 64x64 input has 8x8 regions of 2x2 local tokens at every stage.
@@ -25,43 +24,10 @@ PRESETS = {
 }
 
 
-def randomize_norms(model: nn.Module, seed: int = 1234) -> None:
-    """Non-trivial affine parameters for every LayerNorm (torch's and the channel ``g``/``b`` one), and a unit-scale
-    relative-position bias table, so the parity test exercises them."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            pairs = [(m.weight, m.bias)] if isinstance(m, nn.LayerNorm) else []
-            if isinstance(getattr(m, "g", None), nn.Parameter):
-                pairs.append((m.g, m.b))
-            for w, b in pairs:
-                w.copy_(1 + 0.3 * torch.randn(w.shape, generator=g))
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            if isinstance(m, nn.Embedding):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g))
-
-
 def build_pair(**kwargs) -> tuple[nn.Module, RegionViT]:
     """Seeded reference with randomised norms, and ours loaded from its state_dict (strict), both in eval mode."""
-    ref_mod = oracle("regionvit")
-    torch.manual_seed(0)
-    ref = ref_mod.RegionViT(**kwargs)
-    randomize_norms(ref)
-    ours = RegionViT(**kwargs)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref.eval(), ours.eval()
-
-
-def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float = 1e-5) -> float:
-    with torch.no_grad():
-        a, b = ref(x), ours(x)
-    assert a.shape == b.shape
-    assert torch.isfinite(b).all()
-    assert a.std() > 1e-3, "degenerate logits"
-    diff = (a - b).abs().max().item()
-    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
-    assert diff <= atol, diff
-    return diff
+    return oracle_pair(oracle("regionvit").RegionViT, RegionViT, kwargs,
+                       prepare=lambda ref: randomize_norms(ref, embeddings=True))
 
 
 def test_state_dict_keys_and_init_match():
@@ -128,20 +94,8 @@ def test_export(target, tmp_path):
     size = (32, 64)
     torch.manual_seed(0)
     model = RegionViT(**dict(SMALL, tokenize_local_3_conv=True, use_peg=True))
-    randomize_norms(model)
-    art = export(model.eval(), torch.zeros(2, 3, *size), target, tmp_path / target,
-                 preprocessing=make_preprocessing(size))
-    m = art.manifest
-    assert m["inputs"][0]["shape"] == [-1, 3, *size]
-    assert m["outputs"][0]["shape"] == [-1, 10]
-    for b in ("batch_1", "batch_3", "batch_8"):
-        assert m["parity"][b]["max_abs"] <= 1e-4
-    if target == "onnx":
-        assert "dynamo" in m["export"]["method"] and "fallback" not in m["export"]["method"]
-        onnx = pytest.importorskip("onnx")
-        graph = onnx.shape_inference.infer_shapes(onnx.load(str(art.path / m["artifact"]))).graph
-        ranks = [len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")]
-        assert ranks and max(ranks) <= 4, max(ranks)
+    randomize_norms(model, embeddings=True)
+    art = export_and_check(model.eval(), size, target, tmp_path, num_classes=10, max_rank=4)
 
 
 @pytest.mark.slow

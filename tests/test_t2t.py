@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vitedge.data
-import vitedge.export
+from helpers import check_logits, export_and_check, oracle_pair
 from oracle import oracle
 from vitedge.models.layers import Transformer
 from vitedge.models.t2t import SoftSplit, T2TViT
@@ -41,29 +40,7 @@ def _hw(image_size):
 
 def build_pair(**kw):
     """Seeded reference (eval) and ours loaded from its state_dict with strict=True."""
-    torch.manual_seed(0)
-    ref = oracle("t2t").T2TViT(**kw).eval()
-    ours = T2TViT(**kw).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
-
-
-def max_onnx_rank(path) -> int:
-    """Largest tensor rank in an ONNX graph after shape inference (Core ML takes rank <= 5)."""
-    onnx = pytest.importorskip("onnx")
-    g = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
-    return max(len(v.type.tensor_type.shape.dim) for v in [*g.value_info, *g.output]
-               if v.type.tensor_type.HasField("shape"))
-
-
-def check_parity(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> float:
-    assert a.shape == b.shape
-    assert torch.isfinite(b).all()
-    assert a.std() > 1e-3, "degenerate logits"
-    diff = (a - b).abs().max().item()
-    print(f"max abs diff {diff:.3g} (logit scale {a.abs().max().item():.3g})")
-    assert diff <= atol, diff
-    return diff
+    return oracle_pair(oracle("t2t").T2TViT, T2TViT, kw)
 
 
 def test_state_dict_keys_match():
@@ -81,7 +58,7 @@ def test_parity_photos(name, photo_batch):
     ref, ours = build_pair(**kw)
     x = photo_batch(_hw(kw["image_size"]))
     with torch.no_grad():
-        check_parity(ref(x), ours(x))
+        check_logits(ref(x), ours(x))
 
 
 @pytest.mark.parametrize("k,s,hw,c", [(7, 4, (32, 32), 3), (3, 2, (8, 12), 5), (3, 1, (7, 5), 2), (5, 3, (29, 31), 1),
@@ -103,7 +80,7 @@ def test_custom_transformer(photo_batch):
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = photo_batch((32, 32))
     with torch.no_grad():
-        check_parity(ref(x), ours(x))
+        check_logits(ref(x), ours(x))
 
 
 def test_square_tuple_is_the_int_model():
@@ -141,7 +118,7 @@ def test_non_square_matches_reference_blocks(image_size, photo_batch):
         t = torch.cat((ref.cls_token.expand(t.shape[0], -1, -1), t), dim=1) + ours.pos_embedding
         a = ref.mlp_head(ref.transformer(t)[:, 0])
         b = ours(x)
-    check_parity(a, b)
+    check_logits(a, b)
     assert b.shape == (x.shape[0], SMALL["num_classes"])
 
 
@@ -161,15 +138,7 @@ def test_invalid_arguments():
 def test_export(target, image_size, tmp_path):
     torch.manual_seed(0)
     model = T2TViT(**dict(CONFIGS["small"], image_size=image_size)).eval()
-    art = vitedge.export.export(model, torch.zeros(2, 3, *image_size), target, tmp_path / target,
-                                preprocessing=vitedge.data.make_preprocessing(image_size))
-    m = art.manifest
-    for b in ("batch_1", "batch_3", "batch_8"):
-        assert m["parity"][b]["max_abs"] <= 1e-4 and m["parity"][b]["top1_agreement"] == 1.0
-    assert m["outputs"][0]["shape"] == [-1, SMALL["num_classes"]]
-    if target == "onnx":
-        assert "dynamo" in m["export"]["method"] and "fallback" not in m["export"]["method"]
-        assert max_onnx_rank(art.file) <= 5
+    export_and_check(model, image_size, target, tmp_path, num_classes=SMALL["num_classes"])
 
 
 @pytest.mark.slow
@@ -180,4 +149,4 @@ def test_preset_parity(name, photo_batch):
     print(f"{name}: {sum(p.numel() for p in ours.parameters())} params")
     x = photo_batch(_hw(kw["image_size"]), 2)
     with torch.no_grad():
-        check_parity(ref(x), ours(x))
+        check_logits(ref(x), ours(x))

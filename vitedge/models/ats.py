@@ -66,8 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FeedForward, merge_heads, split_heads
-from .vit import Patchify, pair
+from .layers import FeedForward, merge_heads, patch_grid, split_heads
+from .vit import linear_patch_embedding
 
 __all__ = ["ATSViT", "ATSAttention", "ATSTransformer", "fixed_quantile_sample", "gumbel_sample"]
 
@@ -276,23 +276,11 @@ class ATSViT(nn.Module):
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, max_tokens_per_depth, heads, mlp_dim,
                  channels=3, dim_head=64, dropout=0., emb_dropout=0., deterministic=True):
         super().__init__()
-        image_height, image_width = pair(image_size)
-        patch_height, patch_width = pair(patch_size)
-        if image_height % patch_height or image_width % patch_width:
-            raise ValueError(f"image size {(image_height, image_width)} must be divisible by patch size "
-                             f"{(patch_height, patch_width)}")
-        self.image_size = (image_height, image_width)
-        self.patch_size = (patch_height, patch_width)
-        num_patches = (image_height // patch_height) * (image_width // patch_width)
-        patch_dim = channels * patch_height * patch_width
+        self.image_size, self.patch_size, (nh, nw) = patch_grid(image_size, patch_size)
+        num_patches = nh * nw
         self.deterministic = bool(deterministic)
 
-        self.to_patch_embedding = nn.Sequential(
-            Patchify(channels, self.image_size, self.patch_size),
-            nn.LayerNorm(patch_dim),
-            nn.Linear(patch_dim, dim),
-            nn.LayerNorm(dim),
-        )
+        self.to_patch_embedding = linear_patch_embedding(channels, self.image_size, self.patch_size, dim)
         self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, dim))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.dropout = nn.Dropout(emb_dropout)

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from .deepvit import mix_heads
-from .layers import FeedForward, merge_heads, split_heads
-from .vit import Patchify, pair
+from .layers import FeedForward, merge_heads, patch_grid, split_heads
+from .vit import linear_patch_embedding
 
 __all__ = ["CaiT", "LayerScale", "TalkingHeadsAttention", "CaiTTransformer", "layer_scale_init"]
 
@@ -169,22 +169,10 @@ class CaiT(nn.Module):
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, cls_depth, heads, mlp_dim, dim_head=64,
                  dropout=0., emb_dropout=0., layer_dropout=0.):
         super().__init__()
-        image_height, image_width = pair(image_size)
-        patch_height, patch_width = pair(patch_size)
-        if image_height % patch_height or image_width % patch_width:
-            raise ValueError(f"image size {(image_height, image_width)} must be divisible by patch size "
-                             f"{(patch_height, patch_width)}")
-        self.image_size = (image_height, image_width)
-        self.patch_size = (patch_height, patch_width)
-        num_patches = (image_height // patch_height) * (image_width // patch_width)
-        patch_dim = 3 * patch_height * patch_width
+        self.image_size, self.patch_size, (nh, nw) = patch_grid(image_size, patch_size)
+        num_patches = nh * nw
 
-        self.to_patch_embedding = nn.Sequential(
-            Patchify(3, self.image_size, self.patch_size),
-            nn.LayerNorm(patch_dim),
-            nn.Linear(patch_dim, dim),
-            nn.LayerNorm(dim),
-        )
+        self.to_patch_embedding = linear_patch_embedding(3, self.image_size, self.patch_size, dim)
         self.pos_embedding = nn.Parameter(torch.randn(1, num_patches, dim))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.dropout = nn.Dropout(emb_dropout)

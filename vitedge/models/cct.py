@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import merge_heads, split_heads
-from .vit import pair
+from .layers import pair
 
 __all__ = ['CCT', 'CCTAttention', 'CCTEncoderLayer', 'DropPath', 'Tokenizer', 'TransformerClassifier',
            'sinusoidal_embedding', 'cct_2', 'cct_4', 'cct_6', 'cct_7', 'cct_8', 'cct_14', 'cct_16']

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FeedForward, merge_heads, split_heads
-from .vit import Patchify, pair
+from .layers import FeedForward, merge_heads, pair, patch_grid, split_heads
+from .vit import linear_patch_embedding
 
 __all__ = ["CrossViT", "CrossAttention", "CrossViTTransformer", "ProjectInOut", "CrossTransformer",
            "MultiScaleEncoder", "ImageEmbedder"]
@@ -155,18 +155,9 @@ class ImageEmbedder(nn.Module):
 
     def __init__(self, *, dim, image_size, patch_size, dropout=0., channels=3):
         super().__init__()
-        ih, iw = pair(image_size)
-        ph, pw = pair(patch_size)
-        if ih % ph or iw % pw:
-            raise ValueError(f"image size {(ih, iw)} must be divisible by the patch size {(ph, pw)}")
-        num_patches = (ih // ph) * (iw // pw)
-        patch_dim = channels * ph * pw
-        self.to_patch_embedding = nn.Sequential(
-            Patchify(channels, (ih, iw), (ph, pw)),
-            nn.LayerNorm(patch_dim),
-            nn.Linear(patch_dim, dim),
-            nn.LayerNorm(dim),
-        )
+        image, patch, (nh, nw) = patch_grid(image_size, patch_size)
+        num_patches = nh * nw
+        self.to_patch_embedding = linear_patch_embedding(channels, image, patch, dim)
         self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, dim))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.dropout = nn.Dropout(dropout)

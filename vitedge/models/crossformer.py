@@ -16,8 +16,9 @@ The reference takes no ``image_size``: the spatial size is read from the input. 
 the ONNX dynamo exporter it is static (only the batch is dynamic); ``torch.jit.trace`` records it as size
 arithmetic. The input-size checks run in eager mode and under ``torch.export``, and are skipped while tracing.
 
-This module also holds the pieces the other conv-layout families share: :class:`ChanLayerNorm`,
-:class:`ChannelLastSequential`, :func:`pointwise` and the window/grid partitions.
+This module also holds the pieces the other conv-layout families share: :class:`ChannelLastSequential`,
+:func:`pointwise` and the window/grid partitions (:class:`~vitedge.models.layers.ChanLayerNorm` and
+:class:`~vitedge.models.layers.GlobalAvgPool` live in :mod:`vitedge.models.layers`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import split_heads
+from .layers import ChanLayerNorm, GlobalAvgPool, split_heads
 
 __all__ = ["CrossFormer", "CrossEmbedLayer", "CrossFormerAttention", "CrossFormerTransformer", "ChanLayerNorm",
            "ChannelLastSequential", "GlobalAvgPool", "DynamicPositionBias", "merge_heads", "pointwise",
@@ -92,31 +93,6 @@ def grid_reverse(x: torch.Tensor, gh: int, gw: int, h: int, w: int) -> torch.Ten
     return x.reshape(-1, h, w, c)
 
 
-class ChanLayerNorm(nn.Module):
-    """LayerNorm over the channels, with vit-pytorch's conv-model parameter layout ``g``, ``b``: (1, dim, 1, 1).
-
-    ``forward`` takes float (B, dim, H, W) and normalises over dim 1 (biased variance, ``eps`` inside the
-    square root), exactly as vit-pytorch's ``LayerNorm``/``ChanLayerNorm``; :meth:`forward_last` applies the
-    same normalisation to channel-last (..., dim) tensors through ``F.layer_norm``.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.dim = dim
-        self.eps = eps
-        self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
-        self.b = nn.Parameter(torch.zeros(1, dim, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).square().mean(dim=1, keepdim=True)
-        return (x - mean) / (var + self.eps).sqrt() * self.g + self.b
-
-    def forward_last(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., dim) -> (..., dim), normalised over the last dimension."""
-        return F.layer_norm(x, (self.dim,), self.g.reshape(-1), self.b.reshape(-1), self.eps)
-
-
 class ChannelLastSequential(nn.Sequential):
     """A vit-pytorch conv ``nn.Sequential`` (same indices, same ``state_dict``) run on channel-last tokens.
 
@@ -133,13 +109,6 @@ class ChannelLastSequential(nn.Sequential):
             else:
                 x = m(x)
         return x
-
-
-class GlobalAvgPool(nn.Module):
-    """Mean over the spatial dimensions: (B, C, H, W) -> (B, C). Parameter-free."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
 
 
 class DynamicPositionBias(nn.Sequential):

@@ -21,31 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import ChannelLayerNorm, GlobalAvgPool
+
 __all__ = ["CvT", "ChannelLayerNorm", "ConvFeedForward", "DepthWiseConv2d", "ConvAttention", "ConvTransformer",
            "GlobalAvgPool"]
 
 _STAGES = ("s1", "s2", "s3")
 _STAGE_KEYS = ("emb_dim", "emb_kernel", "emb_stride", "proj_kernel", "kv_proj_stride", "heads", "depth", "mlp_mult")
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel dimension of a feature map (vit-pytorch's conv ``LayerNorm``).
-
-    ``(x - mean_c) / sqrt(var_c + eps) * g + b`` with the biased variance over C; parameters ``g`` and ``b``
-    of shape (1, C, 1, 1). Shape (B, C, H, W) -> (B, C, H, W), float32.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
-        self.b = nn.Parameter(torch.zeros(1, dim, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        centered = x - mean
-        var = centered.square().mean(dim=1, keepdim=True)
-        return centered / (var + self.eps).sqrt() * self.g + self.b
 
 
 class ConvFeedForward(nn.Module):
@@ -154,13 +136,6 @@ class ConvTransformer(nn.Module):
             x = attn(x) + x
             x = ff(x) + x
         return x
-
-
-class GlobalAvgPool(nn.Module):
-    """Mean over the spatial dimensions: (B, C, H, W) -> (B, C). Parameter-free."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
 
 
 class CvT(nn.Module):

@@ -12,7 +12,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "FeedForward", "Transformer", "split_heads", "merge_heads"]
+__all__ = ["Attention", "FeedForward", "Transformer", "split_heads", "merge_heads", "pair", "patch_grid",
+           "ChannelLayerNorm", "ChanLayerNorm", "GlobalAvgPool"]
+
+
+def pair(t):
+    """``t`` if it is a tuple, else ``(t, t)``."""
+    return t if isinstance(t, tuple) else (t, t)
+
+
+def patch_grid(image_size, patch_size) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Parse a ViT-style image and patch size (each an int or an (H, W) tuple).
+
+    Returns ``((H, W), (ph, pw), (H // ph, W // pw))``: image size, patch size and the patch grid.
+
+    Raises:
+        ValueError: the image size is not divisible by the patch size.
+    """
+    (ih, iw), (ph, pw) = pair(image_size), pair(patch_size)
+    if ih % ph or iw % pw:
+        raise ValueError(f"image size {(ih, iw)} must be divisible by patch size {(ph, pw)}")
+    return (ih, iw), (ph, pw), (ih // ph, iw // pw)
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -109,3 +129,40 @@ class Transformer(nn.Module):
             x = attn(x) + x
             x = ff(x) + x
         return self.norm(x)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of a feature map, with vit-pytorch's conv-model parameter layout ``g``, ``b``:
+    (1, dim, 1, 1) (its CvT / Twins-SVT ``LayerNorm``, CrossFormer / NesT / RegionViT ``ChanLayerNorm``).
+
+    ``forward`` takes float (B, dim, H, W) and computes ``(x - mean_c) / sqrt(var_c + eps) * g + b`` over
+    dim 1 (biased variance, ``eps`` inside the square root); :meth:`forward_last` applies the same
+    normalisation to channel-last (..., dim) tensors through ``F.layer_norm``.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
+        self.b = nn.Parameter(torch.zeros(1, dim, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        centered = x - mean
+        var = centered.square().mean(dim=1, keepdim=True)
+        return centered / (var + self.eps).sqrt() * self.g + self.b
+
+    def forward_last(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., dim), normalised over the last dimension."""
+        return F.layer_norm(x, (self.dim,), self.g.reshape(-1), self.b.reshape(-1), self.eps)
+
+
+ChanLayerNorm = ChannelLayerNorm  # vit-pytorch's name in CrossFormer, NesT and RegionViT
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial dimensions: (B, C, H, W) -> (B, C). Parameter-free."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))

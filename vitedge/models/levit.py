@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import GlobalAvgPool
+
 __all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTTransformer", "GlobalAvgPool"]
 
 
@@ -143,13 +145,6 @@ class LeViTTransformer(nn.Module):
             x = attn(x) + x if self.attn_residual else attn(x)
             x = ff(x) + x
         return x
-
-
-class GlobalAvgPool(nn.Module):
-    """Mean over the spatial dimensions: (B, C, H, W) -> (B, C). Parameter-free."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
 
 
 class LeViT(nn.Module):

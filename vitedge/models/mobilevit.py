@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Transformer
+from .layers import GlobalAvgPool, Transformer
 
 __all__ = ["MobileViT", "MobileViTBlock", "MV2Block", "GlobalAvgPool", "unfold_patches", "fold_patches",
            "conv_1x1_bn", "conv_nxn_bn"]
@@ -145,13 +145,6 @@ class MobileViTBlock(nn.Module):
         x = fold_patches(x.unflatten(0, (-1, self.ph * self.pw)), self.ph, self.pw, self.nh, self.nw)
         x = self.conv3(x)
         return self.conv4(torch.cat((x, y), dim=1))
-
-
-class GlobalAvgPool(nn.Module):
-    """Mean over the spatial dimensions: (B, C, H, W) -> (B, C). Parameter-free."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(-2, -1))
 
 
 class MobileViT(nn.Module):

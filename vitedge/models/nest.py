@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .crossformer import ChanLayerNorm, ChannelLastSequential, GlobalAvgPool, merge_heads, pointwise, \
-    window_partition, window_reverse
-from .layers import split_heads
+from .crossformer import ChannelLastSequential, merge_heads, pointwise, window_partition, window_reverse
+from .layers import ChanLayerNorm, GlobalAvgPool, split_heads
 from .vit import Patchify
 
 __all__ = ["NesT", "NesTAttention", "NesTFeedForward", "NesTTransformer", "PatchEmbedding", "Aggregate"]

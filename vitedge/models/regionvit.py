@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .crossformer import ChanLayerNorm, GlobalAvgPool, merge_heads, window_partition, window_reverse
-from .layers import Attention, split_heads
+from .crossformer import merge_heads, window_partition, window_reverse
+from .layers import Attention, ChanLayerNorm, GlobalAvgPool, split_heads
 
 __all__ = ["RegionViT", "R2LTransformer", "R2LAttention", "RegionEncoder", "PEG", "Downsample",
            "local_bias_indices"]

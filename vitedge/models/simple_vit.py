@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import merge_heads, split_heads
-from .vit import Patchify, pair
+from .layers import merge_heads, patch_grid, split_heads
+from .vit import linear_patch_embedding
 
 __all__ = ["SimpleViT", "SimpleAttention", "SimpleFeedForward", "SimpleTransformer", "posemb_sincos_2d"]
 
@@ -124,23 +124,11 @@ class SimpleViT(nn.Module):
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, channels=3, dim_head=64):
         super().__init__()
-        image_height, image_width = pair(image_size)
-        self.patch_size = patch_height, patch_width = pair(patch_size)
-        if image_height % patch_height or image_width % patch_width:
-            raise ValueError(f"image size {(image_height, image_width)} must be divisible by patch size "
-                             f"{(patch_height, patch_width)}")
-        self.image_size = (image_height, image_width)
-        patch_dim = channels * patch_height * patch_width
+        self.image_size, self.patch_size, (nh, nw) = patch_grid(image_size, patch_size)
 
-        self.to_patch_embedding = nn.Sequential(
-            Patchify(channels, self.image_size, self.patch_size),
-            nn.LayerNorm(patch_dim),
-            nn.Linear(patch_dim, dim),
-            nn.LayerNorm(dim),
-        )
+        self.to_patch_embedding = linear_patch_embedding(channels, self.image_size, self.patch_size, dim)
         # A constant of the architecture; not in the state_dict (the reference does not save it either).
-        self.register_buffer("pos_embedding", posemb_sincos_2d(image_height // patch_height,
-                                                               image_width // patch_width, dim), persistent=False)
+        self.register_buffer("pos_embedding", posemb_sincos_2d(nh, nw, dim), persistent=False)
         self.transformer = SimpleTransformer(dim, depth, heads, dim_head, mlp_dim)
         self.pool = "mean"
         self.to_latent = nn.Identity()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import Transformer
-from .vit import pair
+from .layers import pair
 
 __all__ = ["T2TViT", "SoftSplit", "TokensToImage", "TokensLast", "soft_split_size"]
 

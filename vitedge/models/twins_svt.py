@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cvt import ChannelLayerNorm, ConvFeedForward, GlobalAvgPool
+from .cvt import ConvFeedForward
+from .layers import ChannelLayerNorm, GlobalAvgPool
 
 __all__ = ["TwinsSVT", "PatchEmbedding", "PEG", "LocalAttention", "GlobalAttention", "TwinsTransformer",
            "Residual", "space_to_depth", "window_partition", "window_merge"]

@@ -10,14 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Transformer
+from .layers import Transformer, pair, patch_grid  # noqa: F401 - pair: re-exported
 
-__all__ = ["ViT", "Patchify", "pair"]
-
-
-def pair(t):
-    """``t`` if it is a tuple, else ``(t, t)``."""
-    return t if isinstance(t, tuple) else (t, t)
+__all__ = ["ViT", "Patchify", "linear_patch_embedding", "pair"]
 
 
 class Patchify(nn.Module):
@@ -41,6 +36,19 @@ class Patchify(nn.Module):
         return x.reshape(-1, nh * nw, ph * pw * c)
 
 
+def linear_patch_embedding(channels: int, image_size: tuple[int, int], patch_size: tuple[int, int],
+                           dim: int) -> nn.Sequential:
+    """vit-pytorch's ``to_patch_embedding``: Patchify -> LayerNorm(patch_dim) -> Linear(patch_dim, dim) ->
+    LayerNorm(dim), with its state_dict keys ``1.*``, ``2.*``, ``3.*``. (B, C, H, W) -> (B, N, dim)."""
+    patch_dim = channels * patch_size[0] * patch_size[1]
+    return nn.Sequential(
+        Patchify(channels, image_size, patch_size),
+        nn.LayerNorm(patch_dim),
+        nn.Linear(patch_dim, dim),
+        nn.LayerNorm(dim),
+    )
+
+
 class ViT(nn.Module):
     """Vision Transformer classifier.
 
@@ -58,25 +66,13 @@ class ViT(nn.Module):
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls',
                  channels=3, dim_head=64, dropout=0., emb_dropout=0.):
         super().__init__()
-        image_height, image_width = pair(image_size)
-        patch_height, patch_width = pair(patch_size)
-        if image_height % patch_height or image_width % patch_width:
-            raise ValueError(f"image size {(image_height, image_width)} must be divisible by patch size "
-                             f"{(patch_height, patch_width)}")
+        self.image_size, self.patch_size, (nh, nw) = patch_grid(image_size, patch_size)
         if pool not in ('cls', 'mean'):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        self.image_size = (image_height, image_width)
-        self.patch_size = (patch_height, patch_width)
-        num_patches = (image_height // patch_height) * (image_width // patch_width)
-        patch_dim = channels * patch_height * patch_width
+        num_patches = nh * nw
         num_cls_tokens = 1 if pool == 'cls' else 0
 
-        self.to_patch_embedding = nn.Sequential(
-            Patchify(channels, self.image_size, self.patch_size),
-            nn.LayerNorm(patch_dim),
-            nn.Linear(patch_dim, dim),
-            nn.LayerNorm(dim),
-        )
+        self.to_patch_embedding = linear_patch_embedding(channels, self.image_size, self.patch_size, dim)
         self.cls_token = nn.Parameter(torch.randn(num_cls_tokens, dim))
         self.pos_embedding = nn.Parameter(torch.randn(num_patches + num_cls_tokens, dim))
         self.dropout = nn.Dropout(emb_dropout)
