@@ -1,4 +1,4 @@
-"""``vitedge`` command line: zoo, export, validate, bench.
+"""``vitedge`` command line: zoo, train, export, validate, bench.
 
 Every user-facing failure is one line on stderr (``vitedge: error: ...``) and a non-zero exit: 2 for bad
 usage, 1 for everything else (including a failed parity check). ``VITEDGE_DEBUG=1`` shows tracebacks.

@@ -174,8 +174,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     Raises:
         UsageError: unknown target, a precision or int8 mode the target cannot do, or an example that is not
             float32 NCHW.
-        ExportError: the exporter failed, or the artifact does not reproduce eager within ``tol_abs``
-            (nothing is written in either case).
+        ExportError: the exporter failed, or the artifact is outside its precision's tolerance against fp32
+            eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
     mod = target_module(target)
     check_precision(target, precision, (quantization or {}).get("mode"))
