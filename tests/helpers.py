@@ -183,3 +183,14 @@ def photos(size: int | tuple[int, int]) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()
+
+
+def assert_same_init(ref_cls, ours_cls, kwargs) -> None:
+    """Built with the same seed, the reference and ours have the same state_dict keys (in order), shapes and values."""
+    torch.manual_seed(0)
+    a = ref_cls(**kwargs).state_dict()
+    torch.manual_seed(0)
+    b = ours_cls(**kwargs).state_dict()
+    assert list(a) == list(b)
+    assert all(a[k].shape == b[k].shape for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import check_parity, export_and_check, oracle_pair, randomize_norms
+from helpers import assert_same_init, check_parity, export_and_check, oracle_pair, randomize_norms
 from oracle import oracle
 from vitedge.models.crossformer import CrossFormer, CrossFormerAttention, grid_partition, grid_reverse, \
     window_partition, window_reverse
@@ -36,15 +36,8 @@ def build_pair(**kwargs) -> tuple[nn.Module, CrossFormer]:
 
 
 def test_state_dict_keys_and_init_match():
-    ref_mod = oracle("crossformer")
     for kw in (SMALL, TINY):
-        torch.manual_seed(0)
-        a = ref_mod.CrossFormer(**kw).state_dict()
-        torch.manual_seed(0)
-        b = CrossFormer(**kw).state_dict()
-        assert list(a) == list(b)
-        assert all(a[k].shape == b[k].shape for k in a)
-        assert all(torch.equal(a[k], b[k]) for k in a)        # same seeded initialisation, too
+        assert_same_init(oracle("crossformer").CrossFormer, CrossFormer, kw)
 
 
 @pytest.mark.parametrize("kwargs,size", [

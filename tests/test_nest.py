@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import check_parity, export_and_check, oracle_pair, randomize_norms
+from helpers import assert_same_init, check_parity, export_and_check, oracle_pair, randomize_norms
 from oracle import oracle
 from vitedge.models.nest import NesT
 
@@ -29,15 +29,8 @@ def build_pair(**kwargs) -> tuple[nn.Module, NesT]:
 
 
 def test_state_dict_keys_and_init_match():
-    ref_mod = oracle("nest")
     for kw in (SMALL, dict(SMALL, num_hierarchies=2, block_repeats=1, mlp_mult=2)):
-        torch.manual_seed(0)
-        a = ref_mod.NesT(**kw).state_dict()
-        torch.manual_seed(0)
-        b = NesT(**kw).state_dict()
-        assert list(a) == list(b)
-        assert all(a[k].shape == b[k].shape for k in a)
-        assert all(torch.equal(a[k], b[k]) for k in a)        # same seeded initialisation, too
+        assert_same_init(oracle("nest").NesT, NesT, kw)
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import check_parity, export_and_check, oracle_pair, randomize_norms
+from helpers import assert_same_init, check_parity, export_and_check, oracle_pair, randomize_norms
 from oracle import oracle
 from vitedge.models.regionvit import RegionViT, local_bias_indices
 
@@ -31,15 +31,8 @@ def build_pair(**kwargs) -> tuple[nn.Module, RegionViT]:
 
 
 def test_state_dict_keys_and_init_match():
-    ref_mod = oracle("regionvit")
     for kw in (SMALL, dict(SMALL, tokenize_local_3_conv=True, use_peg=True)):
-        torch.manual_seed(0)
-        a = ref_mod.RegionViT(**kw).state_dict()
-        torch.manual_seed(0)
-        b = RegionViT(**kw).state_dict()
-        assert list(a) == list(b)
-        assert all(a[k].shape == b[k].shape for k in a)
-        assert all(torch.equal(a[k], b[k]) for k in a)        # same seeded initialisation, too
+        assert_same_init(oracle("regionvit").RegionViT, RegionViT, kw)
 
 
 @pytest.mark.parametrize("kwargs,size,windows", [

@@ -64,7 +64,8 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
 
     if batch < 1 or iters < 1 or warmup < 0:
         raise UsageError(f"need batch >= 1, iters >= 1, warmup >= 0 (got {batch}, {iters}, {warmup})")
-    threads = threads or machine_info()["cores"]
+    machine = machine_info()
+    threads = threads or machine["cores"]
     art, runner = open_artifact(path, threads=threads, verify=verify)
     fixed = art.manifest["inputs"][0]["shape"][0]
     if fixed > 0 and batch != fixed:
@@ -90,4 +91,4 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
             "threads": threads, "warmup": warmup, "iters": iters, "latency_ms": lat,
             "throughput_ips": batch / (lat["mean"] / 1e3),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "artifact_mb": art.size_mb, "machine": machine_info()}
+            "artifact_mb": art.size_mb, "machine": machine}

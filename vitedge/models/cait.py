@@ -91,11 +91,6 @@ class TalkingHeadsAttention(nn.Module):
         self.mix_heads_post_attn = nn.Parameter(torch.randn(heads, heads))
         self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout))
 
-    def attention_map(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Post-mixed attention weights (B, heads, N, M') that multiply V (M' = N, or N + M with a context)."""
-        q, k, _ = self._qkv(x, context)
-        return self._attend(q, k)
-
     def _qkv(self, x: torch.Tensor, context: torch.Tensor | None):
         x = self.norm(x)
         kv_in = x if context is None else torch.cat((x, context), dim=1)

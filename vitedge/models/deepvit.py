@@ -68,12 +68,6 @@ class ReAttention(nn.Module):
         self.reattn_norm = nn.Sequential(Permute(0, 2, 3, 1), nn.LayerNorm(heads), Permute(0, 3, 1, 2))
         self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout))
 
-    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Re-attention maps (B, heads, N, N) for input (B, N, dim): what multiplies V."""
-        x = self.norm(x)
-        q, k, _ = (split_heads(t, self.heads) for t in self.to_qkv(x).chunk(3, dim=-1))
-        return self._reattend(q, k)
-
     def _reattend(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
         attn = self.dropout(attn)
