@@ -104,11 +104,14 @@ def cmd_export(args) -> int:
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
                  opset=args.opset, precision=args.precision, quantization=quant, labels=labels)
     p = art.manifest["parity"]
-    worst = max(v["max_abs"] for k, v in p.items() if k.startswith("batch_"))
-    cos = min(v["cosine"] for k, v in p.items() if k.startswith("batch_"))
-    print(f"wrote {art.file} ({args.precision}, {art.size_mb:.2f} MB, {art.manifest['export']['method']}); "
-          f"parity vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f} at batches "
-          f"{', '.join(k[6:] for k in p if k.startswith('batch_'))}")
+    head = f"wrote {art.file} ({args.precision}, {art.size_mb:.2f} MB, {art.manifest['export']['method']})"
+    if "skipped" in p:
+        print(f"{head}; parity {p['skipped']}")
+    else:
+        worst = max(v["max_abs"] for k, v in p.items() if k.startswith("batch_"))
+        cos = min(v["cosine"] for k, v in p.items() if k.startswith("batch_"))
+        print(f"{head}; parity vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f} at batches "
+              f"{', '.join(k[6:] for k in p if k.startswith('batch_'))}")
     q = art.manifest.get("quantization") or {}
     if q.get("kept_float_nodes") is not None:
         print(f"int8: {q['quantized_nodes']} {'/'.join(q['quantized_op_types'])} nodes quantized; kept in float: "
@@ -188,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a preset to an artifact directory (file + manifest.json)")
     e.add_argument("preset")
-    e.add_argument("--target", required=True, help="torchscript | onnx")
+    e.add_argument("--target", required=True, help="torchscript | onnx | trt | coreml | executorch | aotinductor")
     e.add_argument("--batch", default="dynamic", help="fixed batch size, or 'dynamic' (default)")
     e.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the preset's)")
     e.add_argument("--checkpoint", help="state_dict to load (.safetensors, or .pt read with weights_only=True)")

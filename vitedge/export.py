@@ -17,7 +17,7 @@ from .errors import ExportError, UsageError, VitedgeError
 from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, read_manifest, sha256_file, utc_now, versions, \
     write_manifest
 from .models.zoo import create_model, family_class, get_preset, size_arg
-from .targets import target_module
+from .targets import runs_here, target_module
 from .validate import check_tolerance, compare, tolerance_for
 
 __all__ = ["build_model", "export", "prepare_preset"]
@@ -155,7 +155,8 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
 def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | os.PathLike, *,
            spec: dict | None = None, preprocessing: dict | None = None, labels: list[str] | None = None,
            dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4,
-           precision: str = "fp32", quantization: dict | None = None) -> Artifact:
+           precision: str = "fp32", quantization: dict | None = None,
+           target_options: dict | None = None) -> Artifact:
     """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
 
     Args:
@@ -169,6 +170,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         precision: fp32 | fp16 | int8 (what each target supports: its ``PRECISIONS``); fp16 and int8 artifacts
             are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, DESIGN.md tolerances).
         quantization: int8 options for the target (ONNX: mode, method, calibration images (N, C, H, W), ...).
+        target_options: options only one target understands (see the target module's ``write``).
     Returns:
         The written :class:`Artifact`.
     Raises:
@@ -191,7 +193,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     out_names = list(getattr(model, "output_names", None) or ["logits"])[:n_out]
     out_names += [f"output_{i}" for i in range(len(out_names), n_out)]
     options = {"input_names": [INPUT_NAME], "output_names": out_names, "dynamic_batch": dynamic_batch, "opset": opset,
-               "precision": precision, "quantization": quantization}
+               "precision": precision, "quantization": quantization, "target_options": dict(target_options or {})}
     tol = tolerance_for(precision, {"max_abs": tol_abs} if precision == "fp32" else None)
     tol.pop("max_drop_points", None)
 
@@ -208,10 +210,12 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             except Exception as e:  # noqa: BLE001 - exporter internals: one line, the rest is noise to a user
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ExportError(f"{target} export failed: {msg[:400]}") from None
-            art = Artifact(tmp, {"artifact": info["artifact"], "files": {}, "quantization": info.get("quantization")})
-            runner = mod.load(art)
-            parity = {}
-            for b in batches:
+            art = Artifact(tmp, {"artifact": info["artifact"], "files": {}, "quantization": info.get("quantization"),
+                                 **(info.get("manifest") or {})})
+            cannot = runs_here(mod)
+            parity = {} if cannot is None else {"skipped": f"not run on this machine: {cannot}"}
+            runner = mod.load(art) if cannot is None else None
+            for b in batches if runner is not None else []:
                 x = photos[torch.arange(b) % photos.shape[0]].contiguous()
                 ref, got = _outputs(model, x), runner.run(x.numpy())
                 if len(got) != n_out or got[0].shape != ref[0].shape:
@@ -254,6 +258,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             }
             if "opset" in info:
                 manifest["opset"] = info["opset"]
+            manifest.update(info.get("manifest") or {})
             write_manifest(tmp, manifest)
     except OSError as e:
         raise ExportError(f"cannot write artifact to {out_dir}: {e.strerror or e}") from None

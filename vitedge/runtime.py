@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 
-from .errors import ArtifactError, UsageError
+from .errors import ArtifactError, RuntimeMissingError, UsageError
 from .manifest import Artifact, read_manifest
-from .targets import target_module
+from .targets import runs_here, target_module
 
 __all__ = ["check_input", "open_artifact"]
 
@@ -22,6 +22,9 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify
         mod = target_module(art.manifest["target"])
     except UsageError as e:
         raise ArtifactError(f"{art.path}: {e}") from None
+    cannot = runs_here(mod)
+    if cannot:
+        raise RuntimeMissingError(f"{art.manifest['target']} artifact {art.path} cannot run here: {cannot}")
     return art, mod.load(art, threads)
 
 

@@ -1,5 +1,13 @@
 """Export targets. Each module provides ``write(model, example, directory, options) -> dict`` (the file it
-wrote and how) and ``load(artifact, threads) -> Runner``; :mod:`vitedge.export` drives them."""
+wrote and how), ``load(artifact, threads) -> Runner`` and ``PRECISIONS``; :mod:`vitedge.export` drives them.
+
+Optional module attributes:
+    ``runs_here() -> str | None``: None when this machine can run the target's artifacts, else the one-line
+        reason it cannot (e.g. "Core ML prediction needs macOS"). Export then writes the artifact without the
+        parity run (recorded as skipped, with the reason), and ``validate``/``bench`` refuse it with the reason.
+The dict ``write`` returns may hold ``"manifest": {...}``: extra top-level manifest keys (e.g. ``"coreml"``).
+Target-specific options reach ``write`` as ``options["target_options"]`` (a dict; see each target).
+"""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +17,9 @@ import numpy as np
 
 from ..errors import UsageError
 
-TARGETS = {"torchscript": "vitedge.targets.torchscript", "onnx": "vitedge.targets.onnx"}
+TARGETS = {"torchscript": "vitedge.targets.torchscript", "onnx": "vitedge.targets.onnx",
+           "trt": "vitedge.targets.tensorrt", "coreml": "vitedge.targets.coreml",
+           "executorch": "vitedge.targets.executorch", "aotinductor": "vitedge.targets.aotinductor"}
 
 
 class Runner(Protocol):
@@ -28,3 +38,9 @@ def target_module(name: str):
         hint = f"; did you mean {close[0]}?" if close else ""
         raise UsageError(f"unknown target {name!r} (known: {', '.join(TARGETS)}){hint}")
     return importlib.import_module(TARGETS[name])
+
+
+def runs_here(module) -> str | None:
+    """None if this machine can run ``module``'s artifacts, else the reason it cannot (see module docstring)."""
+    check = getattr(module, "runs_here", None)
+    return check() if check else None
