@@ -1,0 +1,106 @@
+"""AOTInductor target: ``torch.export`` + ``torch._inductor.aoti_compile_and_package`` to a ``.pt2`` package.
+
+The package holds a shared library compiled by Inductor (C++ for CPU) with the weights inside it; Python
+loads it with ``torch._inductor.aoti_load_package`` and C++ with libtorch's
+``torch::inductor::AOTIModelPackageLoader`` (the vitedge C++ runner's ``aotinductor`` backend).
+Upstream recipe: https://pytorch.org/docs/stable/torch.compiler_aot_inductor.html
+
+- The batch dimension is exported symbolic (``torch.export.Dim("batch")``) from a batch-2 example (with a
+  batch-1 example ``torch.export`` specialises the batch to 1, as the ONNX target notes).
+- Weights are frozen into the graph (``torch._inductor.config.freezing``: constant folding, weight
+  prepacking) and packaged inside the compiled library (``aot_inductor.package_constants_in_so``), so
+  ``model.pt2`` is self-contained.
+- Inductor's compile cache goes to ``TORCHINDUCTOR_CACHE_DIR``; when it is unset, a temporary directory is
+  used for the compile and removed afterwards (the default under /tmp may not be writable or may be shared).
+- fp16: the model runs in float16 behind float32 input/output casts (as the TorchScript target's fp16).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ArtifactError
+from ..manifest import Artifact
+
+FILENAME = "model.pt2"
+MAX_BATCH = 1024
+PRECISIONS = {"fp32": None, "fp16": None}
+INDUCTOR_CONFIGS = {"freezing": True, "aot_inductor.package_constants_in_so": True}
+
+
+@contextlib.contextmanager
+def _cache_dir():
+    """Point TORCHINDUCTOR_CACHE_DIR at a private temp dir unless the user set one."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="vitedge-inductor-") as d:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = d
+        try:
+            yield
+        finally:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
+    """``torch.export`` ``model`` on ``example`` (B, C, H, W) float32 and AOT-compile it to ``directory/model.pt2``.
+
+    options: dynamic_batch (symbolic dim 0, from a batch-2 example), precision (fp32 | fp16 with float32 I/O).
+    Raises whatever torch.export / Inductor raise (the export driver turns it into one ExportError line).
+    """
+    from ..quantize import pytorch as tq
+    precision = options.get("precision", "fp32")
+    quant = None
+    if precision == "fp16":
+        model, quant = tq.fp16(model)
+    dynamic = options.get("dynamic_batch", True)
+    if dynamic and example.shape[0] < 2:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+    with warnings.catch_warnings(), _cache_dir(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        ep = torch.export.export(model, (example,), dynamic_shapes=shapes, strict=False)
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(directory / FILENAME),
+                                                 inductor_configs=dict(INDUCTOR_CONFIGS))
+    return {"artifact": FILENAME, "backend": "libtorch", "quantization": quant,
+            "export": {"method": "torch.export.export + torch._inductor.aoti_compile_and_package",
+                       "example_batch": int(example.shape[0]), "inductor_configs": dict(INDUCTOR_CONFIGS),
+                       "device": "cpu", "torch": torch.__version__}}
+
+
+class AOTInductorRunner:
+    """Runs a ``.pt2`` package with ``torch._inductor.aoti_load_package`` on CPU."""
+
+    runtime = "aotinductor"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        if not Path(path).is_file():
+            raise ArtifactError(f"AOTInductor package {path} is missing")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.model = torch._inductor.aoti_load_package(str(path))
+        except Exception as e:  # noqa: BLE001 - libtorch raises RuntimeError with a long C++ trace
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"cannot load AOTInductor package {path}: {msg}") from None
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first)."""
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().numpy() for o in outs]
+
+
+def load(artifact: Artifact, threads: int | None = None) -> AOTInductorRunner:
+    """Load the artifact's ``.pt2`` package. Raises ArtifactError if it is missing or libtorch cannot read it."""
+    return AOTInductorRunner(artifact.file, threads)
