@@ -1,0 +1,101 @@
+// AOTInductor backend (libtorch): a .pt2 package from torch._inductor.aoti_compile_and_package, run by
+// torch::inductor::AOTIModelPackageLoader (the loader extracts the compiled model library to a temp dir).
+// Thread safety: the loader's model container hands each run() a free model instance and makes concurrent
+// callers wait for one (one instance here), so run() may be called from several threads; the runs are serialized.
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include <chrono>
+#include <memory>
+
+#include "backend.h"
+#include "torch_common.h"
+
+namespace vitedge {
+namespace {
+
+using torch_common::first_line;
+
+class AOTInductorBackend final : public Backend {
+ public:
+  AOTInductorBackend(const std::string& path, const Options& options)
+      : path_(path), device_(torch_common::torch_device(options)) {
+    std::string compiled_for;
+    try {
+      torch_common::set_threads(options);
+      compiled_for = device_of_package(path);
+    } catch (const c10::Error& e) {
+      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what()));
+    }
+    if (compiled_for != c10::DeviceTypeName(device_.type(), /*lower_case=*/true))
+      throw Error("AOTInductor package " + path + " was compiled for device '" + compiled_for +
+                  "' but the runner was opened with device '" + options.device + "'; re-export it for that device "
+                  "or open it with device " + compiled_for);
+    try {
+      loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+          path, "model", /*run_single_threaded=*/false, /*num_runners=*/1,
+          static_cast<c10::DeviceIndex>(device_.has_index() ? device_.index() : -1));
+    } catch (const c10::Error& e) {
+      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what()));
+    }
+  }
+
+  std::string runtime() const override { return "aotinductor"; }
+
+  std::vector<Tensor> run(const Tensor& input) override {
+    try {
+      c10::InferenceMode guard;
+      return torch_common::to_outputs(loader_->run({torch_common::input_tensor(input, device_)}));
+    } catch (const c10::Error& e) {
+      throw Error("AOTInductor failed running " + path_ + ": " + first_line(e.what_without_backtrace()));
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Error("AOTInductor failed running " + path_ + ": " + first_line(e.what()));
+    }
+  }
+
+  std::vector<double> time_native(const Tensor& input, int warmup, int iters) override {
+    try {
+      c10::InferenceMode guard;
+      const std::vector<at::Tensor> args{torch_common::input_tensor(input, device_)};
+      for (int i = 0; i < warmup; ++i) loader_->run(args);
+      std::vector<double> ms;
+      ms.reserve(iters);
+      for (int i = 0; i < iters; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        std::vector<at::Tensor> out = loader_->run(args);
+        if (device_.is_cuda()) torch::cuda::synchronize();
+        const auto t1 = std::chrono::steady_clock::now();
+        ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+      return ms;
+    } catch (const c10::Error& e) {
+      throw Error("AOTInductor failed running " + path_ + ": " + first_line(e.what_without_backtrace()));
+    }
+  }
+
+ private:
+  // "cpu" or "cuda": the device the package's model library was compiled for (package metadata).
+  static std::string device_of_package(const std::string& path) {
+    const auto meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+    const auto it = meta.find("AOTI_DEVICE_KEY");
+    if (it == meta.end()) throw Error("the package metadata names no device (AOTI_DEVICE_KEY)");
+    return it->second;
+  }
+
+  std::string path_;
+  c10::Device device_;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_aotinductor_backend(const std::string& model_path, const Options& options) {
+  return std::make_unique<AOTInductorBackend>(model_path, options);
+}
+
+}  // namespace vitedge
