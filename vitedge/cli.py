@@ -1,7 +1,9 @@
 """``vitedge`` command line: zoo, train, export, validate, bench.
 
 Every user-facing failure is one line on stderr (``vitedge: error: ...``) and a non-zero exit: 2 for bad
-usage, 1 for everything else (including a failed parity check). ``VITEDGE_DEBUG=1`` shows tracebacks.
+usage, 3 when ``export`` wrote an artifact without the part that needs a runtime missing here (``--target trt``
+without TensorRT or a GPU: model.onnx and trtexec.sh are written, no engine), 1 for everything else (including a
+failed parity check). ``VITEDGE_DEBUG=1`` shows tracebacks.
 """
 from __future__ import annotations
 
@@ -79,14 +81,28 @@ def cmd_export(args) -> int:
             if args.int8_mode and args.int8_mode != recipe["mode"]:
                 recipe = {"mode": args.int8_mode}
         else:
-            recipe = {"mode": args.int8_mode or "dynamic"}
+            from .targets import target_module
+            recipe = {"mode": args.int8_mode or target_module(args.target).PRECISIONS["int8"][0]}
         if args.calib_method:
             recipe["method"] = args.calib_method
     static = recipe.get("mode") == "static"
     if (args.calib is not None or args.calib_method) and not static:
         raise UsageError("--calib/--calib-method are used by static int8 only (--precision int8 --target onnx "
                          "--int8-mode static)")
-    batch = _parse_batch(args.batch)
+    target_options: dict = {}
+    if args.target == "trt":
+        target_options = {"workspace_mb": args.workspace, "timing_cache": args.timing_cache}
+    elif args.workspace is not None or args.timing_cache:
+        raise UsageError("--workspace and --timing-cache are TensorRT build options (--target trt)")
+    if ":" in args.batch:
+        if args.target != "trt":
+            raise UsageError(f"--batch {args.batch}: MIN:OPT:MAX is a TensorRT optimization profile (--target trt); "
+                             f"use a batch size N or 'dynamic'")
+        from .targets.tensorrt import parse_profile
+        target_options["profile"] = parse_profile(args.batch)
+        batch = None
+    else:
+        batch = _parse_batch(args.batch)
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip()) if args.outputs else None
     model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
                                       image_size=tuple(args.image_size) if args.image_size else None,
@@ -102,7 +118,20 @@ def cmd_export(args) -> int:
             quant.update(method=recipe.get("method", "minmax"), calibration=x.numpy(), calibration_info=info)
     labels = (spec.get("training") or {}).get("labels")
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
-                 opset=args.opset, precision=args.precision, quantization=quant, labels=labels)
+                 opset=args.opset, precision=args.precision, quantization=quant, labels=labels,
+                 target_options=target_options)
+    trt = art.manifest.get("tensorrt") or {}
+    if args.target == "trt" and not trt.get("engine"):
+        from .errors import PartialArtifactError
+        par = trt["onnx_parity"]
+        worst = max(v["max_abs"] for k, v in par.items() if k.startswith("batch_"))
+        cos = min(v["cosine"] for k, v in par.items() if k.startswith("batch_"))
+        print(f"wrote {art.path / trt['onnx']} ({args.precision}, {art.size_mb:.2f} MB, "
+              f"{art.manifest['export']['method']}), the graph TensorRT parses: TensorRT op check passed; parity in "
+              f"{par['runtime']} vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f}; "
+              f"no engine built")
+        raise PartialArtifactError(f"{trt['engine_missing']}; wrote {art.path / trt['onnx']} and the trtexec command "
+                                   f"in {art.path / trt['trtexec_script']}")
     p = art.manifest["parity"]
     head = f"wrote {art.file} ({args.precision}, {art.size_mb:.2f} MB, {art.manifest['export']['method']})"
     if "skipped" in p:
@@ -192,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a preset to an artifact directory (file + manifest.json)")
     e.add_argument("preset")
     e.add_argument("--target", required=True, help="torchscript | onnx | trt | coreml | executorch | aotinductor")
-    e.add_argument("--batch", default="dynamic", help="fixed batch size, or 'dynamic' (default)")
+    e.add_argument("--batch", default="dynamic",
+                   help="fixed batch size, or 'dynamic' (default); for --target trt also MIN:OPT:MAX, the "
+                        "optimization profile's batch range (e.g. 1:4:16; 'dynamic' means 1:1:16)")
     e.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the preset's)")
     e.add_argument("--checkpoint", help="state_dict to load (.safetensors, or .pt read with weights_only=True)")
     e.add_argument("--num-classes", type=int, help="classifier size (must match the checkpoint)")
@@ -207,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
                    help="static int8 calibration (default minmax)")
     e.add_argument("--calib-count", type=int, default=128, help="number of calibration images (default 128)")
+    e.add_argument("--workspace", type=int, metavar="MIB",
+                   help="TensorRT builder workspace memory pool limit in MiB (--target trt; default: TensorRT's)")
+    e.add_argument("--timing-cache", metavar="PATH",
+                   help="TensorRT timing cache file: read if it exists, updated after the build (--target trt)")
     e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET)")
     e.set_defaults(func=cmd_export)
 

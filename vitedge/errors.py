@@ -31,3 +31,10 @@ class ExportError(VitedgeError):
 
 class RuntimeMissingError(VitedgeError):
     """The runtime an artifact needs is not installed on this machine."""
+
+
+class PartialArtifactError(RuntimeMissingError):
+    """The artifact was written without the part that needs a runtime missing here (e.g. a TensorRT artifact
+    holds the ONNX graph and the trtexec command, but no engine). Exit code 3."""
+
+    exit_code = 3

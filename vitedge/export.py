@@ -193,7 +193,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     out_names = list(getattr(model, "output_names", None) or ["logits"])[:n_out]
     out_names += [f"output_{i}" for i in range(len(out_names), n_out)]
     options = {"input_names": [INPUT_NAME], "output_names": out_names, "dynamic_batch": dynamic_batch, "opset": opset,
-               "precision": precision, "quantization": quantization, "target_options": dict(target_options or {})}
+               "precision": precision, "quantization": quantization, "target_options": dict(target_options or {}),
+               "preprocessing": pre}
     tol = tolerance_for(precision, {"max_abs": tol_abs} if precision == "fp32" else None)
     tol.pop("max_drop_points", None)
 
@@ -210,6 +211,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             except Exception as e:  # noqa: BLE001 - exporter internals: one line, the rest is noise to a user
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ExportError(f"{target} export failed: {msg[:400]}") from None
+            batches = list(info.get("parity_batches") or batches)  # e.g. inside a TensorRT optimization profile
             art = Artifact(tmp, {"artifact": info["artifact"], "files": {}, "quantization": info.get("quantization"),
                                  **(info.get("manifest") or {})})
             cannot = runs_here(mod)

@@ -19,4 +19,9 @@ class Backend {
 /// TorchScript via libtorch (torchscript_backend.cpp). `model_path` is the artifact's main file.
 std::unique_ptr<Backend> make_torchscript_backend(const std::string& model_path, const Options& options);
 
+/// TensorRT (tensorrt_backend.cpp; compiled when CMake finds NvInfer.h, libnvinfer and the CUDA toolkit:
+/// VITEDGE_WITH_TENSORRT). `model_path` is the artifact's serialized engine (model.engine); an artifact exported
+/// without TensorRT names model.onnx instead and is refused with how to build its engine.
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& model_path, const Options& options);
+
 }  // namespace vitedge

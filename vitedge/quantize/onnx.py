@@ -112,7 +112,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
                   method: str = "minmax", keep_first_last: bool = True, quantize_attention: bool = False,
                   quantize_depthwise: bool = False, ops: tuple[str, ...] = WEIGHT_OPS,
                   activation_type: str = "uint8", reduce_range: bool | None = None,
-                  conv_weight_storage: bool = False) -> dict:
+                  conv_weight_storage: bool = False, quantize_bias: bool = True) -> dict:
     """Quantize ``fp32_path`` to int8 at ``out_path``; returns the manifest's ``quantization`` dict.
 
     Args:
@@ -130,6 +130,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
         conv_weight_storage: (dynamic mode) also store Conv weights as int8, computed in float after a
             dequantization folded at load (:func:`int8_conv_weight_storage`); the result's ``session_config``
             must be applied by the runner.
+        quantize_bias: (static) store Conv/Gemm biases as int32 behind a DequantizeLinear (ONNX Runtime's
+            default); False keeps them float, as TensorRT's explicit quantization needs (its DequantizeLinear
+            takes int8/fp8/int4 only).
     Raises:
         UsageError: static mode without calibration images, unknown method or mode.
     """
@@ -169,7 +172,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
         import contextlib
         import io
         name = model.graph.input[0].name
-        extra = {"ActivationSymmetric": activation_type == "int8", "WeightSymmetric": True}
+        extra = {"ActivationSymmetric": activation_type == "int8", "WeightSymmetric": True,
+                 "QuantizeBias": quantize_bias}
         if method == "percentile":
             extra["CalibPercentile"] = 99.999
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
