@@ -1,0 +1,199 @@
+"""The C++ runner's ONNX Runtime backend (dlopen of the onnxruntime wheel's library) against Python ONNX Runtime.
+
+onnxruntime_backend.py --bench PATH/vitedge-bench --workdir DIR
+
+1. Exports a tiny seeded vitedge ViT (64x64, 10 classes) to ONNX with vitedge.export.export: fp32, and int8
+   static (QDQ, calibrated on 32 scikit-learn digits as the CLI's default).
+2. Saves skimage's astronaut photo resized with PIL to exactly 64x64 as PNG (the C++ side then only normalises).
+3. Python reference: the PNG preprocessed as CONVENTIONS.md says, run by vitedge.targets.onnx.load (Python ONNX
+   Runtime, same session config) on the same artifact.
+4. vitedge-bench --image PNG --dump-output at batch 1 and 3: runtime "onnxruntime-cpp"; fp32 logits within 1e-4
+   of Python's, int8 logits with the same top-1 and within INT8_TOL.
+5. The artifact's quantization.session_config reaches ONNX Runtime: with "session.load_model_format": "ORT"
+   (a real ORT key) both the Python and the C++ sessions refuse the .onnx file.
+6. Bad input: corrupt / truncated model.onnx, VITEDGE_ONNXRUNTIME_LIB naming a missing file or a library that
+   is not ONNX Runtime, and a manifest whose input name is not the graph's: exit 1, one clear error line,
+   nothing on stdout, no crash.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from _common import PREPROCESSING, Failure, check_bench_json, load_json, main, run, tiny_vit
+
+FP32_TOL = 1e-4
+INT8_TOL = 1e-3  # same library and graph on both sides; only float reduction order (threads) may differ
+ENV = "VITEDGE_ONNXRUNTIME_LIB"
+
+
+def export_onnx(out_dir: Path, precision: str) -> Path:
+    from vitedge.export import export
+    from vitedge.quantize import calibration_data
+    model = tiny_vit()
+    example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    quant = None
+    if precision == "int8":
+        x, info = calibration_data("digits", dict(PREPROCESSING), 32)
+        quant = {"mode": "static", "method": "minmax", "calibration": x.numpy(), "calibration_info": info}
+    art = export(model, example, "onnx", out_dir, preprocessing=dict(PREPROCESSING), precision=precision,
+                 quantization=quant)
+    m = art.manifest
+    if (m["backend"], m["target"], m["artifact"]) != ("onnxruntime", "onnx", "model.onnx"):
+        raise Failure(f"unexpected manifest from vitedge.export.export: {m['backend']}/{m['target']}/{m['artifact']}")
+    return Path(art.path)
+
+
+def python_reference(art: Path, png: Path, batch: int) -> np.ndarray:
+    from vitedge.manifest import read_manifest
+    from vitedge.targets import onnx as onnx_target
+    pre = load_json(art / "manifest.json")["preprocessing"]
+    x = np.asarray(Image.open(png).convert("RGB"), dtype=np.uint8).astype(np.float32)
+    x = (x * np.float32(pre["scale"]) - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+    x = np.ascontiguousarray(np.repeat(x.transpose(2, 0, 1)[None], batch, axis=0))
+    return onnx_target.load(read_manifest(art)).run(x)[0]
+
+
+def read_dump(path: Path) -> np.ndarray:
+    meta = load_json(Path(str(path) + ".json"))
+    data = np.fromfile(path, dtype="<f4")
+    if meta.get("dtype") != "float32" or data.size != int(np.prod(meta["shape"])):
+        raise Failure(f"{path}: {data.size} floats do not match {path}.json {meta}")
+    return data.reshape(meta["shape"])
+
+
+def bench(exe: Path, art: Path, png: Path, batch: int, work: Path, tag: str) -> np.ndarray:
+    out_json, out_bin = work / f"{tag}.json", work / f"{tag}.bin"
+    r = run([exe, art, "--image", png, "--batch", batch, "--iters", 3, "--warmup", 1, "--json", out_json,
+             "--dump-output", out_bin])
+    if r.returncode != 0:
+        raise Failure(f"vitedge-bench ({tag}) exited {r.returncode}: {r.stderr.strip()}")
+    check_bench_json(load_json(out_json), tag, runtime="onnxruntime-cpp")
+    return read_dump(out_bin)
+
+
+def compare(tag: str, ref: np.ndarray, got: np.ndarray, precision: str) -> float:
+    if got.shape != ref.shape:
+        raise Failure(f"{tag}: C++ output shape {got.shape} != Python {ref.shape}")
+    diff = float(np.abs(got - ref).max())
+    if precision == "fp32" and diff > FP32_TOL:
+        raise Failure(f"{tag}: max abs diff {diff:.3g} > {FP32_TOL} vs Python ONNX Runtime")
+    if precision == "int8":
+        if not np.array_equal(got.argmax(1), ref.argmax(1)):
+            raise Failure(f"{tag}: top-1 {got.argmax(1)} != Python's {ref.argmax(1)}")
+        if diff > INT8_TOL:
+            raise Failure(f"{tag}: max abs diff {diff:.3g} > {INT8_TOL} vs Python ONNX Runtime")
+    print(f"ok   {tag}: max abs diff vs Python ONNX Runtime {diff:.3g} (top-1 {int(ref[0].argmax())})")
+    return diff
+
+
+def copy_artifact(src: Path, dst: Path, edit=None) -> Path:
+    shutil.copytree(src, dst)
+    if edit is not None:
+        m = load_json(dst / "manifest.json")
+        edit(m)
+        (dst / "manifest.json").write_text(json.dumps(m, indent=2))
+    return dst
+
+
+def expect_error(name: str, argv: list, phrase: str, env: dict | None = None) -> None:
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **(env or {})})
+    lines = r.stderr.splitlines()
+    problems = []
+    if r.returncode != 1:
+        problems.append(f"exit {r.returncode}, expected 1")
+    if len(lines) != 1 or not lines[0].startswith("vitedge-bench: error: "):
+        problems.append(f"stderr is not one 'vitedge-bench: error:' line: {r.stderr[:500]!r}")
+    elif phrase not in lines[0]:
+        problems.append(f"message lacks {phrase!r}: {lines[0]!r}")
+    if r.stdout:
+        problems.append(f"stdout not empty: {r.stdout[:200]!r}")
+    if problems:
+        raise Failure(f"{name}: {'; '.join(problems)}")
+    print(f"ok   {name}: {lines[0]}")
+
+
+def test(args) -> None:
+    import skimage.data
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    exe = args.bench
+    png = work / "astronaut_64.png"
+    Image.fromarray(skimage.data.astronaut()).convert("RGB").resize((64, 64), Image.BILINEAR).save(png)
+
+    arts = {p: export_onnx(work / f"tiny_vit_onnx_{p}", p) for p in ("fp32", "int8")}
+    for precision, art in arts.items():
+        for batch in (1, 3):
+            tag = f"{precision}_batch{batch}"
+            got = bench(exe, art, png, batch, work, tag)
+            compare(tag, python_reference(art, png, batch), got, precision)
+    fp32 = arts["fp32"]
+
+    # An explicit VITEDGE_ONNXRUNTIME_LIB naming the wheel's library is used as given.
+    import onnxruntime
+    libs = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))
+    if not libs:
+        raise Failure("the onnxruntime wheel ships no libonnxruntime.so*")
+    r = subprocess.run([str(exe), str(fp32), "--iters", "1", "--warmup", "0"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, ENV: str(libs[-1])})
+    if r.returncode != 0:
+        raise Failure(f"{ENV}={libs[-1]}: exit {r.returncode}: {r.stderr.strip()}")
+    print(f"ok   {ENV} naming the wheel's library")
+
+    # session_config from the manifest is applied (both runners refuse the .onnx file as an ORT-format model).
+    def ort_format(m):
+        m["quantization"] = {"session_config": {"session.load_model_format": "ORT"}}
+    cfg = copy_artifact(fp32, work / "session_config_ort_format", ort_format)
+    from vitedge.manifest import read_manifest
+    from vitedge.targets import onnx as onnx_target
+    try:
+        onnx_target.load(read_manifest(cfg))
+        raise Failure("Python ONNX Runtime accepted the .onnx file with session.load_model_format=ORT")
+    except Failure:
+        raise
+    except Exception as e:  # noqa: BLE001 - the Python side's own error type
+        if "ORT model verification failed" not in str(e):
+            raise Failure(f"Python ONNX Runtime refused the ORT-format config differently: {e}") from None
+    expect_error("session_config applied", [exe, cfg, "--iters", 1, "--warmup", 0], "ORT model verification failed")
+
+    # Bad inputs.
+    # (--no-verify: past the runner's SHA-256 check, so that ONNX Runtime itself meets the corrupt file)
+    garbage = copy_artifact(fp32, work / "garbage_model")
+    (garbage / "model.onnx").write_bytes(b"this is not an ONNX model\n" * 10)
+    expect_error("garbage model.onnx", [exe, garbage, "--no-verify", "--iters", 1, "--warmup", 0],
+                 "cannot load ONNX model")
+    trunc = copy_artifact(fp32, work / "truncated_model")
+    data = (trunc / "model.onnx").read_bytes()
+    (trunc / "model.onnx").write_bytes(data[: len(data) // 2])
+    expect_error("truncated model.onnx", [exe, trunc, "--no-verify", "--iters", 1, "--warmup", 0],
+                 "cannot load ONNX model")
+
+    def rename_input(m):
+        m["inputs"][0]["name"] = "not_the_graph_input"
+    renamed = copy_artifact(fp32, work / "renamed_input", rename_input)
+    expect_error("manifest input name", [exe, renamed, "--iters", 1, "--warmup", 0],
+                 "but the manifest records 'not_the_graph_input'")
+    expect_error("library not found", [exe, fp32, "--iters", 1, "--warmup", 0],
+                 f"named by {ENV}: {work / 'nope' / 'libonnxruntime.so.1'}",
+                 env={ENV: str(work / "nope" / "libonnxruntime.so.1")})
+    libc = "libc.so.6"  # a real shared library that is not ONNX Runtime
+    expect_error("not an ONNX Runtime library", [exe, fp32, "--iters", 1, "--warmup", 0],
+                 "exports no OrtGetApiBase", env={ENV: libc})
+    print("all ONNX Runtime backend checks OK")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", required=True, type=Path, help="path to the vitedge-bench executable")
+    ap.add_argument("--workdir", required=True, type=Path, help="scratch directory (recreated)")
+    main(lambda: test(ap.parse_args()))
