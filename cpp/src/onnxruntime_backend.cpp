@@ -285,13 +285,17 @@ const Library& load_library(const Options& options) {
   } else if (env != nullptr && *env != '\0') {
     candidates = {env};
     chosen_by = kEnvVar;
-  } else {
-    const std::string def = configured_default();
-    std::error_code ec;
-    if (!def.empty() && fs::exists(def, ec)) candidates.push_back(def);
-    candidates.push_back(kLoaderName);
   }
   std::string tried;
+  if (candidates.empty()) {
+    const std::string def = configured_default();
+    std::error_code ec;
+    if (!def.empty() && fs::exists(def, ec))
+      candidates.push_back(def);
+    else if (!def.empty())
+      tried = def + " (configured at build time; no such file)";
+    candidates.push_back(kLoaderName);
+  }
   for (const std::string& path : candidates) {
     auto it = loaded.find(path);
     if (it != loaded.end()) return it->second;
@@ -302,6 +306,7 @@ const Library& load_library(const Options& options) {
       tried += (tried.empty() ? "" : "; ") + path + " (" + first_line(err ? err : "dlopen failed") + ")";
       continue;
     }
+    // A library that fails the checks stays mapped (not dlclose'd: its static state may already run).
     return loaded.emplace(path, open_and_check(handle, path)).first->second;
   }
   if (!chosen_by.empty())
