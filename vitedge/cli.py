@@ -73,6 +73,8 @@ def cmd_export(args) -> int:
     from .quantize import calibration_data
     from .models.zoo import get_preset
     from .quantize.onnx import default_int8_recipe
+    if args.precision is None:  # Core ML computes in fp16 by default (coremltools' mlprogram default)
+        args.precision = "fp16" if args.target == "coreml" else "fp32"
     check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
     recipe = {}
     if args.precision == "int8":
@@ -94,6 +96,15 @@ def cmd_export(args) -> int:
         target_options = {"workspace_mb": args.workspace, "timing_cache": args.timing_cache}
     elif args.workspace is not None or args.timing_cache:
         raise UsageError("--workspace and --timing-cache are TensorRT build options (--target trt)")
+    coreml = {"deployment_target": args.deployment_target, "input": args.coreml_input, "weights": args.coreml_weights,
+              "author": args.coreml_author, "license": args.coreml_license, "version": args.coreml_version}
+    coreml = {k: v for k, v in coreml.items() if v is not None}
+    if args.target == "coreml":
+        from .targets.coreml import check_options
+        check_options(coreml, args.precision)  # UsageError before building anything
+        target_options = coreml
+    elif coreml:
+        raise UsageError("--deployment-target and --coreml-* are Core ML options (--target coreml)")
     if ":" in args.batch:
         if args.target != "trt":
             raise UsageError(f"--batch {args.batch}: MIN:OPT:MAX is a TensorRT optimization profile (--target trt); "
@@ -230,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, help="ONNX opset (default 18; the legacy fallback uses 17)")
     e.add_argument("--outputs", help="graph outputs, comma-separated from logits,attentions,embeddings "
                                      "(ViT-style models; default: the model's own outputs)")
-    e.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    e.add_argument("--int8-mode", choices=["static", "dynamic"],
+    e.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="default fp32; fp16 for --target coreml (int8 there = fp16 compute, compressed weights)")
+    e.add_argument("--int8-mode", choices=["static", "dynamic", "weights"],
                    help="static: calibrated QDQ; dynamic: int8 weights, activations quantized at run time "
-                        "(default: the family's recipe for onnx, dynamic for torchscript)")
+                        "(default: the family's recipe for onnx, dynamic for torchscript); weights: weight-only "
+                        "int8, activations stay float (coreml)")
     e.add_argument("--calib", help="calibration images for static int8: a folder, or 'digits' (train split; default)")
     e.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
                    help="static int8 calibration (default minmax)")
@@ -242,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorRT builder workspace memory pool limit in MiB (--target trt; default: TensorRT's)")
     e.add_argument("--timing-cache", metavar="PATH",
                    help="TensorRT timing cache file: read if it exists, updated after the build (--target trt)")
+    cm = e.add_argument_group("Core ML (--target coreml)")
+    cm.add_argument("--deployment-target", help="minimum deployment target: iOS15.., macOS12.., watchOS8.., tvOS15.. "
+                                                "(default iOS16; int8 weights need iOS16/macOS13 or newer)")
+    cm.add_argument("--coreml-input", choices=["image", "tensor"],
+                    help="image: RGB image input with the preprocessing inside the model (default for 3 channels); "
+                         "tensor: float32 (B, C, H, W) already normalised")
+    cm.add_argument("--coreml-weights", metavar="MODE",
+                    help="with --precision int8: linear (int8 symmetric per-channel, default) or palettizeN "
+                         "(N-bit k-means lookup table, N in 1, 2, 3, 4, 6, 8)")
+    cm.add_argument("--coreml-author", help="model metadata: author (default: vitedge VERSION)")
+    cm.add_argument("--coreml-license", help="model metadata: license of the weights")
+    cm.add_argument("--coreml-version", help="model metadata: version string (default: vitedge's)")
     e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET)")
     e.set_defaults(func=cmd_export)
 
