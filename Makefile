@@ -11,7 +11,7 @@ BUILD := build/cpp
 APT_PKGS := libstb-dev nlohmann-json3-dev
 JOBS ?= 2
 
-.PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean
+.PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64
 
 setup: $(STAMP) cpp
 
@@ -45,6 +45,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# Cross-build the C++ runner for aarch64 Linux and check it under qemu-aarch64 (accuracy, not speed):
+# unit tests + top-1 on the bundled photos vs x86; writes benchmarks/results/arm64_qemu.json.
+arm64: $(STAMP) sysdeps
+	JOBS=$(JOBS) scripts/arm64_qemu.sh
 
 clean:
 	rm -rf $(BUILD) artifacts
