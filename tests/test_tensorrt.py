@@ -6,7 +6,9 @@ trtexec command line, --batch MIN:OPT:MAX parsing, and the CLI's exit code 3 wit
 TensorRT or a GPU is missing. The engine build and run tests need TensorRT and a CUDA GPU and skip without them.
 """
 import json
+import os
 import shlex
+import subprocess
 
 import numpy as np
 import onnx
@@ -267,6 +269,16 @@ def test_cli_export_without_tensorrt_exit_3(tmp_path, capsys):
     assert f"--timingCacheFile={cache.absolute()}" in trt["trtexec"] and "--optShapes=pixel_values:4x3x64x64" in \
         trt["trtexec"]
     assert not cache.exists()  # nothing built, nothing cached
+    # trtexec.sh is a working shell script: a stand-in trtexec on PATH records its directory and arguments
+    fake = tmp_path / "bin" / "trtexec"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\npwd > "$TRTEXEC_LOG"\nfor a in "$@"; do echo "$a" >> "$TRTEXEC_LOG"; done\n')
+    fake.chmod(0o755)
+    log = tmp_path / "trtexec.log"
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "TRTEXEC_LOG": str(log)}
+    subprocess.run([str(out / "trtexec.sh"), "--verbose"], check=True, env=env, cwd=tmp_path)
+    lines = log.read_text().splitlines()
+    assert lines[0] == str(out) and lines[1:] == shlex.split(trt["trtexec"])[1:] + ["--verbose"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     for cmd in (["validate", str(out)], ["bench", str(out), "--iters", "1", "--warmup", "0"]):
         assert main(cmd) == 1
@@ -327,7 +339,8 @@ def test_cli_export_with_tensorrt_exit_0(tmp_path):
     assert main(["export", "deit_tiny", "--target", "trt", "--image-size", "32", "32", "--batch", "1:2:8",
                  "-o", str(out)]) == 0
     assert main(["validate", str(out)]) == 0
-    assert main(["bench", str(out), "--iters", "3", "--warmup", "1", "--batch", "8"]) == 0
+    assert main(["bench", str(out), "--iters", "3", "--warmup", "1", "--batch", "8", "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["device"].startswith("cuda:")
 
 
 def test_bad_engine_is_an_artifact_error(tmp_path):

@@ -379,6 +379,7 @@ class TensorRTRunner:
             self.batch_range = (shape[0], shape[0])
         self.stream = torch.cuda.Stream()
         self.runtime = f"tensorrt-{trt.__version__}"
+        self.device = f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"  # bench JSON "device"
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """float32 (B, C, H, W) -> list of float32 outputs (manifest order). Raises UsageError for a batch outside
