@@ -8,14 +8,14 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.vitedge-installed
 BUILD := build/cpp
-APT_PKGS := libstb-dev nlohmann-json3-dev
+APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev
 JOBS ?= 2
 
 .PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64
 
 setup: $(STAMP) cpp
 
-# Debian packages for the C++ runner: stb_image (image decoding) and nlohmann-json (manifest parsing).
+# Debian packages for the C++ runner: stb_image (image decoding), nlohmann-json (manifest parsing), libssl-dev (SHA-256).
 sysdeps:
 	@dpkg -s $(APT_PKGS) >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

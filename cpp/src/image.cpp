@@ -2,43 +2,107 @@
 // This is the one translation unit holding the stb implementations.
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+// Decoders built: JPEG, PNG, BMP only. stb_image's other decoders (GIF, PSD, PIC, HDR, TGA, PNM) have had
+// memory-safety bugs (e.g. CVE-2023-45661..45667 in GIF) and photos do not need them: less attack surface.
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
 #include <stb/stb_image.h>
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
 #include <stb/stb_image_resize.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <vector>
 #include <memory>
 
 #include "vitedge/runner.h"
 
 namespace vitedge {
 
-Tensor load_image(const std::string& path, const Preprocessing& p) {
-  if (p.height <= 0 || p.width <= 0) throw Error("preprocessing size must be positive");
-  int w = 0, h = 0, channels_in_file = 0;
-  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(path.c_str(), &w, &h, &channels_in_file, 3),
-                                                   stbi_image_free);
-  if (!pixels) {
-    const char* reason = stbi_failure_reason();
-    throw Error("cannot decode image " + path + ": " + (reason ? reason : "unknown error"));
+namespace {
+
+using Pixels = std::unique_ptr<stbi_uc, void (*)(void*)>;
+
+[[noreturn]] void decode_failed(const std::string& label) {
+  const char* reason = stbi_failure_reason();
+  throw Error("cannot decode image " + label + ": " + (reason ? reason : "unknown error"));
+}
+
+// stb_image 2.27 (Debian 12's libstb) builds a JPEG Huffman table without checking that the 16 code-length
+// counts of a DHT table sum to <= 256: a crafted file writes past stbi__huffman::size[257] (found by
+// cpp/fuzz/fuzz_image, UBSan "index 257 out of bounds"). Walk the JPEG segments as stb does and refuse such a
+// table before stb sees it. Bytes past the end read as 0, as stb's reader returns them.
+void check_jpeg_huffman_tables(const unsigned char* b, size_t n, const std::string& label) {
+  if (n < 2 || b[0] != 0xFF || b[1] != 0xD8) return;  // not a JPEG
+  auto at = [&](size_t i) -> unsigned { return i < n ? b[i] : 0u; };
+  size_t i = 2;
+  while (i + 1 < n) {
+    if (b[i] != 0xFF) {  // entropy-coded data (or junk) between segments
+      ++i;
+      continue;
+    }
+    const unsigned marker = b[i + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0x00 || marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) {
+      i += 2;  // stuffed 0xFF, TEM, SOI, RSTn: no length field
+      continue;
+    }
+    if (marker == 0xD9) return;  // EOI
+    const size_t len = (at(i + 2) << 8) | at(i + 3);  // includes its own two bytes
+    if (marker == 0xC4) {  // DHT: tables of (Tc/Th, 16 counts, sum(counts) symbol values)
+      const size_t end = i + 2 + len;
+      for (size_t p = i + 4; p < end;) {
+        size_t total = 0;
+        for (size_t k = 0; k < 16; ++k) total += at(p + 1 + k);
+        if (total > 256)
+          throw Error("cannot decode image " + label + ": corrupt JPEG (Huffman table with " + std::to_string(total) +
+                      " codes, at most 256)");
+        p += 17 + total;
+      }
+    }
+    i += 2 + std::max<size_t>(len, 2);
   }
+}
+
+// Header dimensions before decoding, so that a small file claiming a huge image is refused cheaply.
+void check_decoded_size(int w, int h, const std::string& label) {
+  if (static_cast<int64_t>(w) * h > kMaxImagePixels)
+    throw Error("cannot decode image " + label + ": " + std::to_string(w) + "x" + std::to_string(h) +
+                " pixels is over the limit of " + std::to_string(kMaxImagePixels) + " pixels");
+}
+
+Tensor preprocess(const stbi_uc* rgb, int w, int h, const Preprocessing& p, const std::string& label) {
   const int H = p.height, W = p.width;
-  const stbi_uc* rgb = pixels.get();  // h x w x 3, 8-bit RGB
   std::vector<stbi_uc> resized;
   int rw = w, rh = h;
   if (w != W || h != H) {
     // Cover (H, W) keeping the aspect ratio: factor max(H/h, W/w), output dims rounded half to even
     // (as Python's round() in vitedge.data), never below the target.
     const double s = std::max(static_cast<double>(H) / h, static_cast<double>(W) / w);
-    rw = std::max(W, static_cast<int>(std::nearbyint(w * s)));
-    rh = std::max(H, static_cast<int>(std::nearbyint(h * s)));
+    const double rw_d = std::max<double>(W, std::nearbyint(w * s)), rh_d = std::max<double>(H, std::nearbyint(h * s));
+    // An extreme aspect ratio (say 1 x 100000 to 224 x 224) would need a resized image of billions of pixels.
+    if (rw_d * rh_d > static_cast<double>(kMaxImagePixels))
+      throw Error("cannot resize image " + label + ": " + std::to_string(w) + "x" + std::to_string(h) +
+                  " to cover " + std::to_string(W) + "x" + std::to_string(H) + " needs over " +
+                  std::to_string(kMaxImagePixels) + " pixels (aspect ratio too extreme)");
+    rw = static_cast<int>(rw_d);
+    rh = static_cast<int>(rh_d);
     resized.resize(static_cast<size_t>(rw) * rh * 3);
     // Triangle (tent) filter = bilinear; when downscaling it widens to the scale factor (antialiased, as PIL).
     const int ok = stbir_resize_uint8_generic(rgb, w, h, 0, resized.data(), rw, rh, 0, 3, STBIR_ALPHA_CHANNEL_NONE,
                                               0, STBIR_EDGE_CLAMP, STBIR_FILTER_TRIANGLE, STBIR_COLORSPACE_LINEAR,
                                               nullptr);
-    if (!ok) throw Error("cannot resize image " + path);
+    if (!ok) throw Error("cannot resize image " + label);
     rgb = resized.data();
   }
   const int top = (rh - H) / 2, left = (rw - W) / 2;  // center crop, floor of the half difference
@@ -59,6 +123,37 @@ Tensor load_image(const std::string& path, const Preprocessing& p) {
     }
   }
   return t;
+}
+
+// Decode (stb_image, from memory) and preprocess; `label` names the image in errors.
+Tensor decode_and_preprocess(const unsigned char* bytes, size_t size, const Preprocessing& p, const std::string& label) {
+  if (p.height <= 0 || p.width <= 0) throw Error("preprocessing size must be positive");
+  if (bytes == nullptr || size == 0) throw Error("cannot decode image " + label + ": no bytes");
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw Error("cannot decode image " + label + ": over 2 GiB of encoded data");
+  const int n = static_cast<int>(size);
+  check_jpeg_huffman_tables(bytes, size, label);
+  int w = 0, h = 0, channels_in_file = 0;
+  if (!stbi_info_from_memory(bytes, n, &w, &h, &channels_in_file)) decode_failed(label);
+  check_decoded_size(w, h, label);
+  Pixels pixels(stbi_load_from_memory(bytes, n, &w, &h, &channels_in_file, 3), stbi_image_free);
+  if (!pixels) decode_failed(label);
+  check_decoded_size(w, h, label);
+  return preprocess(pixels.get(), w, h, p, label);  // h x w x 3, 8-bit RGB
+}
+
+}  // namespace
+
+Tensor load_image(const std::string& path, const Preprocessing& p) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot decode image " + path + ": cannot open file (" + std::strerror(errno) + ")");
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error("cannot decode image " + path + ": read error");
+  return decode_and_preprocess(bytes.data(), bytes.size(), p, path);
+}
+
+Tensor load_image_from_memory(const unsigned char* bytes, size_t size, const Preprocessing& p) {
+  return decode_and_preprocess(bytes, size, p, "<in memory>");
 }
 
 }  // namespace vitedge

@@ -1,4 +1,8 @@
 // manifest.json parsing (schema in CONVENTIONS.md) with nlohmann::json.
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -54,7 +58,10 @@ std::vector<TensorSpec> parse_specs(const json& root, const char* key, const std
 
 float get_float(const json& v, const std::string& what, const std::string& origin) {
   if (!v.is_number()) fail(origin, what + " must be a number");
-  return v.get<float>();
+  const double d = v.get<double>();  // a float32 must hold it: finite and within float range
+  if (!std::isfinite(d) || std::fabs(d) > std::numeric_limits<float>::max())
+    fail(origin, what + " must be a finite float32 number");
+  return static_cast<float>(d);
 }
 
 Preprocessing parse_preprocessing(const json& p, const std::string& origin) {
@@ -96,6 +103,30 @@ Preprocessing parse_preprocessing(const json& p, const std::string& origin) {
   return out;
 }
 
+// A file name from the manifest must stay inside the artifact directory: relative, no ".." component,
+// no NUL byte (std::filesystem would truncate at it). Sub-directories are allowed.
+void check_inside(const std::string& name, const std::string& what, const std::string& origin) {
+  if (name.empty()) fail(origin, what + " must not be empty");
+  if (name.find('\0') != std::string::npos) fail(origin, what + " contains a NUL byte");
+  if (name.front() == '/' || name.front() == '\\')
+    fail(origin, what + " '" + name + "' is absolute; it must be a file inside the artifact directory");
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find_first_of("/\\", start);
+    if (end == std::string::npos) end = name.size();
+    if (name.compare(start, end - start, "..") == 0)
+      fail(origin, what + " '" + name + "' leaves the artifact directory (\"..\" component)");
+    start = end + 1;
+  }
+}
+
+bool is_sha256_hex(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return false;
+  return true;
+}
+
 }  // namespace
 
 Manifest parse_manifest(const std::string& json_text, const std::string& origin) {
@@ -110,13 +141,16 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
     Manifest m;
     const json& ver = require(root, "schema_version", "", origin);
     if (!ver.is_number_integer()) fail(origin, "\"schema_version\" must be an integer");
-    m.schema_version = ver.get<int>();
-    if (m.schema_version > kMaxSchemaVersion)
-      throw Error("manifest " + origin + " has schema_version " + std::to_string(m.schema_version) +
+    // Compared as int64 (an unsigned or huge value must not wrap around to 1 through a cast to int).
+    const int64_t version = ver.is_number_unsigned() && ver.get<uint64_t>() > INT64_MAX ? INT64_MAX : ver.get<int64_t>();
+    if (version > kMaxSchemaVersion)
+      throw Error("manifest " + origin + " has schema_version " + ver.dump() +
                   ", but this vitedge runner reads schema_version <= " + std::to_string(kMaxSchemaVersion) +
                   " (rebuild the runner from a newer vitedge)");
-    if (m.schema_version < 1) fail(origin, "schema_version must be >= 1");
+    if (version < 1) fail(origin, "schema_version must be >= 1");
+    m.schema_version = static_cast<int>(version);
     m.artifact = get_string(root, "artifact", "", origin);
+    check_inside(m.artifact, "\"artifact\"", origin);
     m.target = get_string(root, "target", "", origin);
     m.backend = get_string(root, "backend", "", origin);
     if (root.contains("precision") && root["precision"].is_string()) m.precision = root["precision"];
@@ -136,10 +170,24 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
       const json& f = root["files"];
       if (!f.is_object()) fail(origin, "\"files\" must be an object {name: {sha256, bytes}}");
       for (auto it = f.begin(); it != f.end(); ++it) {
+        const std::string where = "files[\"" + it.key() + "\"]";
+        check_inside(it.key(), "file name " + where, origin);
+        const json& e = it.value();
+        if (!e.is_object()) fail(origin, where + " must be an object {sha256, bytes}");
         int64_t bytes = -1;
-        if (it.value().is_object() && it.value().contains("bytes") && it.value()["bytes"].is_number_integer())
-          bytes = it.value()["bytes"].get<int64_t>();
+        if (e.contains("bytes") && !e["bytes"].is_null()) {
+          if (!e["bytes"].is_number_integer() || e["bytes"].get<int64_t>() < 0)
+            fail(origin, where + ".bytes must be a non-negative integer");
+          bytes = e["bytes"].get<int64_t>();
+        }
         m.file_bytes[it.key()] = bytes;
+        if (e.contains("sha256") && !e["sha256"].is_null()) {
+          if (!e["sha256"].is_string() || !is_sha256_hex(e["sha256"].get<std::string>()))
+            fail(origin, where + ".sha256 must be 64 hex digits");
+          std::string hex = e["sha256"].get<std::string>();
+          for (char& c : hex) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          m.file_sha256[it.key()] = hex;
+        }
       }
     }
     return m;

@@ -1,9 +1,11 @@
 // Runner: manifest checks, backend selection, input validation. No runtime headers here.
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 #include <system_error>
 
 #include "backend.h"
+#include "sha256.h"
 #include "vitedge/runner.h"
 
 namespace vitedge {
@@ -67,10 +69,9 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   if (m.target != "torchscript")
     throw Error("target '" + m.target + "' of backend libtorch is not supported by this vitedge runner; "
                 "supported: torchscript");
-  if (m.artifact.empty() || fs::path(m.artifact).is_absolute() || m.artifact.find("..") != std::string::npos)
-    throw Error("manifest artifact path '" + m.artifact + "' must be a file name inside the artifact directory");
-  for (const auto& [name, bytes] : m.file_bytes) check_file(artifact_dir, name, bytes);
-  if (!m.file_bytes.count(m.artifact)) check_file(artifact_dir, m.artifact, -1);
+  // parse_manifest has already refused file names that leave the artifact directory.
+  if (options.verify) verify_artifact_files(artifact_dir, m);  // sizes + SHA-256, names the mismatching file
+  check_file(artifact_dir, m.artifact, -1);
   const auto& in = m.inputs.front();
   if (in.dtype != "float32")
     throw Error("input '" + in.name + "' has dtype " + in.dtype + "; this runner feeds float32 only");
@@ -89,6 +90,11 @@ std::vector<Tensor> Runner::run(const Tensor& input) {
   if (static_cast<int64_t>(input.data.size()) != input.numel())
     throw Error("input tensor holds " + std::to_string(input.data.size()) + " values but its shape " +
                 shape_str(input.shape) + " needs " + std::to_string(input.numel()));
+  // A NaN/Inf input would give NaN logits silently (or a meaningless argmax): refuse it, naming the element.
+  for (size_t i = 0; i < input.data.size(); ++i)
+    if (!std::isfinite(input.data[i]))
+      throw Error("input holds a non-finite value (" + std::string(std::isnan(input.data[i]) ? "NaN" : "Inf") +
+                  ") at flat index " + std::to_string(i) + "; inputs must be finite float32");
   return backend_->run(input);
 }
 

@@ -58,6 +58,20 @@ def test(args) -> None:
     no_model = copy_artifact(good, work / "no_model")
     (no_model / "model.pt").unlink()
 
+    # Integrity (SHA-256 in manifest.json, checked unless --no-verify).
+    no_files = copy_artifact(good, work / "no_files_block", lambda m: m.pop("files"))
+    wrong_sha = copy_artifact(good, work / "wrong_sha256",
+                              lambda m: m["files"]["model.pt"].update(sha256="0" * 64))
+    flipped = copy_artifact(good, work / "flipped_byte")
+    data = bytearray((flipped / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size, one bit changed
+    (flipped / "model.pt").write_bytes(bytes(data))
+    escape = copy_artifact(good, work / "escape_dotdot",
+                           lambda m: m["files"].update({"../outside.bin": {"sha256": "0" * 64, "bytes": 1}}))
+    absolute = copy_artifact(good, work / "escape_absolute", lambda m: m.update(artifact="/etc/passwd"))
+    bad_hex = copy_artifact(good, work / "sha256_not_hex",
+                            lambda m: m["files"]["model.pt"].update(sha256="xyz"))
+
     def fixed_batch(m):
         m["inputs"][0]["shape"][0] = 2
     static2 = copy_artifact(good, work / "static_batch2", fixed_batch)
@@ -86,8 +100,15 @@ def test(args) -> None:
         ("target aotinductor", [aoti], 1, "target 'aotinductor'"),
         ("model.pt missing", [no_model], 1, "is missing"),
         ("truncated model.pt (size recorded)", [trunc], 1, "truncated"),
-        ("truncated model.pt (size not recorded)", [trunc_unlisted], 1, "cannot load TorchScript model"),
-        ("garbage model.pt", [garbage], 1, "cannot load TorchScript model"),
+        ("truncated model.pt (size not recorded, --no-verify)", [trunc_unlisted, "--no-verify"], 1,
+         "cannot load TorchScript model"),
+        ("garbage model.pt (--no-verify)", [garbage, "--no-verify"], 1, "cannot load TorchScript model"),
+        ("no files block: nothing to verify", [no_files], 1, "records no sha256 for the artifact file 'model.pt'"),
+        ("sha256 in manifest wrong", [wrong_sha], 1, "model.pt does not match its manifest: sha256"),
+        ("model.pt one bit flipped", [flipped], 1, "model.pt does not match its manifest: sha256"),
+        ("files name with ..", [escape], 1, "leaves the artifact directory"),
+        ("artifact absolute path", [absolute], 1, "is absolute"),
+        ("sha256 not hex", [bad_hex], 1, "sha256 must be 64 hex digits"),
         ("text file as --image", [good, "--image", text], 1, "cannot decode image"),
         ("empty file as --image", [good, "--image", empty], 1, "cannot decode image"),
         ("missing --image", [good, "--image", work / "nope.png"], 1, "cannot decode image"),
@@ -110,6 +131,11 @@ def test(args) -> None:
     cases.append(("input shape check", [size_mismatch, "--image", img], 1,
                   "input shape (1, 3, 64, 64) does not match the artifact's input 'pixel_values' of shape (any, 3, 32, 32)"))
     cases.append(("fixed batch, image batch 3", [static2, "--image", img, "--batch", 3], 1, "does not match"))
+
+    # --no-verify skips the check: the artifact whose manifest records a wrong digest runs.
+    r = run([exe, wrong_sha, "--iters", 1, "--warmup", 0, "--no-verify"])
+    if r.returncode != 0:
+        raise Failure(f"--no-verify did not skip the SHA-256 check: exit {r.returncode}: {r.stderr.strip()}")
 
     failures = []
     for name, argv, code, phrase in cases:

@@ -34,7 +34,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: vitedge-bench ARTIFACT_DIR [--image PATH] [--batch N] [--threads N] [--warmup N] [--iters N]\n"
-    "                     [--json OUT] [--dump-output FILE] [--seed N]\n"
+    "                     [--json OUT] [--dump-output FILE] [--seed N] [--no-verify]\n"
     "  Times ITERS runs (after WARMUP untimed runs) of a vitedge artifact and prints the bench JSON.\n"
     "  --image PATH        preprocess this image (manifest preprocessing) and replicate it to the batch;\n"
     "                      default: standard-normal random input (seeded by --seed, default 0)\n"
@@ -44,7 +44,8 @@ constexpr const char* kUsage =
     "  --iters N           timed runs (default 50)\n"
     "  --json OUT          also write the JSON to OUT\n"
     "  --dump-output FILE  write the first output of the first timed run as raw little-endian float32 to FILE,\n"
-    "                      and its shape to FILE.json\n";
+    "                      and its shape to FILE.json\n"
+    "  --no-verify         skip the SHA-256 check of the artifact files against manifest.json (checked by default)\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -54,6 +55,7 @@ struct Args {
   std::string artifact, image, json_out, dump;
   int batch = 1, threads = 0, warmup = 10, iters = 50;
   uint64_t seed = 0;
+  bool verify = true;
 };
 
 long long parse_int(const std::string& flag, const std::string& v, long long lo, long long hi) {
@@ -78,6 +80,10 @@ Args parse_args(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") {
       std::cout << kUsage;
       std::exit(0);
+    }
+    if (arg == "--no-verify") {
+      a.verify = false;
+      continue;
     }
     if (arg.rfind("--", 0) != 0 || arg == "--") {
       positional.push_back(arg);
@@ -245,6 +251,7 @@ void dump_output(const std::string& path, const vitedge::Tensor& t, const std::s
 int bench(const Args& a) {
   vitedge::Options opt;
   opt.threads = a.threads;
+  opt.verify = a.verify;
   auto runner = vitedge::Runner::open(a.artifact, opt);
   const auto& m = runner->manifest();
   const vitedge::Tensor input = make_input(a, m);

@@ -67,10 +67,13 @@ struct Manifest {
   std::optional<Preprocessing> preprocessing;
   std::vector<std::string> labels;                 // empty when the manifest has "labels": null
   std::map<std::string, int64_t> file_bytes;       // "files": {name: {"bytes": n}}; -1 when bytes absent
+  std::map<std::string, std::string> file_sha256;  // "files": {name: {"sha256": hex}}; lower-case, 64 hex digits
 };
 
 /// Parse manifest JSON text. `origin` (a path) only labels error messages.
-/// Throws Error on invalid JSON, a missing/mistyped required field, or schema_version > 1.
+/// Throws Error on invalid JSON, a missing/mistyped required field, schema_version > 1, a "files" entry whose
+/// sha256 is not 64 hex digits, or a file name (in "files" or "artifact") that is empty, absolute or has a
+/// ".." component (it must stay inside the artifact directory).
 /// Does not check that the backend is available (Runner::open does).
 Manifest parse_manifest(const std::string& json_text, const std::string& origin = "manifest.json");
 
@@ -80,6 +83,8 @@ Manifest read_manifest(const std::string& artifact_dir);
 struct Options {
   /// Intra-op CPU threads; 0 keeps the runtime's default. Note: for libtorch this is process-wide.
   int threads = 0;
+  /// Check the SHA-256 (and size) of every file the manifest covers before loading (default). false skips it.
+  bool verify = true;
 };
 
 class Backend;  // internal, one per runtime (src/backend.h)
@@ -88,7 +93,8 @@ class Runner {
  public:
   /// Open the artifact in `artifact_dir`: reads manifest.json, checks schema_version and that its
   /// backend/target is built into this library (currently: backend "libtorch", target "torchscript"),
-  /// checks the artifact files exist and have the sizes the manifest records, and loads the model.
+  /// checks the artifact files exist and have the sizes and SHA-256 the manifest records (unless
+  /// options.verify is false), and loads the model.
   /// Throws Error with the reason otherwise.
   static std::unique_ptr<Runner> open(const std::string& artifact_dir, const Options& options = {});
 
@@ -102,7 +108,7 @@ class Runner {
   /// Run one batch. `input` must be float32 with the manifest's first input shape, where a -1 (dynamic)
   /// dimension accepts any size >= 1 — for image models (N, 3, H, W). Returns the graph's outputs in the
   /// manifest's order as float32 tensors (a tuple/list/dict output is flattened in order).
-  /// Throws Error on a shape mismatch or a runtime failure. Not thread-safe: one run at a time.
+  /// Throws Error on a shape mismatch, a NaN/Inf input value, or a runtime failure. Not thread-safe: one run at a time.
   std::vector<Tensor> run(const Tensor& input);
 
  private:
@@ -112,13 +118,21 @@ class Runner {
   std::unique_ptr<Backend> backend_;
 };
 
-/// Decode an image file (PNG, JPEG, BMP, GIF, TGA, PSD, HDR, PIC, PNM via stb_image) to 8-bit RGB
+/// Decode an image file (JPEG, PNG or BMP, via stb_image; other formats are refused) to 8-bit RGB
 /// and preprocess it as CONVENTIONS.md says: if it is not already (H, W) = p.height x p.width, resize
 /// (bilinear) keeping the aspect ratio so that it covers (H, W) — factor max(H/h, W/w), output dims
 /// rounded half to even — then center-crop (offset floor((dim - target) / 2)); finally
 /// value = (float(pixel) * p.scale - p.mean[c]) / p.std[c] in float32, in that order.
 /// Returns a (1, 3, H, W) NCHW tensor. Throws Error("cannot decode image PATH: <reason>").
 Tensor load_image(const std::string& path, const Preprocessing& p);
+
+/// As load_image, from an encoded image held in memory (`size` bytes at `bytes`). Images over
+/// kMaxImagePixels decoded pixels, or whose cover-resize would exceed that many pixels (extreme aspect
+/// ratios), are refused. Throws Error("cannot decode image <in memory>: <reason>").
+Tensor load_image_from_memory(const unsigned char* bytes, size_t size, const Preprocessing& p);
+
+/// Largest decoded or resized image load_image accepts, in pixels (2^26 = 67 megapixels; ~200 MB as RGB).
+constexpr int64_t kMaxImagePixels = int64_t{1} << 26;
 
 /// Latency summary, all in the unit of the samples.
 struct Stats {
