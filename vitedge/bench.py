@@ -87,7 +87,8 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
     if bar is not None:
         bar.close()
     lat = latency_stats(times)
-    return {"artifact": str(art.path), "runtime": runner.runtime, "device": "cpu", "batch": batch,
+    return {"artifact": str(art.path), "runtime": runner.runtime,
+            "device": getattr(runner, "device", "cpu"), "batch": batch,
             "threads": threads, "warmup": warmup, "iters": iters, "latency_ms": lat,
             "throughput_ips": batch / (lat["mean"] / 1e3),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
