@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vitedge.errors import ExportError
+from vitedge.errors import ArtifactError, ExportError
 from vitedge.export import export, prepare_preset
 from vitedge.manifest import atomic_directory, read_manifest
 from vitedge.targets import torchscript
@@ -46,7 +46,7 @@ def test_failed_parity_keeps_previous_artifact(tmp_path, monkeypatch):
 
 def test_atomic_directory_enospc(tmp_path):
     out = tmp_path / "a"
-    with pytest.raises(OSError):
+    with pytest.raises(ArtifactError, match="no space left on device"):
         with atomic_directory(out) as d:
             (d / "x").write_bytes(b"1")
             raise OSError(28, "No space left on device")

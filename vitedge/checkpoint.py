@@ -15,15 +15,21 @@ __all__ = ["apply_checkpoint", "load_state_dict", "save_state_dict"]
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict from ``.safetensors`` or a torch file (``.pt``/``.pth``/``.bin``).
 
-    Torch files are read with ``weights_only=True``, which refuses pickled code. A checkpoint that wraps
-    its weights in ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
+    Torch files are read with ``weights_only=True``, which refuses pickled code (PyTorch's restricted
+    unpickler: only tensors, primitive containers and allow-listed types; no ``__reduce__`` call runs). A torch
+    zip checkpoint passes :func:`vitedge.safety.safe_zip_members` first (no escaping member names, no zip bomb).
+    A checkpoint that wraps its weights in ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
 
     Raises:
-        CheckpointError: missing, unreadable, truncated, not a tensor mapping, or containing pickled objects.
+        CheckpointError: missing, unreadable, truncated, not a tensor mapping, containing pickled objects, or an
+            unsafe archive.
     """
+    from .safety import is_zip, safe_zip_members
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix != ".safetensors" and is_zip(path):
+        safe_zip_members(path, error=CheckpointError)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -68,10 +74,22 @@ def apply_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 
 def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save ``model.state_dict()`` as safetensors, atomically (temp file + rename)."""
+    """Save ``model.state_dict()`` as safetensors, atomically (temp file + rename).
+
+    Raises:
+        CheckpointError: the file cannot be written (e.g. no space left on device); no partial file remains.
+    """
     from safetensors.torch import save_file
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001 - OSError or safetensors' own IO error: one line, no partial file
+        tmp.unlink(missing_ok=True)
+        msg = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot write checkpoint {path}: {msg[:300]}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

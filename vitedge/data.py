@@ -7,6 +7,7 @@ to (H, W), then float32 ``(pixel * scale - mean) / std`` in NCHW layout.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -16,14 +17,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["BUNDLED_PHOTOS", "IMAGE_EXTENSIONS", "bundled_photo_paths", "image_paths", "load_batch", "load_rgb",
-           "make_preprocessing", "preprocess"]
+__all__ = ["BUNDLED_PHOTOS", "IMAGE_EXTENSIONS", "IMAGE_FORMATS", "bundled_photo_paths", "image_paths", "load_batch",
+           "load_rgb", "make_preprocessing", "preprocess"]
 
 # Colour photographs shipped inside the scikit-image wheel (skimage/data), no download needed.
 BUNDLED_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg",
                   "motorcycle_left.png", "retina.jpg", "ihc.png")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (~0.25 GB of 24-bit RGB)
+# Decoders Pillow may use: the formats of IMAGE_EXTENSIONS (JPEG includes multi-picture MPO files). Others
+# (EPS, which runs Ghostscript; PSD, FITS, ...) are refused whatever the file is named.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
 
 
 def make_preprocessing(size: tuple[int, int], mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> dict:
@@ -61,14 +65,25 @@ def image_paths(folder: str | os.PathLike) -> list[Path]:
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode an image file to an 8-bit RGB PIL image with its EXIF orientation applied.
 
+    Modes: greyscale is replicated to 3 channels; 16-bit greyscale is scaled to 8 bits; 16-bit RGB is reduced to
+    its top 8 bits by Pillow; RGBA/LA drop the alpha channel (as stb_image does in the C++ runner, so both
+    sides see the same pixels); CMYK and palette images are converted by Pillow. Only the decoders of
+    :data:`IMAGE_FORMATS` run, and truncated files are errors (it refuses to run while Pillow's global ``LOAD_TRUNCATED_IMAGES``
+    is on).
+
     Raises:
-        ImageError: unreadable, not an image, truncated, or larger than MAX_PIXELS (decompression bomb).
+        ImageError: unreadable, not an image, a format outside IMAGE_FORMATS, truncated, or larger than
+            MAX_PIXELS (decompression bomb: refused from the header, before any pixel is decoded).
     """
+    from PIL import ImageFile
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            if ImageFile.LOAD_TRUNCATED_IMAGES:  # another library switched it on globally; not for us
+                raise ImageError(f"cannot decode image {path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, so a "
+                                 "truncated file would decode silently; unset it")
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise ImageError(f"{path}: {im.width}x{im.height} pixels exceeds the {MAX_PIXELS} pixel limit")
                 im.load()
@@ -86,6 +101,9 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"cannot decode image {path}: {e}") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"cannot decode image {path}: {e}") from None
+    except (MemoryError, RecursionError, ArithmeticError, LookupError, TypeError, AttributeError, struct.error) as e:
+        # a malformed header or EXIF block reaching a Pillow code path that does not expect it
+        raise ImageError(f"cannot decode image {path}: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 def resize_cover_crop(im: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -1,17 +1,24 @@
 """Artifact manifests and atomic artifact directories.
 
 An artifact is a directory holding the exported file(s) and ``manifest.json`` (schema in CONVENTIONS.md).
-Directories are written atomically: everything goes to a hidden sibling temp directory, which is renamed
+Directories are written atomically: everything goes to a hidden sibling temp directory, which is swapped
 into place only once complete, so an interrupted or failed export leaves the previous artifact or nothing.
+
+Reading is defensive: :func:`read_manifest` checks the manifest's types and names (no file may lie outside the
+artifact folder) before anything uses them, and verifies every file's size and SHA-256 unless told not to.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
+import errno
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,12 +26,17 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ArtifactError
+from .safety import check_relative_name, check_tree, is_inside
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 * 2**20   # a manifest is a few KiB; refuse to parse a huge one
+MAX_INPUT_SIDE = 8192             # largest H or W a manifest may ask preprocessing to produce
+DISK_FULL_BYTES = 1 << 20         # a write failure with less free space than this is reported as a full disk
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
-__all__ = ["Artifact", "SCHEMA_VERSION", "atomic_directory", "file_entry", "read_manifest", "sha256_file",
-           "versions", "write_manifest"]
+__all__ = ["Artifact", "SCHEMA_VERSION", "atomic_directory", "clean_stale", "file_entry", "read_manifest",
+           "sha256_file", "versions", "write_manifest"]
 
 
 @dataclass
@@ -74,20 +86,94 @@ def utc_now() -> str:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
-    """Add ``files`` (sha256 + bytes of every file in ``directory``) and write ``manifest.json``."""
+    """Add ``files`` (sha256 + bytes of every regular file below ``directory``, keyed by POSIX relative path,
+    e.g. ``model.onnx`` or ``model.mlpackage/Manifest.json``) and write ``manifest.json``.
+
+    Raises:
+        ArtifactError: the directory holds a symlink pointing outside it, or a device file / FIFO.
+    """
     manifest = dict(manifest)
-    manifest["files"] = {p.name: file_entry(p) for p in sorted(directory.iterdir()) if p.name != MANIFEST}
+    manifest["files"] = {rel: file_entry(directory / rel) for rel in check_tree(directory) if rel != MANIFEST}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _check_structure(m: dict, mpath: Path) -> None:
+    """Types and ranges of the keys vitedge reads; raises ArtifactError naming the first bad one."""
+    def bad(what: str):
+        raise ArtifactError(f"corrupt manifest {mpath}: {what}")
+
+    if not isinstance(m.get("target"), str) or not m["target"]:
+        bad("'target' is not a name")
+    check_relative_name(m.get("artifact"), f"manifest {mpath}: artifact")
+    files = m.get("files")
+    if not isinstance(files, dict):
+        bad("'files' is not a mapping of file names to {sha256, bytes}")
+    for name, entry in files.items():
+        check_relative_name(name, f"manifest {mpath}: file")
+        if name == MANIFEST:
+            bad("'files' lists the manifest itself")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
+                or not _SHA256.fullmatch(entry["sha256"]) or not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
+            bad(f"file entry {name!r} is not {{\"sha256\": 64 hex digits, \"bytes\": integer >= 0}}")
+    for key in ("inputs", "outputs"):
+        specs = m.get(key)
+        if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
+            bad(f"{key!r} is not a non-empty list of tensor specs")
+        for s in specs:
+            shape = s.get("shape")
+            if not isinstance(s.get("name"), str) or not isinstance(s.get("dtype"), str) \
+                    or not isinstance(shape, list) or not all(_is_int(d) and (d == -1 or d > 0) for d in shape):
+                bad(f"a tensor spec in {key!r} lacks a name, a dtype or a shape of positive integers (-1 = dynamic)")
+    shape = m["inputs"][0]["shape"]
+    if len(shape) != 4 or shape[1] == -1 or shape[2] == -1 or shape[3] == -1:
+        bad(f"input shape {shape} is not (B, C, H, W) with fixed C, H, W")
+    if max(shape[1:]) > MAX_INPUT_SIDE:
+        bad(f"input shape {shape} is larger than {MAX_INPUT_SIDE} in C, H or W")
+    pre = m.get("preprocessing")
+    if not isinstance(pre, dict):
+        bad("'preprocessing' is not a mapping")
+    size = pre.get("size")
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(s) and 0 < s <= MAX_INPUT_SIDE for s in size):
+        bad(f"preprocessing size {size!r} is not [H, W] with 0 < H, W <= {MAX_INPUT_SIDE}")
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if not isinstance(v, list) or len(v) not in (1, 3) or not all(_is_num(x) for x in v):
+            bad(f"preprocessing {key} {v!r} is not 1 or 3 finite numbers")
+    if not all(x > 0 for x in pre["std"]):
+        bad(f"preprocessing std {pre['std']} has a value <= 0 (would divide by zero)")
+    if not _is_num(pre.get("scale")) or pre["scale"] <= 0:
+        bad(f"preprocessing scale {pre.get('scale')!r} is not a positive number")
+    for key in ("model", "parity", "export", "quantization"):
+        if m.get(key) is not None and not isinstance(m[key], dict):
+            bad(f"{key!r} is not a mapping")
+    if m.get("precision") is not None and not isinstance(m["precision"], str):
+        bad("'precision' is not a name")
 
 
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     """Read an artifact directory (or its manifest.json, or its main file).
 
-    With ``verify``, every file listed in the manifest must exist with the recorded size and SHA-256.
+    Always checked: the manifest is at most 16 MiB of JSON, its schema version is an integer no newer than
+    this reader's, its keys have the types vitedge reads (files, inputs, outputs, preprocessing, ...), and every
+    file name it holds (``artifact`` and the keys of ``files``) is a relative path inside the artifact folder:
+    no ``..``, no absolute path, no symlink resolving outside the folder.
+
+    With ``verify`` also: the main artifact is covered by ``files`` (so stripping ``files`` cannot skip the
+    check), every listed file exists with the recorded size and SHA-256, and a main artifact that is a directory
+    (Core ML ``.mlpackage``) holds no file the manifest does not list.
 
     Raises:
-        ArtifactError: missing directory or manifest, invalid JSON, a schema newer than this reader,
-            a missing, truncated or modified file.
+        ArtifactError: missing directory or manifest; invalid, oversized or ill-typed manifest; a schema newer
+            than this reader; a name escaping the folder; a missing, unlisted, truncated or modified file
+            (named in the message).
     """
     p = Path(path)
     if p.is_file() and p.name != MANIFEST:
@@ -99,54 +185,205 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     if not mpath.is_file():
         raise ArtifactError(f"{directory} is not a vitedge artifact (no {MANIFEST})")
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"corrupt manifest {mpath}: {e}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("schema_version"), int):
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(f"manifest {mpath} is larger than {MAX_MANIFEST_BYTES} bytes")
+        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"corrupt manifest {mpath}: {msg[:200]}") from None
+    if not isinstance(manifest, dict) or not _is_int(manifest.get("schema_version")):
         raise ArtifactError(f"corrupt manifest {mpath}: no integer schema_version")
     if manifest["schema_version"] > SCHEMA_VERSION:
         raise ArtifactError(f"{mpath} has schema version {manifest['schema_version']}, newer than this vitedge "
                             f"({__version__}) reads ({SCHEMA_VERSION}); upgrade vitedge")
-    for key in ("artifact", "target", "files", "inputs", "outputs"):
+    if manifest["schema_version"] < 1:
+        raise ArtifactError(f"corrupt manifest {mpath}: schema version {manifest['schema_version']} < 1")
+    for key in ("artifact", "target", "files", "inputs", "outputs", "preprocessing"):
         if key not in manifest:
             raise ArtifactError(f"corrupt manifest {mpath}: missing {key!r}")
+    _check_structure(manifest, mpath)
+    files: dict = manifest["files"]
+    for name in (manifest["artifact"], *files):
+        f = directory / name
+        if (f.exists() or f.is_symlink()) and not is_inside(directory, f):
+            raise ArtifactError(f"manifest {mpath} names {name!r}, which resolves outside {directory} (symlink?)")
     art = Artifact(directory, manifest)
     if verify:
-        for name, entry in manifest["files"].items():
+        main = manifest["artifact"].rstrip("/")
+        if main not in files and not any(n.startswith(main + "/") for n in files):
+            raise ArtifactError(f"manifest {mpath} does not cover its artifact {main!r} in 'files' (no SHA-256 to "
+                                "verify; use --no-verify to load it anyway)")
+        for name, entry in files.items():
             f = directory / name
-            if Path(name).name != name:
-                raise ArtifactError(f"manifest {mpath} names a file outside its folder: {name!r}")
             if not f.is_file():
                 raise ArtifactError(f"artifact file missing: {f}")
-            if f.stat().st_size != entry.get("bytes"):
-                raise ArtifactError(f"artifact file {f} is {f.stat().st_size} bytes, manifest says "
-                                    f"{entry.get('bytes')} (truncated or replaced)")
-            if sha256_file(f) != entry.get("sha256"):
+            size = f.stat().st_size
+            if size != entry["bytes"]:
+                raise ArtifactError(f"artifact file {f} is {size} bytes, manifest says {entry['bytes']} "
+                                    "(truncated or replaced)")
+            if sha256_file(f) != entry["sha256"]:
                 raise ArtifactError(f"artifact file {f} does not match the SHA-256 in its manifest")
+        if art.file.is_dir():
+            for rel in check_tree(art.file):
+                if f"{main}/{rel}" not in files:
+                    raise ArtifactError(f"artifact file {art.file / rel} is not listed in its manifest")
     return art
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Atomic artifact directories
+
+def _alive(pid: int) -> bool:
+    """True if process ``pid`` exists on this host (a zombie counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(final: str | os.PathLike) -> list[Path]:
+    """Remove the hidden temp/backup siblings of ``final`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID-*``) left by
+    exports that were killed, i.e. whose process PID no longer runs on this host. Returns what was removed.
+
+    Temp directories of running exports (their PID is alive) are kept, so concurrent exports are safe.
+    """
+    final = Path(final).absolute()
+    removed = []
+    prefixes = (f".{final.name}.tmp-", f".{final.name}.old-")
+    with contextlib.suppress(OSError):
+        for p in final.parent.iterdir():
+            if not p.name.startswith(prefixes) or p.is_symlink() or not p.is_dir():
+                continue
+            pid = p.name[len(prefixes[0]):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False where unsupported."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if os.name == "posix" else None
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path):
+    """Exclusive ``flock`` on ``directory`` (serialises the swap of concurrent exports into one folder)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory below ``root`` so the swap never exposes unwritten data after a crash."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in [*filenames, "."]:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                continue
+            with contextlib.suppress(OSError):
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _disk_full(exc: BaseException, directory: Path) -> int | None:
+    """Free bytes on ``directory``'s file system if ``exc`` looks caused by a full disk, else None."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return None
+    free = _free_bytes(directory)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return free if free is not None else 0
+    return free if free is not None and free < DISK_FULL_BYTES else None
 
 
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike):
     """Yield a temporary directory beside ``final``; on success it replaces ``final`` as a whole.
 
-    On any exception the temporary directory is removed and ``final`` is untouched. The swap is two renames
-    (old -> hidden backup, new -> final), so a kill between them leaves no artifact at ``final``, never a
-    partial one.
+    * Stale temp directories of killed exports into the same ``final`` are removed first (:func:`clean_stale`).
+    * On success the files are fsync'ed, then, under an exclusive lock on the parent folder, the temp directory
+      is swapped with ``final`` by ``renameat2(RENAME_EXCHANGE)`` (Linux), so ``final`` is at every instant the
+      old whole artifact or the new one. Where that call is unsupported the swap is two renames (old -> hidden
+      backup, new -> final): a kill between them leaves no artifact at ``final``, never a partial one.
+    * Two exports into one ``final`` at once both succeed; the one that swaps last wins, whole.
+    * On any exception the temporary directory is removed and ``final`` is untouched.
+
+    Raises:
+        ArtifactError: the write failed on a full disk (``ENOSPC``/``EDQUOT``, or under 1 MiB left on the file
+            system), with the original error appended; other exceptions pass through unchanged.
     """
     final = Path(final).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    clean_stale(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        backup = None
-        if final.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.replace(final, backup / "a")
-        os.replace(tmp, final)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
+        _fsync_tree(tmp)
+        old = None
+        with _dir_lock(final.parent):
+            if final.exists() or final.is_symlink():
+                if _exchange(tmp, final):
+                    old = tmp  # now holds the previous artifact
+                else:
+                    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=final.parent))
+                    os.replace(final, old / "a")
+                    os.replace(tmp, final)
+            else:
+                os.replace(tmp, final)
+            _fsync_tree_dir(final.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
+        free = _disk_full(e, final.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if free is not None:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"cannot write {final}: no space left on device ({free} bytes free); nothing was "
+                                f"written [{msg[:200]}]") from None
         raise
+
+
+def _fsync_tree_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

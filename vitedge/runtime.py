@@ -29,12 +29,22 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify
 
 
 def check_input(art: Artifact, x: np.ndarray) -> None:
-    """Raise UsageError unless ``x`` is a float32 array whose shape fits the artifact's input spec (-1 = any)."""
+    """Raise UsageError unless ``x`` is a float32 array whose shape fits the artifact's input spec (-1 = any)
+    and whose values are all finite (a NaN or Inf input is refused rather than timed or compared)."""
     spec = art.manifest["inputs"][0]
-    if x.dtype != np.dtype(spec["dtype"]):
+    if not isinstance(x, np.ndarray):
+        raise UsageError(f"input must be a numpy array, got {type(x).__name__}")
+    try:
+        want_dtype = np.dtype(spec["dtype"])
+    except TypeError:
+        raise ArtifactError(f"{art.path}: manifest input dtype {spec['dtype']!r} is not a numpy dtype") from None
+    if x.dtype != want_dtype:
         raise UsageError(f"input dtype {x.dtype} does not match the artifact's {spec['dtype']}")
     want = spec["shape"]
     if x.ndim != len(want) or any(w not in (-1, g) for w, g in zip(want, x.shape)):
         shown = ["B" if w == -1 else str(w) for w in want]
         raise UsageError(f"input shape {tuple(x.shape)} does not fit the artifact's input ({', '.join(shown)}); "
                          f"this artifact was exported for {want[-2]}x{want[-1]} images")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int(x.size - np.isfinite(x).sum())
+        raise UsageError(f"input holds {bad} NaN/Inf value(s) of {x.size}; refusing to run the artifact on it")

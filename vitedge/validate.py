@@ -59,9 +59,11 @@ def compare(ref: np.ndarray, out: np.ndarray) -> dict:
             "top5_agreement": float((top_r == top_o).all(1).mean()), "samples": int(len(ref))}
 
 
-def _run_pairs(eager, runner, x: "torch.Tensor", fixed: int):
-    """Eager and artifact first outputs over ``x`` in chunks (padded to a fixed batch if the artifact has one)."""
+def _run_pairs(eager, runner, x: "torch.Tensor", fixed: int, art=None):
+    """Eager and artifact first outputs over ``x`` in chunks (padded to a fixed batch if the artifact has one).
+    With ``art``, each chunk is checked against its input spec first (shape, dtype, finite values)."""
     import torch
+    from .runtime import check_input
     refs, outs = [], []
     step = fixed if fixed > 0 else 64
     for i in range(0, len(x), step):
@@ -73,7 +75,10 @@ def _run_pairs(eager, runner, x: "torch.Tensor", fixed: int):
             r = eager(xb)
         r = r[0] if isinstance(r, (tuple, list)) else r
         refs.append(r.numpy()[:n])
-        outs.append(runner.run(np.ascontiguousarray(xb.numpy()))[0][:n])
+        xa = np.ascontiguousarray(xb.numpy())
+        if art is not None:
+            check_input(art, xa)
+        outs.append(runner.run(xa)[0][:n])
     return np.concatenate(refs), np.concatenate(outs)
 
 
@@ -102,7 +107,7 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
     from .runtime import open_artifact
 
     art, runner = open_artifact(path, threads=threads, verify=verify)
-    eager = model.eval() if model is not None else build_model(art.manifest["model"])
+    eager = model.eval() if model is not None else build_model(art.manifest.get("model") or {})
     pre = art.manifest["preprocessing"]
     fixed = art.manifest["inputs"][0]["shape"][0]
     precision = art.manifest.get("precision", "fp32")
@@ -115,7 +120,7 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
             raise UsageError(f"unknown dataset {dataset!r} (known: digits)")
         _, test_idx = digits_split(int((art.manifest["model"].get("training") or {}).get("split_seed", 0)))
         x, y = digits_batch(test_idx, pre)
-        ref, out = _run_pairs(eager, runner, x, fixed)
+        ref, out = _run_pairs(eager, runner, x, fixed, art)
         metrics = compare(ref, out)
         y = y.numpy()
         metrics["top1"] = float((out.argmax(1) == y).mean())
@@ -126,10 +131,14 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
         tol = {k: v for k, v in tolerance_for(precision, tolerance).items() if k == "max_drop_points"}
     else:
         paths = image_paths(images) if images else bundled_photo_paths()
-        ref, out = _run_pairs(eager, runner, load_batch(paths, pre), fixed)
+        ref, out = _run_pairs(eager, runner, load_batch(paths, pre), fixed, art)
         metrics = compare(ref, out)
         result["images"] = [str(p) for p in paths]
         tol = {k: v for k, v in tolerance_for(precision, tolerance).items() if k != "max_drop_points"}
     failures = check_tolerance(metrics, tol)
+    for name, a in (("artifact", out), ("eager reference", ref)):  # NaN/Inf outputs fail, named as such
+        bad = int(np.size(a) - np.isfinite(a).sum())
+        if bad:
+            failures.append(f"{name} output holds {bad} NaN/Inf value(s)")
     metrics.pop("max_drop_points", None)
     return {**result, "metrics": metrics, "tolerance": tol, "failures": failures, "passed": not failures}

@@ -85,7 +85,10 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
 class OnnxRuntimeRunner:
     """Runs an ONNX file with ONNX Runtime's CPU execution provider."""
 
-    def __init__(self, path: Path, threads: int | None = None, session_config: dict | None = None):
+    def __init__(self, path: Path, threads: int | None = None, session_config: dict | None = None,
+                 external_data: list[str] | None = None):
+        """``external_data``: the file's external-data locations if already checked by
+        :func:`vitedge.safety.check_onnx_external_data`; None checks them here (ArtifactError if unsafe)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -96,6 +99,10 @@ class OnnxRuntimeRunner:
         so.inter_op_num_threads = 1
         for key, value in (session_config or {}).items():  # stored with the artifact by its quantization recipe
             so.add_session_config_entry(str(key), str(value))
+        if external_data is None:  # no location outside the folder: checked before ORT opens the file
+            from ..safety import check_onnx_external_data
+            external_data = check_onnx_external_data(path)
+        self.external_data = external_data
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types with long messages
@@ -112,4 +119,12 @@ def load(artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
     """Open the artifact's ONNX file in ONNX Runtime with the session config its manifest records.
     Raises ArtifactError / RuntimeMissingError."""
     quant = artifact.manifest.get("quantization") or {}
-    return OnnxRuntimeRunner(artifact.file, threads, quant.get("session_config"))
+    from ..safety import check_onnx_external_data
+    locations = check_onnx_external_data(artifact.file)  # before ONNX Runtime opens anything
+    files = artifact.manifest.get("files") or {}  # empty only for the export driver's own parity run
+    base = Path(artifact.manifest["artifact"]).parent
+    unlisted = [loc for loc in locations if files and (base / loc).as_posix() not in files]
+    if unlisted:  # its bytes would reach the runtime without a SHA-256 check
+        raise ArtifactError(f"ONNX file {artifact.file} reads external data {unlisted[0]!r}, which its manifest "
+                            "does not list")
+    return OnnxRuntimeRunner(artifact.file, threads, quant.get("session_config"), locations)

@@ -61,6 +61,8 @@ class TorchScriptRunner:
     def __init__(self, path: Path, threads: int | None = None):
         if threads:
             torch.set_num_threads(threads)
+        from ..safety import safe_zip_members
+        safe_zip_members(path)  # a TorchScript file is a zip: no escaping names or bomb before libtorch reads it
         ctx = _quiet()
         try:
             self.module = torch.jit.load(str(path), map_location="cpu").eval()
