@@ -132,6 +132,23 @@ def test_check_graph_rejects_custom_domain_opset_and_zero_points():
         trt_target.check_graph(onnx_model(dq, [], [yf], inits))
 
 
+def test_check_graph_parser_restrictions():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1])
+    reduce = helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="rm")
+    with pytest.raises(trt_target.GraphCheckError, match="ReduceMean rm computes at run time"):
+        trt_target.check_graph(onnx_model(reduce, [x, axes], [y]))  # axes fed at run time
+    const_axes = [numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    assert trt_target.check_graph(onnx_model(reduce, [x], [y], const_axes))["ops"] == {"ReduceMean": 1}
+    k = [numpy_helper.from_array(np.array([2], np.int64), "k")]
+    outs = [helper.make_tensor_value_info("v", TensorProto.FLOAT, [2, 2]),
+            helper.make_tensor_value_info("i", TensorProto.INT64, [2, 2])]
+    topk = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="tk", sorted=0)
+    with pytest.raises(trt_target.GraphCheckError, match="TopK tk with sorted=0"):
+        trt_target.check_graph(onnx_model(topk, [x], outs, k))
+
+
 def test_check_graph_rejects_shape_errors():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])  # contradicts what Relu gives

@@ -82,10 +82,13 @@ Where Xor
 """.split())
 # Quantized types TensorRT's Q/DQ accept (same document: "INT8, FP8, FP4, INT4"; UINT8 only as network I/O).
 _QUANT_TYPES = frozenset({3, 17, 22})  # onnx.TensorProto.INT8, FLOAT8E4M3FN, INT4
-# Inputs the parser needs as build-time constants (same document's "Restrictions" column).
+# Inputs the parser needs as initializers / build-time constants (same document's "Restrictions" column at 10.15:
+# Reduce* `axes`, CumSum `axis`). Squeeze/Unsqueeze `axes` need only be "resolvable to a constant" and TopK's `K`
+# may be computed (e.g. from Shape), so those are left to the parser.
 _CONST_INPUTS = {**{op: 1 for op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
                                      "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")},
-                 "Squeeze": 1, "Unsqueeze": 1, "CumSum": 1, "TopK": 1}
+                 "CumSum": 1}
+TOPK_MAX_K = 3840  # "`K` input must be less than 3840" (TopK row)
 
 
 class GraphCheckError(ExportError):
@@ -126,8 +129,8 @@ def check_graph(path_or_model, *, supported: frozenset[str] = SUPPORTED_OPS,
     node uses a custom domain (e.g. ``com.microsoft`` contrib ops); every op type is in ``supported``
     (:data:`SUPPORTED_OPS`, from onnx-tensorrt's docs/operators.md); QuantizeLinear/DequantizeLinear zero points
     are constant zeros (the parser's restriction: symmetric quantization only) of a type TensorRT quantizes to
-    (int8, fp8, int4: no int32 biases); and inputs the parser needs as
-    constants (Reduce* ``axes``, Squeeze/Unsqueeze ``axes``, TopK ``K``, CumSum ``axis``) are constants.
+    (int8, fp8, int4: no int32 biases); inputs the parser needs as constants (Reduce* ``axes``, CumSum
+    ``axis``) are constants; TopK is sorted, with K below 3840 where K is constant.
 
     Args:
         path_or_model: an ``.onnx`` path or an ``onnx.ModelProto``.
@@ -167,9 +170,16 @@ def check_graph(path_or_model, *, supported: frozenset[str] = SUPPORTED_OPS,
                 bad_zero.append(n.name or n.output[0])
             elif init_values[zp].data_type not in _QUANT_TYPES:
                 bad_type.add(onnx.helper.tensor_dtype_to_np_dtype(init_values[zp].data_type).name)
+        if n.op_type == "TopK":
+            if any(a.name == "sorted" and a.i == 0 for a in n.attribute):
+                not_const.append(f"TopK {n.name or n.output[0]} with sorted=0 (TensorRT needs sorted=1)")
+            k = init_values.get(n.input[1]) if len(n.input) > 1 else None
+            if k is not None and int(onnx.numpy_helper.to_array(k).max()) >= TOPK_MAX_K:
+                not_const.append(f"TopK {n.name or n.output[0]} with K >= {TOPK_MAX_K}")
         idx = _CONST_INPUTS.get(n.op_type)
         if idx is not None and len(n.input) > idx and n.input[idx] and n.input[idx] not in consts:
-            not_const.append(f"{n.op_type} {n.name or n.output[0]}")
+            not_const.append(f"{n.op_type} {n.name or n.output[0]} computes at run time an input TensorRT needs "
+                             f"as an initializer")
     if custom:
         raise GraphCheckError(f"the graph uses custom-domain ops TensorRT's ONNX parser does not know: "
                               f"{', '.join(sorted(custom))}")
@@ -183,8 +193,7 @@ def check_graph(path_or_model, *, supported: frozenset[str] = SUPPORTED_OPS,
         raise GraphCheckError(f"Q/DQ nodes quantize to {', '.join(sorted(bad_type))}; TensorRT's QuantizeLinear/"
                               f"DequantizeLinear take int8 (or fp8/int4) only (e.g. keep biases float, not int32)")
     if not_const:
-        raise GraphCheckError(f"inputs TensorRT needs as build-time constants are computed at run time: "
-                              f"{', '.join(not_const[:3])}")
+        raise GraphCheckError(f"the graph breaks TensorRT's ONNX parser restrictions: {', '.join(not_const[:3])}")
     return {"opset": opset, "ops": dict(sorted(ops.items())), "source": SUPPORTED_OPS_SOURCE}
 
 
