@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from test_families import SMALL
-from vitedge.cli import main
-from vitedge.data import make_preprocessing
-from vitedge.errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
-from vitedge.export import export
-from vitedge.manifest import read_manifest
-from vitedge.models.zoo import FAMILIES, family_class
-from vitedge.targets import coreml
+pytest.importorskip("coremltools", reason="coremltools is not installed (pip install coremltools==9.0)")
+
+from test_families import SMALL  # noqa: E402
+from vitedge.cli import main  # noqa: E402
+from vitedge.data import make_preprocessing  # noqa: E402
+from vitedge.errors import ArtifactError, ExportError, RuntimeMissingError, UsageError  # noqa: E402
+from vitedge.export import export  # noqa: E402
+from vitedge.manifest import read_manifest  # noqa: E402
+from vitedge.models.zoo import FAMILIES, family_class  # noqa: E402
+from vitedge.targets import coreml  # noqa: E402
 
 ct = coreml._ct()
 NOT_MAC = sys.platform != "darwin"
@@ -110,7 +112,8 @@ def test_image_input_carries_the_normalisation(tmp_path, photo_batch):
     # the wrapper that puts the per-channel part in the graph gives the model's logits on real photos
     x = photo_batch(size, 3)
     wrapped = coreml.PerChannelNormalize(model, mean.tolist(), std.tolist())
-    pix = x * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) + torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    as_t = lambda v: torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)  # noqa: E731
+    pix = x * as_t(std) + as_t(mean)
     with torch.no_grad():
         torch.testing.assert_close(wrapped(pix), model(x), atol=1e-4, rtol=1e-4)
 
@@ -137,7 +140,8 @@ def test_wrong_normalisation_is_caught():
     assert len(problems) == 1 and "pixel -> input map" in problems[0]
 
 
-@pytest.mark.parametrize("precision,weights,op", [("fp32", None, None), ("int8", "linear", "constexpr_affine_dequantize"),
+@pytest.mark.parametrize("precision,weights,op", [("fp32", None, None),
+                                                   ("int8", "linear", "constexpr_affine_dequantize"),
                                                    ("int8", "palettize4", "constexpr_lut_to_dense")])
 def test_precisions(tmp_path, precision, weights, op):
     # dim 64: every qkv / out / mlp weight has > 2048 elements, the size coremltools starts compressing at

@@ -77,13 +77,14 @@ def quiet():
     """Silence coremltools' import- and conversion-time noise (untested-torch and missing-libcoremlpython log
     lines, scikit-learn version notice, tqdm progress bars, warnings) for the duration of the block."""
     buf = io.StringIO()
+    before = logging.root.manager.disable
     with warnings.catch_warnings(), contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
         warnings.simplefilter("ignore")
         logging.disable(logging.CRITICAL)
         try:
             yield
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(before)
 
 
 def _ct():
@@ -210,7 +211,8 @@ def _compress(mlmodel, weights: str):
         op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                          weight_threshold=WEIGHT_THRESHOLD)
         return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op)), {
-            "weights": "int8 linear symmetric per-channel", "api": "coremltools.optimize.coreml.linear_quantize_weights"}
+            "weights": "int8 linear symmetric per-channel",
+            "api": "coremltools.optimize.coreml.linear_quantize_weights"}
     nbits = int(weights.removeprefix("palettize"))
     op = cto.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD)
     return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op)), {
@@ -297,7 +299,8 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     batch = {"fixed": f"fixed {int(example.shape[0])}", "one": "one sample per prediction (batch prediction API)",
              "range": f"flexible (RangeDim 1..{MAX_BATCH})",
              "enumerated": f"enumerated {list(ENUMERATED_BATCHES)}"}[mode]
-    expect = {"input": o["input"], "precision": precision, "preprocessing": pre, "output_names": out_names, "labels": labels,
+    expect = {"input": o["input"], "precision": precision, "preprocessing": pre, "output_names": out_names,
+              "labels": labels,
               "normalization": norm, "deployment_target": o["deployment_target"], "compressed": compression,
               "batch_mode": mode}
     info = inspect(directory / FILENAME)
@@ -328,8 +331,8 @@ def _const_value(var):
 
 
 def _input_affine(x, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Compose the chain of constant ``mul``/``add``/``sub``/``batch_norm`` (and ``cast``) ops that starts at image input ``x``
-    into one per-channel map ``a[c] * pixel + b[c]``: what the program does to an 8-bit pixel before the first
+    """Compose the chain of constant ``mul``/``add``/``sub``/``batch_norm`` (and ``cast``) ops that starts at
+    image input ``x`` into one per-channel map ``a[c] * pixel + b[c]``: what the program does to an 8-bit pixel before the first
     op that is not such an affine step (ImageType scale/bias plus any in-graph per-channel normalisation)."""
     a, b, v = np.ones(channels), np.zeros(channels), x
     while len(v.child_ops) == 1:
