@@ -126,7 +126,8 @@ def test_check_graph_rejects_custom_domain_opset_and_zero_points():
     # ONNX Runtime's default int32 bias quantization: a DequantizeLinear TensorRT cannot take
     dq = helper.make_node("DequantizeLinear", ["b", "s", "bz"], ["y"])
     inits = [numpy_helper.from_array(np.array([5, -3, 2, 0], np.int32), "b"),
-             numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int32), "bz")]
+             numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int32), "bz")]
     yf = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
     with pytest.raises(trt_target.GraphCheckError, match="quantize to int32"):
         trt_target.check_graph(onnx_model(dq, [], [yf], inits))
@@ -356,7 +357,8 @@ def test_cli_export_with_tensorrt_exit_0(tmp_path):
     assert main(["export", "deit_tiny", "--target", "trt", "--image-size", "32", "32", "--batch", "1:2:8",
                  "-o", str(out)]) == 0
     assert main(["validate", str(out)]) == 0
-    assert main(["bench", str(out), "--iters", "3", "--warmup", "1", "--batch", "8", "--json", str(tmp_path / "b.json")]) == 0
+    assert main(["bench", str(out), "--iters", "3", "--warmup", "1", "--batch", "8",
+                 "--json", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["device"].startswith("cuda:")
 
 

@@ -112,7 +112,8 @@ def runs_here() -> str | None:
     if _import_tensorrt() is None:
         return f"TensorRT is not installed ({INSTALL_HINT})"
     if not torch.cuda.is_available():
-        build = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "torch.cuda.is_available() is False"
+        build = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
+                 else "torch.cuda.is_available() is False")
         return f"no CUDA GPU is visible ({build}); TensorRT engines run on NVIDIA GPUs only"
     return None
 
@@ -376,7 +377,8 @@ class TensorRTRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if n not in self.inputs]
-        self.outputs = [n for n in (output_names or []) if n in outs] + [n for n in outs if n not in (output_names or [])]
+        named = [n for n in (output_names or []) if n in outs]
+        self.outputs = named + [n for n in outs if n not in named]
         if len(self.inputs) != 1:
             raise ArtifactError(f"{engine_path} has {len(self.inputs)} inputs; vitedge engines have one")
         self.dtypes = {n: _TORCH_DTYPES[np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))).name] for n in names}
@@ -462,8 +464,8 @@ def _onnx_parity(model: nn.Module, onnx_path: Path, session_config: dict, photos
         out[f"batch_{b}"] = m
         fails = check_tolerance(m, tol)
         if fails:
-            raise ExportError(f"the {precision} ONNX graph for TensorRT differs from eager at batch {b} in ONNX Runtime "
-                              f"({'; '.join(fails)}); not written")
+            raise ExportError(f"the {precision} ONNX graph for TensorRT differs from eager at batch {b} in ONNX "
+                              f"Runtime ({'; '.join(fails)}); not written")
     return out
 
 
@@ -541,7 +543,8 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     else:
         trt_info.update(engine_missing=missing, tensorrt_version=None, gpu=None, compute_capability=None)
         artifact = ONNX_FILE
-    export_info = dict(info["export"], nodes_resorted_topologically=resorted, graph_check="TensorRT ONNX parser ops + onnx.checker(full_check) + strict "
-                                                   "shape inference: passed")
+    export_info = dict(info["export"], nodes_resorted_topologically=resorted,
+                       graph_check="TensorRT ONNX parser ops + onnx.checker(full_check) + strict shape inference: "
+                                   "passed")
     return {"artifact": artifact, "backend": "tensorrt", "opset": info["opset"], "export": export_info,
             "quantization": info.get("quantization"), "parity_batches": batches, "manifest": {"tensorrt": trt_info}}
