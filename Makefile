@@ -11,7 +11,7 @@ BUILD := build/cpp
 APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev
 JOBS ?= 2
 
-.PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64
+.PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64 cpp-sanitize
 
 setup: $(STAMP) cpp
 
@@ -45,6 +45,18 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# The C++ runner's tests under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build (build/cpp-asan).
+# Our code is instrumented, libtorch is not; LeakSanitizer is off (libtorch keeps allocations alive at exit).
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+cpp-sanitize: sysdeps $(STAMP)
+	cmake -S . -B build/cpp-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="$(SAN)" -DCMAKE_C_FLAGS="$(SAN)" \
+	  -DCMAKE_EXE_LINKER_FLAGS="$(SAN)" -DCMAKE_SHARED_LINKER_FLAGS="$(SAN)" \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+	  -DVITEDGE_PYTHON="$(CURDIR)/$(PY)" >/dev/null
+	cmake --build build/cpp-asan -j$(JOBS) --target vitedge_unit_tests vitedge-bench classify vitedge_threads_test vitedge_c_api_test
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir build/cpp-asan --output-on-failure -R '^cpp_(unit|bad_inputs|threads|c_api_c)$$'
 
 # Cross-build the C++ runner for aarch64 Linux and check it under qemu-aarch64 (accuracy, not speed):
 # unit tests + top-1 on the bundled photos vs x86; writes benchmarks/results/arm64_qemu.json.

@@ -3,6 +3,7 @@
 // Thread safety: the loader's model container hands each run() a free model instance and makes concurrent
 // callers wait for one (one instance here), so run() may be called from several threads; the runs are serialized.
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/version.h>  // TORCH_VERSION_MAJOR/MINOR: device_of_package
 
 #include <chrono>
 #include <memory>
@@ -81,7 +82,14 @@ class AOTInductorBackend final : public Backend {
  private:
   // "cpu" or "cuda": the device the package's model library was compiled for (package metadata).
   static std::string device_of_package(const std::string& path) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13)
     const auto meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+#else
+    // Older libtorch (checked: 2.9.1, the newest CPU-only aarch64 wheel, used by scripts/arm64_qemu.sh) has no
+    // static metadata reader: read it through a loader on the default device (a package compiled for another
+    // device fails here with libtorch's own message).
+    const auto meta = torch::inductor::AOTIModelPackageLoader(path, "model").get_metadata();
+#endif
     const auto it = meta.find("AOTI_DEVICE_KEY");
     if (it == meta.end()) throw Error("the package metadata names no device (AOTI_DEVICE_KEY)");
     return it->second;

@@ -8,8 +8,6 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #include <stb/stb_image.h>
-#define STB_IMAGE_RESIZE_IMPLEMENTATION
-#include <stb/stb_image_resize.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -29,6 +27,103 @@ namespace vitedge {
 namespace {
 
 using Pixels = std::unique_ptr<stbi_uc, void (*)(void*)>;
+
+// ---- Pillow-compatible bilinear resize ----------------------------------------------------------------
+// Python preprocesses with PIL's Image.resize(..., BILINEAR); to give the same uint8 pixels this follows
+// Pillow's libImaging/Resample.c (precompute_coeffs, normalize_coeffs_8bpc, ImagingResampleHorizontal/
+// Vertical_8bpc): a triangle filter whose support widens with the downscale factor (antialiasing), weights
+// normalised per output pixel then rounded to 22-bit fixed point, a horizontal pass to uint8 then a vertical one.
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+struct Coeffs {
+  int ksize = 0;
+  std::vector<int> bounds;  // per output index: first input index, count
+  std::vector<int> k;       // ksize fixed-point weights per output index
+};
+
+Coeffs pil_coeffs(int in_size, int out_size) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = scale < 1.0 ? 1.0 : scale;
+  const double support = 1.0 * filterscale;  // bilinear support 1
+  Coeffs c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.bounds.assign(static_cast<size_t>(out_size) * 2, 0);
+  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  std::vector<double> w(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale, ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0.0;
+    std::fill(w.begin(), w.end(), 0.0);
+    for (int x = 0; x < xmax; ++x) {
+      double t = (x + xmin - center + 0.5) * ss;
+      if (t < 0.0) t = -t;
+      w[x] = t < 1.0 ? 1.0 - t : 0.0;
+      ww += w[x];
+    }
+    for (int x = 0; x < xmax; ++x)
+      if (ww != 0.0) w[x] /= ww;
+    for (int x = 0; x < c.ksize; ++x) {
+      const double v = w[x] * (1 << kPrecisionBits);
+      c.k[static_cast<size_t>(xx) * c.ksize + x] = static_cast<int>(v < 0 ? -0.5 + v : 0.5 + v);
+    }
+    c.bounds[xx * 2] = xmin;
+    c.bounds[xx * 2 + 1] = xmax;
+  }
+  return c;
+}
+
+inline uint8_t clip8(int v) {
+  if (v >= (1 << kPrecisionBits << 8)) return 255;
+  if (v <= 0) return 0;
+  return static_cast<uint8_t>(v >> kPrecisionBits);
+}
+
+// rgb: h x w x 3 -> out: oh x ow x 3, as PIL's im.resize((ow, oh), Image.BILINEAR) on an RGB image.
+void pil_resize_bilinear(const stbi_uc* rgb, int w, int h, stbi_uc* out, int ow, int oh) {
+  const Coeffs ch = pil_coeffs(w, ow), cv = pil_coeffs(h, oh);
+  const bool need_h = ow != w, need_v = oh != h;
+  // Horizontal pass over the rows the vertical pass reads (all of them when it is skipped).
+  const int y_first = need_v ? cv.bounds[0] : 0;
+  const int y_last = need_v ? cv.bounds[oh * 2 - 2] + cv.bounds[oh * 2 - 1] : h;
+  std::vector<stbi_uc> tmp;
+  const stbi_uc* src = rgb;
+  int src_w = w, row0 = 0;
+  if (need_h) {
+    tmp.resize(static_cast<size_t>(y_last - y_first) * ow * 3);
+    for (int y = y_first; y < y_last; ++y)
+      for (int xx = 0; xx < ow; ++xx) {
+        const int xmin = ch.bounds[xx * 2], xmax = ch.bounds[xx * 2 + 1];
+        const int* k = &ch.k[static_cast<size_t>(xx) * ch.ksize];
+        for (int c = 0; c < 3; ++c) {
+          int ss = 1 << (kPrecisionBits - 1);
+          for (int x = 0; x < xmax; ++x) ss += rgb[(static_cast<size_t>(y) * w + x + xmin) * 3 + c] * k[x];
+          tmp[(static_cast<size_t>(y - y_first) * ow + xx) * 3 + c] = clip8(ss);
+        }
+      }
+    src = tmp.data();
+    src_w = ow;
+    row0 = y_first;
+  }
+  if (!need_v) {
+    std::copy(src, src + static_cast<size_t>(oh) * ow * 3, out);
+    return;
+  }
+  for (int yy = 0; yy < oh; ++yy) {
+    const int ymin = cv.bounds[yy * 2] - row0, ymax = cv.bounds[yy * 2 + 1];
+    const int* k = &cv.k[static_cast<size_t>(yy) * cv.ksize];
+    for (int xx = 0; xx < ow; ++xx)
+      for (int c = 0; c < 3; ++c) {
+        int ss = 1 << (kPrecisionBits - 1);
+        for (int y = 0; y < ymax; ++y) ss += src[(static_cast<size_t>(y + ymin) * src_w + xx) * 3 + c] * k[y];
+        out[(static_cast<size_t>(yy) * ow + xx) * 3 + c] = clip8(ss);
+      }
+  }
+}
 
 [[noreturn]] void decode_failed(const std::string& label) {
   const char* reason = stbi_failure_reason();
@@ -98,11 +193,8 @@ Tensor preprocess(const stbi_uc* rgb, int w, int h, const Preprocessing& p, cons
     rw = static_cast<int>(rw_d);
     rh = static_cast<int>(rh_d);
     resized.resize(static_cast<size_t>(rw) * rh * 3);
-    // Triangle (tent) filter = bilinear; when downscaling it widens to the scale factor (antialiased, as PIL).
-    const int ok = stbir_resize_uint8_generic(rgb, w, h, 0, resized.data(), rw, rh, 0, 3, STBIR_ALPHA_CHANNEL_NONE,
-                                              0, STBIR_EDGE_CLAMP, STBIR_FILTER_TRIANGLE, STBIR_COLORSPACE_LINEAR,
-                                              nullptr);
-    if (!ok) throw Error("cannot resize image " + label);
+    // Triangle (tent) filter = bilinear; when downscaling it widens to the scale factor (antialiased), as PIL.
+    pil_resize_bilinear(rgb, w, h, resized.data(), rw, rh);
     rgb = resized.data();
   }
   const int top = (rh - H) / 2, left = (rw - W) / 2;  // center crop, floor of the half difference
@@ -154,6 +246,16 @@ Tensor load_image(const std::string& path, const Preprocessing& p) {
 
 Tensor load_image_from_memory(const unsigned char* bytes, size_t size, const Preprocessing& p) {
   return decode_and_preprocess(bytes, size, p, "<in memory>");
+}
+
+Tensor preprocess_rgb(const unsigned char* rgb, int width, int height, const Preprocessing& p) {
+  static const std::string label = "<RGB buffer>";
+  if (p.height <= 0 || p.width <= 0) throw Error("preprocessing size must be positive");
+  if (rgb == nullptr) throw Error("preprocess_rgb: no pixel data (null pointer)");
+  if (width <= 0 || height <= 0)
+    throw Error("preprocess_rgb: image size must be positive, got " + std::to_string(width) + "x" + std::to_string(height));
+  check_decoded_size(width, height, label);
+  return preprocess(rgb, width, height, p, label);
 }
 
 }  // namespace vitedge

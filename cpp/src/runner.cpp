@@ -52,34 +52,151 @@ int64_t Tensor::numel() const {
   return n;
 }
 
-Runner::Runner(std::string dir, Manifest manifest, std::unique_ptr<Backend> backend)
-    : dir_(std::move(dir)), manifest_(std::move(manifest)), backend_(std::move(backend)) {}
+namespace {
+
+// ---- backend dispatch ---------------------------------------------------------------------------------
+// One row per manifest (target, backend). A backend not compiled in has no factory but says how to get it.
+// To add a backend: declare make_<x>_backend(path, options) in backend.h and add one row here, under
+// #ifdef VITEDGE_WITH_<X> (the #else row keeps the error message telling users how to rebuild).
+struct BackendRow {
+  const char* target;
+  const char* backend;
+  BackendFactory make;       // nullptr: not built into this runner
+  const char* rebuild_hint;  // when make is nullptr
+};
+
+const std::vector<BackendRow>& backend_table() {
+  static const std::vector<BackendRow> rows = {
+      {"torchscript", "libtorch", &make_torchscript_backend, ""},
+      {"aotinductor", "libtorch", &make_aotinductor_backend, ""},
+#ifdef VITEDGE_WITH_ONNXRUNTIME
+      {"onnx", "onnxruntime", &make_onnxruntime_backend, ""},
+#else
+      {"onnx", "onnxruntime", nullptr, "-DVITEDGE_WITH_ONNXRUNTIME=ON (needs the onnxruntime wheel's libonnxruntime.so)"},
+#endif
+#ifdef VITEDGE_WITH_EXECUTORCH
+      {"executorch", "executorch", &make_executorch_backend, ""},
+#else
+      {"executorch", "executorch", nullptr, "-DVITEDGE_WITH_EXECUTORCH=ON (needs the executorch wheel's C++ libraries)"},
+#endif
+#ifdef VITEDGE_WITH_TENSORRT
+      {"trt", "tensorrt", &make_tensorrt_backend, ""},
+#else
+      {"trt", "tensorrt", nullptr, "-DVITEDGE_WITH_TENSORRT=ON (needs TensorRT and a CUDA GPU)"},
+#endif
+  };
+  return rows;
+}
+
+std::string built_list() {
+  std::string s;
+  for (const auto& r : backend_table())
+    if (r.make) s += std::string(s.empty() ? "" : ", ") + r.backend + " (target " + r.target + ")";
+  return s;
+}
+
+const BackendRow& pick_backend(const Manifest& m) {
+  for (const auto& r : backend_table()) {
+    if (m.target != r.target) continue;
+    if (m.backend != r.backend)
+      throw Error("manifest names target '" + m.target + "' with backend '" + m.backend + "'; this runner runs '" +
+                  m.target + "' artifacts with backend '" + r.backend + "'");
+    if (!r.make)
+      throw Error("backend '" + m.backend + "' (target '" + m.target + "') is not built: this runner was built "
+                  "without the " + m.backend + " backend; rebuild with " + r.rebuild_hint);
+    return r;
+  }
+  throw Error("backend '" + m.backend + "' (target '" + m.target + "') is not known to this vitedge runner; "
+              "built backends: " + built_list());
+}
+
+void check_device(const std::string& device) {
+  bool ok = device == "cpu" || device == "cuda";
+  if (!ok && device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.size() <= 8) {
+    ok = true;
+    for (size_t i = 5; i < device.size(); ++i) ok = ok && device[i] >= '0' && device[i] <= '9';
+  }
+  if (!ok) throw Error("device must be \"cpu\", \"cuda\" or \"cuda:N\", got '" + device + "'");
+}
+
+// A batch-1 zero input of the manifest's input shape (dynamic H, W from the preprocessing size), for warm-up.
+Tensor warmup_input(const Manifest& m) {
+  Tensor t;
+  t.shape = m.inputs.front().shape;
+  for (size_t i = 0; i < t.shape.size(); ++i) {
+    if (t.shape[i] >= 0) continue;
+    if (i == 0) t.shape[i] = 1;
+    else if (m.preprocessing && t.shape.size() == 4 && i >= 2) t.shape[i] = i == 2 ? m.preprocessing->height : m.preprocessing->width;
+    else throw Error("options.warmup needs a size for input dimension " + std::to_string(i) + ", which is dynamic");
+  }
+  t.data.assign(static_cast<size_t>(t.numel()), 0.0f);
+  return t;
+}
+
+}  // namespace
+
+std::vector<BackendInfo> backends() {
+  std::vector<BackendInfo> out;
+  for (const auto& r : backend_table()) out.push_back({r.target, r.backend, r.make != nullptr, r.rebuild_hint});
+  return out;
+}
+
+const Tensor& output(const std::vector<Tensor>& outputs, const std::string& name) {
+  std::string names;
+  for (const Tensor& t : outputs) {
+    if (t.name == name) return t;
+    names += (names.empty() ? "" : ", ") + t.name;
+  }
+  throw Error("no output named '" + name + "'; outputs: " + (names.empty() ? "(none)" : names));
+}
+
+Runner::Runner(std::string dir, Manifest manifest, Options options, std::unique_ptr<Backend> backend)
+    : dir_(std::move(dir)), manifest_(std::move(manifest)), options_(std::move(options)), backend_(std::move(backend)) {}
 
 Runner::~Runner() = default;
+
+std::string Runner::runtime() const {
+  const std::string r = backend_->runtime();
+  return r.empty() ? manifest_.backend : r;
+}
+
+Tensor Runner::load_image(const std::string& path) const {
+  if (!manifest_.preprocessing)
+    throw Error("the manifest of " + dir_ + " has no preprocessing block; preprocess the image yourself");
+  return vitedge::load_image(path, *manifest_.preprocessing);
+}
 
 std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Options& options) {
   std::error_code ec;
   if (!fs::is_directory(artifact_dir, ec))
     throw Error("artifact directory '" + artifact_dir + "' does not exist or is not a directory");
   if (options.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(options.threads));
+  if (options.warmup < 0) throw Error("warmup must be >= 0, got " + std::to_string(options.warmup));
+  check_device(options.device);
   Manifest m = read_manifest(artifact_dir);
-  if (m.backend != "libtorch")
-    throw Error("backend '" + m.backend + "' (target '" + m.target +
-                "') is not built into this vitedge runner; built backends: libtorch (target torchscript)");
-  if (m.target != "torchscript")
-    throw Error("target '" + m.target + "' of backend libtorch is not supported by this vitedge runner; "
-                "supported: torchscript");
+  const BackendRow& row = pick_backend(m);
   // parse_manifest has already refused file names that leave the artifact directory.
   if (options.verify) verify_artifact_files(artifact_dir, m);  // sizes + SHA-256, names the mismatching file
   check_file(artifact_dir, m.artifact, -1);
   const auto& in = m.inputs.front();
   if (in.dtype != "float32")
     throw Error("input '" + in.name + "' has dtype " + in.dtype + "; this runner feeds float32 only");
-  auto backend = make_torchscript_backend((fs::path(artifact_dir) / m.artifact).string(), options);
-  return std::unique_ptr<Runner>(new Runner(artifact_dir, std::move(m), std::move(backend)));
+  const std::string model_path = (fs::path(artifact_dir) / m.artifact).string();
+  auto backend = row.make(model_path, options);
+  std::unique_ptr<Runner> runner(new Runner(artifact_dir, std::move(m), options, std::move(backend)));
+  if (options.warmup > 0) {
+    const Tensor x = warmup_input(runner->manifest_);
+    for (int i = 0; i < options.warmup; ++i) runner->run(x);
+  }
+  return runner;
 }
 
-std::vector<Tensor> Runner::run(const Tensor& input) {
+std::vector<double> time_backend_loop(Runner& runner, const Tensor& input, int warmup, int iters) {
+  runner.run(input);  // the Runner's checks once, so the bare loop gets a valid input
+  return runner.backend_->time_native(input, warmup, iters);
+}
+
+std::vector<Tensor> Runner::run(const Tensor& input) const {
   const TensorSpec& spec = manifest_.inputs.front();
   bool ok = input.shape.size() == spec.shape.size();
   for (size_t i = 0; ok && i < spec.shape.size(); ++i)
@@ -95,7 +212,10 @@ std::vector<Tensor> Runner::run(const Tensor& input) {
     if (!std::isfinite(input.data[i]))
       throw Error("input holds a non-finite value (" + std::string(std::isnan(input.data[i]) ? "NaN" : "Inf") +
                   ") at flat index " + std::to_string(i) + "; inputs must be finite float32");
-  return backend_->run(input);
+  std::vector<Tensor> outputs = backend_->run(input);
+  for (size_t i = 0; i < outputs.size(); ++i)
+    outputs[i].name = i < manifest_.outputs.size() ? manifest_.outputs[i].name : "output_" + std::to_string(i);
+  return outputs;
 }
 
 }  // namespace vitedge

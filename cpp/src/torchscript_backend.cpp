@@ -1,12 +1,17 @@
-// TorchScript backend (libtorch). The only translation unit that includes torch headers.
+// TorchScript backend (libtorch): torch::jit::load + Module::forward.
+// Thread safety: Module::forward may be called from several threads at once (the TorchScript interpreter
+// keeps per-call state; the module's frozen weights are only read).
 #include <torch/script.h>
 
-#include <ATen/Parallel.h>
+#include <chrono>
 
 #include "backend.h"
+#include "torch_common.h"
 
 namespace vitedge {
 namespace {
+
+using torch_common::first_line;
 
 void collect(const c10::IValue& v, std::vector<at::Tensor>& out) {
   if (v.isTensor()) {
@@ -22,26 +27,13 @@ void collect(const c10::IValue& v, std::vector<at::Tensor>& out) {
   }
 }
 
-// One line from a libtorch message. Errors raised inside the TorchScript interpreter carry a multi-line
-// traceback whose last line is the actual error ("RuntimeError: shape '[...]' is invalid ..."); others
-// put the message first and a C++ backtrace after it.
-std::string first_line(const char* what) {
-  std::string s = what;
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  if (s.rfind("The following operation failed in the TorchScript interpreter", 0) == 0) {
-    const auto nl = s.rfind('\n');
-    if (nl != std::string::npos) return s.substr(nl + 1);
-  }
-  const auto nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
-}
-
 class TorchScriptBackend final : public Backend {
  public:
-  TorchScriptBackend(const std::string& path, const Options& options) : path_(path) {
+  TorchScriptBackend(const std::string& path, const Options& options)
+      : path_(path), device_(torch_common::torch_device(options)) {
     try {
-      if (options.threads > 0) at::set_num_threads(options.threads);
-      module_ = torch::jit::load(path, torch::kCPU);
+      torch_common::set_threads(options);
+      module_ = torch::jit::load(path, device_);
       module_.eval();
     } catch (const c10::Error& e) {
       throw Error("cannot load TorchScript model " + path + ": " + first_line(e.what_without_backtrace()));
@@ -50,25 +42,15 @@ class TorchScriptBackend final : public Backend {
     }
   }
 
+  std::string runtime() const override { return "libtorch"; }
+
   std::vector<Tensor> run(const Tensor& input) override {
     try {
       c10::InferenceMode guard;
-      // The buffer is only read: exported inference graphs do not modify their input in place.
-      at::Tensor x = torch::from_blob(const_cast<float*>(input.data.data()), input.shape,
-                                      torch::TensorOptions().dtype(torch::kFloat32));
-      c10::IValue result = module_.forward({x});
+      c10::IValue result = module_.forward({torch_common::input_tensor(input, device_)});
       std::vector<at::Tensor> tensors;
       collect(result, tensors);
-      std::vector<Tensor> outputs;
-      outputs.reserve(tensors.size());
-      for (const at::Tensor& t0 : tensors) {
-        at::Tensor t = t0.to(torch::kCPU, torch::kFloat32).contiguous();
-        Tensor o;
-        o.shape.assign(t.sizes().begin(), t.sizes().end());
-        o.data.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
-        outputs.push_back(std::move(o));
-      }
-      return outputs;
+      return torch_common::to_outputs(tensors);
     } catch (const c10::Error& e) {
       throw Error("libtorch failed running " + path_ + ": " + first_line(e.what_without_backtrace()));
     } catch (const Error&) {
@@ -78,8 +60,29 @@ class TorchScriptBackend final : public Backend {
     }
   }
 
+  std::vector<double> time_native(const Tensor& input, int warmup, int iters) override {
+    try {
+      c10::InferenceMode guard;
+      std::vector<c10::IValue> args{torch_common::input_tensor(input, device_)};
+      for (int i = 0; i < warmup; ++i) module_.forward(args);
+      std::vector<double> ms;
+      ms.reserve(iters);
+      for (int i = 0; i < iters; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        c10::IValue out = module_.forward(args);
+        if (device_.is_cuda()) torch::cuda::synchronize();
+        const auto t1 = std::chrono::steady_clock::now();
+        ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+      return ms;
+    } catch (const c10::Error& e) {
+      throw Error("libtorch failed running " + path_ + ": " + first_line(e.what_without_backtrace()));
+    }
+  }
+
  private:
   std::string path_;
+  c10::Device device_;
   torch::jit::Module module_;
 };
 

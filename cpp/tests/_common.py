@@ -46,7 +46,7 @@ def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
 
 
-def check_bench_json(data: dict, where: str) -> None:
+def check_bench_json(data: dict, where: str, runtime: str = "libtorch-cpp") -> None:
     missing = BENCH_KEYS - data.keys()
     extra = data.keys() - BENCH_KEYS
     if missing or extra:
@@ -58,7 +58,7 @@ def check_bench_json(data: dict, where: str) -> None:
     lat = data["latency_ms"]
     if not (0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] and lat["min"] <= lat["mean"] <= lat["max"]):
         raise Failure(f"{where}: inconsistent latency statistics {lat}")
-    if data["runtime"] != "libtorch-cpp" or data["device"] != "cpu":
+    if data["runtime"] != runtime or data["device"] != "cpu":
         raise Failure(f"{where}: runtime/device {data['runtime']}/{data['device']}")
     for k in ("throughput_ips", "peak_rss_mb", "artifact_mb"):
         if not (isinstance(data[k], (int, float)) and data[k] > 0):

@@ -49,7 +49,9 @@ def test(args) -> None:
     garbage = copy_artifact(good, work / "garbage_model", lambda m: m.pop("files"))
     (garbage / "model.pt").write_bytes(b"this is not a TorchScript archive\n" * 10)
     future = copy_artifact(good, work / "schema99", lambda m: m.update(schema_version=99))
-    onnx = copy_artifact(good, work / "onnx_backend", lambda m: m.update(backend="onnxruntime", target="onnx"))
+    trt = copy_artifact(good, work / "trt_backend", lambda m: m.update(backend="tensorrt", target="trt"))
+    unknown = copy_artifact(good, work / "tflite_backend", lambda m: m.update(backend="tflite", target="tflite"))
+    mismatch = copy_artifact(good, work / "ts_onnxruntime", lambda m: m.update(backend="onnxruntime"))
     aoti = copy_artifact(good, work / "aoti_target", lambda m: m.update(target="aotinductor"))
     badjson = copy_artifact(good, work / "bad_json")
     (badjson / "manifest.json").write_text('{"schema_version": 1, "artifact": ')
@@ -96,8 +98,13 @@ def test(args) -> None:
         ("no manifest.json", [no_manifest], 1, "cannot open"),
         ("manifest not JSON", [badjson], 1, "not valid JSON"),
         ("schema_version 99", [future], 1, "schema_version 99"),
-        ("backend onnxruntime", [onnx], 1, "backend 'onnxruntime' (target 'onnx') is not built"),
-        ("target aotinductor", [aoti], 1, "target 'aotinductor'"),
+        ("backend tensorrt (not built here)", [trt], 1,
+         "backend 'tensorrt' (target 'trt') is not built: this runner was built without the tensorrt backend; "
+         "rebuild with -DVITEDGE_WITH_TENSORRT=ON"),
+        ("backend unknown", [unknown], 1, "backend 'tflite' (target 'tflite') is not known to this vitedge runner"),
+        ("target/backend mismatch", [mismatch], 1, "runs 'torchscript' artifacts with backend 'libtorch'"),
+        ("target aotinductor, TorchScript file", [aoti], 1, "cannot load AOTInductor package"),
+        ("--device gpu", [good, "--device", "gpu"], 1, "device must be"),
         ("model.pt missing", [no_model], 1, "is missing"),
         ("truncated model.pt (size recorded)", [trunc], 1, "truncated"),
         ("truncated model.pt (size not recorded, --no-verify)", [trunc_unlisted, "--no-verify"], 1,

@@ -295,7 +295,45 @@ void test_tensor() {
 
 }  // namespace
 
+// Runner API pieces that need no model: named outputs, the backend table, RGB preprocessing, option checks.
+void test_runner_api() {
+  std::vector<vitedge::Tensor> outs(2);
+  outs[0].name = "logits";
+  outs[0].shape = {1, 3};
+  outs[1].name = "embeddings";
+  CHECK(&vitedge::output(outs, "embeddings") == &outs[1]);
+  CHECK_THROWS(vitedge::output(outs, "attn"), "no output named 'attn'; outputs: logits, embeddings");
+
+  bool ts = false, aoti = false;
+  for (const auto& b : vitedge::backends()) {
+    ts |= b.target == "torchscript" && b.backend == "libtorch" && b.built;
+    aoti |= b.target == "aotinductor" && b.backend == "libtorch" && b.built;
+    CHECK(b.built || b.rebuild_hint.find("-DVITEDGE_WITH_") == 0);
+  }
+  CHECK(ts && aoti);
+
+  // preprocess_rgb: a 2x2 image upscaled to 4x4 (PIL bilinear: edge pixels keep their value), then normalised.
+  vitedge::Preprocessing p;
+  p.height = p.width = 4;
+  const unsigned char rgb[2 * 2 * 3] = {0, 0, 0, 255, 255, 255, 0, 0, 0, 255, 255, 255};  // left black, right white
+  vitedge::Tensor t = vitedge::preprocess_rgb(rgb, 2, 2, p);
+  CHECK((t.shape == std::vector<int64_t>{1, 3, 4, 4}));
+  CHECK_NEAR(t.data[0], 0.0, 0.0);          // (0, 0): black
+  CHECK_NEAR(t.data[3], 1.0, 0.0);          // (0, 3): white
+  CHECK(t.data[1] > 0.0f && t.data[1] < t.data[2] && t.data[2] < 1.0f);  // a ramp in between
+  CHECK_THROWS(vitedge::preprocess_rgb(nullptr, 2, 2, p), "null pointer");
+  CHECK_THROWS(vitedge::preprocess_rgb(rgb, 0, 2, p), "must be positive");
+
+  vitedge::Options o;
+  o.device = "gpu";
+  CHECK_THROWS(vitedge::Runner::open(".", o), "device must be");
+  o.device = "cpu";
+  o.warmup = -1;
+  CHECK_THROWS(vitedge::Runner::open(".", o), "warmup must be >= 0");
+}
+
 int main() {
+  test_runner_api();
   test_percentile();
   test_manifest();
   test_tensor();

@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend.h"  // internal: time_backend_loop for --bare
 #include "vitedge/runner.h"
 
 namespace fs = std::filesystem;
@@ -34,12 +35,15 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: vitedge-bench ARTIFACT_DIR [--image PATH] [--batch N] [--threads N] [--warmup N] [--iters N]\n"
-    "                     [--json OUT] [--dump-output FILE] [--seed N] [--no-verify]\n"
+    "                     [--json OUT] [--dump-output FILE] [--seed N] [--no-verify] [--device D] [--bare]\n"
     "  Times ITERS runs (after WARMUP untimed runs) of a vitedge artifact and prints the bench JSON.\n"
     "  --image PATH        preprocess this image (manifest preprocessing) and replicate it to the batch;\n"
     "                      default: standard-normal random input (seeded by --seed, default 0)\n"
     "  --batch N           batch size (default 1)\n"
     "  --threads N         intra-op threads, 0 = runtime default (default 0)\n"
+    "  --device D          cpu (default), cuda or cuda:N (libtorch backends)\n"
+    "  --bare              time the backend's own run call in a loop (no Runner checks or copies): the\n"
+    "                      baseline for the runner's overhead; runtime is reported as <runtime>-bare\n"
     "  --warmup N          untimed runs first (default 10)\n"
     "  --iters N           timed runs (default 50)\n"
     "  --json OUT          also write the JSON to OUT\n"
@@ -56,6 +60,8 @@ struct Args {
   int batch = 1, threads = 0, warmup = 10, iters = 50;
   uint64_t seed = 0;
   bool verify = true;
+  bool bare = false;
+  std::string device = "cpu";
 };
 
 long long parse_int(const std::string& flag, const std::string& v, long long lo, long long hi) {
@@ -85,6 +91,10 @@ Args parse_args(int argc, char** argv) {
       a.verify = false;
       continue;
     }
+    if (arg == "--bare") {
+      a.bare = true;
+      continue;
+    }
     if (arg.rfind("--", 0) != 0 || arg == "--") {
       positional.push_back(arg);
       continue;
@@ -96,7 +106,7 @@ Args parse_args(int argc, char** argv) {
       arg = arg.substr(0, eq);
     } else {
       static const std::set<std::string> known{"--image", "--batch", "--threads", "--warmup",
-                                               "--iters", "--json",  "--dump-output", "--seed"};
+                                               "--iters", "--json",  "--dump-output", "--seed", "--device"};
       if (!known.count(arg)) throw UsageError("unknown option " + arg);
       if (i + 1 >= argc) throw UsageError(arg + " needs a value");
       value = argv[++i];
@@ -108,11 +118,13 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--iters") a.iters = static_cast<int>(parse_int(arg, value, 1, 1 << 24));
     else if (arg == "--json") a.json_out = value;
     else if (arg == "--dump-output") a.dump = value;
+    else if (arg == "--device") a.device = value;
     else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, value, 0, INT64_MAX));
     else throw UsageError("unknown option " + arg);
     if ((arg == "--image" || arg == "--json" || arg == "--dump-output") && value.empty())
       throw UsageError(arg + " needs a non-empty value");
   }
+  if (a.bare && !a.dump.empty()) throw UsageError("--bare and --dump-output cannot be combined");
   if (positional.size() != 1)
     throw UsageError(positional.empty() ? "missing ARTIFACT_DIR (see --help)"
                                         : "expected one ARTIFACT_DIR, got " + std::to_string(positional.size()));
@@ -252,14 +264,16 @@ int bench(const Args& a) {
   vitedge::Options opt;
   opt.threads = a.threads;
   opt.verify = a.verify;
+  opt.device = a.device;
   auto runner = vitedge::Runner::open(a.artifact, opt);
   const auto& m = runner->manifest();
   const vitedge::Tensor input = make_input(a, m);
 
-  for (int i = 0; i < a.warmup; ++i) runner->run(input);
   std::vector<double> ms;
+  if (a.bare) ms = vitedge::time_backend_loop(*runner, input, a.warmup, a.iters);
+  for (int i = 0; i < a.warmup && !a.bare; ++i) runner->run(input);
   ms.reserve(a.iters);
-  for (int i = 0; i < a.iters; ++i) {
+  for (int i = 0; i < a.iters && !a.bare; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<vitedge::Tensor> out = runner->run(input);
     const auto t1 = std::chrono::steady_clock::now();
@@ -273,8 +287,8 @@ int bench(const Args& a) {
 
   ordered_json j;
   j["artifact"] = a.artifact;
-  j["runtime"] = "libtorch-cpp";
-  j["device"] = "cpu";
+  j["runtime"] = runner->runtime() + (a.bare ? "-cpp-bare" : "-cpp");
+  j["device"] = a.device;
   j["batch"] = a.batch;
   j["threads"] = a.threads;
   j["warmup"] = a.warmup;

@@ -1,13 +1,15 @@
 // vitedge C++ runner: load an exported vitedge artifact (a directory holding manifest.json and the model
 // file it names) and run batches through it.
 //
-//   auto runner = vitedge::Runner::open("artifacts/vit_tiny_ts");
-//   vitedge::Tensor x = vitedge::load_image("cat.jpg", runner->manifest().preprocessing.value());
-//   std::vector<vitedge::Tensor> outputs = runner->run(x);   // outputs[0]: logits (1, num_classes)
+//   auto runner = vitedge::Runner::open("artifacts/vit_tiny_ts");           // or an AOTInductor artifact
+//   vitedge::Tensor x = runner->load_image("cat.jpg");                       // (1, 3, H, W), manifest preprocessing
+//   std::vector<vitedge::Tensor> outputs = runner->run(x);
+//   const vitedge::Tensor& logits = vitedge::output(outputs, "logits");      // shape (1, num_classes)
 //
 // Every failure (missing or malformed artifact, unsupported backend, undecodable image, input of the wrong
 // shape, an error inside the runtime) is reported by throwing vitedge::Error with a readable message; the
-// runner never aborts the process on bad input.
+// runner never aborts the process on bad input. There is no global state, with one libtorch exception:
+// Options::threads sets libtorch's process-wide intra-op thread count. The C ABI is vitedge/vitedge.h.
 #pragma once
 
 #include <array>
@@ -31,6 +33,7 @@ class Error : public std::runtime_error {
 struct Tensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
+  std::string name;  // outputs: the manifest's output name ("logits", ...); ignored on input
 
   /// Number of elements the shape describes (1 for a scalar shape {}).
   int64_t numel() const;
@@ -83,8 +86,16 @@ Manifest read_manifest(const std::string& artifact_dir);
 struct Options {
   /// Intra-op CPU threads; 0 keeps the runtime's default. Note: for libtorch this is process-wide.
   int threads = 0;
+  /// "cpu", "cuda" or "cuda:N" (libtorch backends: TorchScript, AOTInductor; an AOTInductor package must have
+  /// been compiled for that device). CUDA without a CUDA libtorch or GPU: Error at open.
+  std::string device = "cpu";
+  /// Untimed runs of a batch-1 zero input inside open(), so the first real run() is not the slow one.
+  int warmup = 0;
   /// Check the SHA-256 (and size) of every file the manifest covers before loading (default). false skips it.
   bool verify = true;
+  /// ONNX Runtime artifacts: the libonnxruntime.so to dlopen. Empty: $VITEDGE_ONNXRUNTIME_LIB, else the path
+  /// found at configure time (the onnxruntime wheel of VITEDGE_PYTHON), else "libonnxruntime.so.1".
+  std::string onnxruntime_library;
 };
 
 class Backend;  // internal, one per runtime (src/backend.h)
@@ -92,7 +103,7 @@ class Backend;  // internal, one per runtime (src/backend.h)
 class Runner {
  public:
   /// Open the artifact in `artifact_dir`: reads manifest.json, checks schema_version and that its
-  /// backend/target is built into this library (currently: backend "libtorch", target "torchscript"),
+  /// backend/target is built into this library (see backends(); libtorch: torchscript and aotinductor),
   /// checks the artifact files exist and have the sizes and SHA-256 the manifest records (unless
   /// options.verify is false), and loads the model.
   /// Throws Error with the reason otherwise.
@@ -104,19 +115,45 @@ class Runner {
 
   const Manifest& manifest() const { return manifest_; }
   const std::string& artifact_dir() const { return dir_; }
+  const Options& options() const { return options_; }
+  /// The runtime that runs the model: "libtorch", "aotinductor", "onnxruntime", ...
+  std::string runtime() const;
+
+  /// Decode and preprocess an image file (or encoded bytes) as the manifest says: (1, 3, H, W) float32.
+  /// Throws Error if the manifest has no preprocessing block or the image cannot be decoded.
+  Tensor load_image(const std::string& path) const;
 
   /// Run one batch. `input` must be float32 with the manifest's first input shape, where a -1 (dynamic)
   /// dimension accepts any size >= 1 — for image models (N, 3, H, W). Returns the graph's outputs in the
-  /// manifest's order as float32 tensors (a tuple/list/dict output is flattened in order).
-  /// Throws Error on a shape mismatch, a NaN/Inf input value, or a runtime failure. Not thread-safe: one run at a time.
-  std::vector<Tensor> run(const Tensor& input);
+  /// manifest's order as float32 tensors named as the manifest's outputs (a tuple/list/dict output is
+  /// flattened in order). Throws Error on a shape mismatch, a NaN/Inf input value, or a runtime failure.
+  /// Thread-safe: several threads may call run() on one Runner at once (TorchScript runs them concurrently,
+  /// AOTInductor one at a time); results equal single-threaded runs (tested by cpp_threads).
+  std::vector<Tensor> run(const Tensor& input) const;
 
  private:
-  Runner(std::string dir, Manifest manifest, std::unique_ptr<Backend> backend);
+  friend std::vector<double> time_backend_loop(Runner&, const Tensor&, int, int);
+  Runner(std::string dir, Manifest manifest, Options options, std::unique_ptr<Backend> backend);
   std::string dir_;
   Manifest manifest_;
+  Options options_;
   std::unique_ptr<Backend> backend_;
 };
+
+/// The output called `name` among run()'s outputs. Throws Error naming the outputs there are.
+const Tensor& output(const std::vector<Tensor>& outputs, const std::string& name);
+
+/// One row per backend this runner knows: manifest target and backend, and whether it is built in.
+struct BackendInfo {
+  std::string target, backend;
+  bool built = false;
+  std::string rebuild_hint;  // when not built: the CMake option and what it needs
+};
+std::vector<BackendInfo> backends();
+
+/// Preprocess an 8-bit RGB image already in memory (`height` x `width` x 3, row-major, interleaved) as
+/// load_image does after decoding: (1, 3, p.height, p.width) float32. Throws Error on a bad size or null data.
+Tensor preprocess_rgb(const unsigned char* rgb, int width, int height, const Preprocessing& p);
 
 /// Decode an image file (JPEG, PNG or BMP, via stb_image; other formats are refused) to 8-bit RGB
 /// and preprocess it as CONVENTIONS.md says: if it is not already (H, W) = p.height x p.width, resize
