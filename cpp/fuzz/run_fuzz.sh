@@ -7,7 +7,9 @@ fuzzer=$1 seeds=$2 regressions=$3 work=$4 seconds=$5
 [ -x "$fuzzer" ] || { echo "fuzz target $fuzzer not built"; exit 1; }
 rm -rf "$work" && mkdir -p "$work/corpus" "$work/crashes"
 if [ -n "$(ls "$regressions" 2>/dev/null)" ]; then
-  "$fuzzer" -runs=0 "$regressions"/* 2>&1 | tail -n 2
+  "$fuzzer" -runs=0 "$regressions"/* > "$work/regressions.txt" 2>&1 || {
+    tail -n 30 "$work/regressions.txt"; echo "FAIL: a regression input in $regressions crashes $(basename "$fuzzer")"; exit 1; }
+  echo "regressions: $(grep -c '^Executed' "$work/regressions.txt") inputs replayed, no crash"
 fi
 "$fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=25 -print_final_stats=1 \
   -artifact_prefix="$work/crashes/" "$work/corpus" "$seeds" > "$work/log.txt" 2>&1 || {

@@ -12,12 +12,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <limits>
 #include <vector>
+#include <cstdint>
+#include <limits>
 #include <memory>
 
 #include "vitedge/runner.h"
@@ -133,11 +133,18 @@ void pil_resize_bilinear(const stbi_uc* rgb, int w, int h, stbi_uc* out, int ow,
 // stb_image 2.27 (Debian 12's libstb) builds a JPEG Huffman table without checking that the 16 code-length
 // counts of a DHT table sum to <= 256: a crafted file writes past stbi__huffman::size[257] (found by
 // cpp/fuzz/fuzz_image, UBSan "index 257 out of bounds"). Walk the JPEG segments as stb does and refuse such a
-// table before stb sees it. Bytes past the end read as 0, as stb's reader returns them.
+// table before stb sees it; likewise over-subscribed code lengths and scans using undefined tables (stb then
+// decodes with uninitialised memory). Bytes past the end read as 0, as stb's reader returns them.
 void check_jpeg_huffman_tables(const unsigned char* b, size_t n, const std::string& label) {
-  if (n < 2 || b[0] != 0xFF || b[1] != 0xD8) return;  // not a JPEG
-  auto at = [&](size_t i) -> unsigned { return i < n ? b[i] : 0u; };
-  size_t i = 2;
+  // stb's JPEG test: one or more 0xFF, then SOI (0xD8). Anything else is not decoded as JPEG.
+  size_t i = 0;
+  while (i < n && b[i] == 0xFF) ++i;
+  if (i == 0 || i >= n || b[i] != 0xD8) return;
+  ++i;
+  auto at = [&](size_t k) -> unsigned { return k < n ? b[k] : 0u; };
+  auto corrupt = [&](const std::string& why) { throw Error("cannot decode image " + label + ": corrupt JPEG (" + why + ")"); };
+  bool defined[2][4] = {{false, false, false, false}, {false, false, false, false}};  // [DC/AC][table id]
+  bool progressive = false;
   while (i + 1 < n) {
     if (b[i] != 0xFF) {  // entropy-coded data (or junk) between segments
       ++i;
@@ -157,12 +164,29 @@ void check_jpeg_huffman_tables(const unsigned char* b, size_t n, const std::stri
     if (marker == 0xC4) {  // DHT: tables of (Tc/Th, 16 counts, sum(counts) symbol values)
       const size_t end = i + 2 + len;
       for (size_t p = i + 4; p < end;) {
-        size_t total = 0;
-        for (size_t k = 0; k < 16; ++k) total += at(p + 1 + k);
-        if (total > 256)
-          throw Error("cannot decode image " + label + ": corrupt JPEG (Huffman table with " + std::to_string(total) +
-                      " codes, at most 256)");
+        size_t total = 0, code = 0;
+        for (size_t k = 0; k < 16; ++k) {
+          total += at(p + 1 + k);
+          // Kraft: the codes of length k+1 must fit in k+1 bits, else stb's decoder indexes past its tables.
+          code += at(p + 1 + k);
+          if (code > (size_t{1} << (k + 1))) corrupt("Huffman code lengths over-subscribed");
+          code <<= 1;
+        }
+        if (total > 256) corrupt("Huffman table with " + std::to_string(total) + " codes, at most 256");
+        const unsigned tc = at(p) >> 4, th = at(p) & 15;
+        if (tc <= 1 && th <= 3) defined[tc][th] = true;
         p += 17 + total;
+      }
+    }
+    if (marker == 0xC2) progressive = true;  // SOF2
+    if (marker == 0xDA) {  // SOS: each Huffman table the scan decodes with must have been defined (stb 2.27
+      // would otherwise decode with uninitialised tables: fuzz_image, "index ... out of bounds for stbi_uc[256]")
+      const unsigned ns = at(i + 4), ss = at(i + 5 + 2 * ns), ah = at(i + 7 + 2 * ns) >> 4;
+      const bool uses_dc = !progressive || (ss == 0 && ah == 0), uses_ac = !progressive || ss != 0;
+      for (unsigned k = 0; k < ns; ++k) {
+        const unsigned td = at(i + 6 + 2 * k) >> 4, ta = at(i + 6 + 2 * k) & 15;
+        if ((uses_dc && td <= 3 && !defined[0][td]) || (uses_ac && ta <= 3 && !defined[1][ta]))
+          corrupt("scan uses a Huffman table that was not defined");
       }
     }
     i += 2 + std::max<size_t>(len, 2);

@@ -277,12 +277,25 @@ void test_image_from_memory() {
   CHECK_THROWS(vitedge::load_image_from_memory(reinterpret_cast<const unsigned char*>(strip.data()), strip.size(), p),
                "aspect ratio too extreme");
 
-  // JPEG whose DHT table declares 16 x 32 = 512 codes (> 256): refused before stb_image builds the table
+  // JPEG whose DHT table declares 255 + 255 = 510 codes of lengths 15 and 16 (> 256, code lengths valid):
+  // refused before stb_image builds the table
   // (stb 2.27 would write past stbi__huffman::size[257]; cpp/fuzz/regressions/image-jpeg-dht-over-256.bin).
   std::string jpeg = "\xFF\xD8\xFF\xC4";
-  jpeg += std::string("\x00\x13\x00", 3) + std::string(16, '\x20') + std::string(64, '\x01') + "\xFF\xD9";
+  jpeg += std::string("\x00\x13\x00", 3) + std::string(14, '\0') + "\xFF\xFF" + std::string(64, '\x01') + "\xFF\xD9";
   CHECK_THROWS(vitedge::load_image_from_memory(reinterpret_cast<const unsigned char*>(jpeg.data()), jpeg.size(), p),
-               "Huffman table with 512 codes");
+               "Huffman table with 510 codes");
+  // Over-subscribed code lengths (3 codes of length 1), and a baseline scan using tables never defined.
+  const std::string kraft = std::string("\xFF\xD8\xFF\xC4\x00\x16\x00\x03", 8) + std::string(15, '\0') + "abc\xFF\xD9";
+  CHECK_THROWS(vitedge::load_image_from_memory(reinterpret_cast<const unsigned char*>(kraft.data()), kraft.size(), p),
+               "over-subscribed");
+  const std::string undefined = std::string("\xFF\xD8\xFF\xC0\x00\x0B\x08\x00\x02\x00\x02\x01\x01\x11\x00"
+                                            "\xFF\xDA\x00\x08\x01\x01\x00\x00\x3F\x00\x12\x34\xFF\xD9", 30);
+  CHECK_THROWS(vitedge::load_image_from_memory(reinterpret_cast<const unsigned char*>(undefined.data()), undefined.size(), p),
+               "Huffman table that was not defined");
+  // stb skips 0xFF fill bytes before SOI: the same table behind them (cpp/fuzz/regressions/*-fill-bytes.bin).
+  const std::string filled = "\xFF\xFF\xFF" + jpeg;
+  CHECK_THROWS(vitedge::load_image_from_memory(reinterpret_cast<const unsigned char*>(filled.data()), filled.size(), p),
+               "Huffman table with 510 codes");
 }
 
 void test_tensor() {
