@@ -327,8 +327,13 @@ def _disk_full(exc: BaseException, directory: Path) -> int | None:
     if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
         return None
     free = _free_bytes(directory)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return free if free is not None else 0
+    e: BaseException | None = exc
+    for _ in range(8):  # the OSError may sit in the context of an error that wrapped it (e.g. ExportError)
+        if e is None:
+            break
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return free if free is not None else 0
+        e = e.__cause__ or e.__context__
     return free if free is not None and free < DISK_FULL_BYTES else None
 
 

@@ -21,6 +21,7 @@ import os
 import stat
 import struct
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import ArtifactError, VitedgeError
@@ -84,7 +85,8 @@ def safe_zip_members(path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_
     NUL or a backslash; duplicate names; symlink members (Unix mode in the external attributes); encrypted
     members; a total declared uncompressed size above ``max_total_bytes``; a member of at least 1 MiB whose
     uncompressed / compressed size exceeds ``max_ratio``; members whose data overlap or run past the central
-    directory, or whose local header disagrees with the central directory.
+    directory, or whose local header disagrees with the central directory; a compression method other than
+    stored or deflate (the ones torch's zip reader, miniz, supports).
 
     Raises:
         ``error`` (default ArtifactError), naming the archive and the member.
@@ -96,7 +98,8 @@ def safe_zip_members(path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_
             start_dir = zf.start_dir
     except FileNotFoundError:
         raise error(f"archive not found: {path}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error,
+            NotImplementedError) as e:
         raise error(f"cannot load {path}: not a readable zip archive ({str(e).strip() or type(e).__name__})") from None
     if len(infos) > max_entries:
         raise error(f"archive {path} has {len(infos)} members, more than the limit of {max_entries}")
@@ -113,6 +116,9 @@ def safe_zip_members(path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_
             raise error(f"archive {path}: member {name!r} is a symlink")
         if info.flag_bits & 0x1:
             raise error(f"archive {path}: member {name!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise error(f"archive {path}: member {name!r} uses compression method {info.compress_type} (only stored "
+                        "and deflate are read)")
         if info.file_size < 0 or info.compress_size < 0:
             raise error(f"archive {path}: member {name!r} has a negative size")
         total += info.file_size
@@ -129,8 +135,11 @@ def safe_zip_members(path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_
 def _check_layout(path: Path, infos, start_dir: int, error) -> None:
     """Each member's local header matches the central directory and the data ranges do not overlap."""
     spans = []
+    size = path.stat().st_size
     with open(path, "rb") as f:
         for info in infos:
+            if not 0 <= info.header_offset < size:
+                raise error(f"archive {path}: member {info.filename!r} starts outside the file")
             f.seek(info.header_offset)
             raw = f.read(_LOCAL_HEADER.size)
             if len(raw) != _LOCAL_HEADER.size:
@@ -185,7 +194,7 @@ def safe_extract(path: str | os.PathLike, dest: str | os.PathLike, **limits) -> 
                     while block := src.read(1 << 20):
                         dst.write(block)
                 out.append(target)
-    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, zlib.error, OSError) as e:
         raise error(f"cannot extract {path}: {str(e).strip() or type(e).__name__}") from None
     return out
 

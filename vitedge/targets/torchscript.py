@@ -6,6 +6,7 @@ keeps the batch dimension symbolic (checked at export by running batches 1 and 3
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -46,7 +47,12 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         with torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
             frozen = torch.jit.freeze(traced)
-        frozen.save(str(directory / FILENAME))
+        # Serialise in memory, then write with Python: on a full disk libtorch's zip writer throws again from its
+        # destructor and aborts the process (std::terminate); a Python write raises a clean OSError(ENOSPC).
+        buf = io.BytesIO()
+        torch.jit.save(frozen, buf)
+        with open(directory / FILENAME, "wb") as f:
+            f.write(buf.getbuffer())
     finally:
         ctx.__exit__(None, None, None)
     return {"artifact": FILENAME, "backend": "libtorch", "quantization": quant,
