@@ -5,7 +5,6 @@ marked slow).
 """
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -71,11 +70,10 @@ def test_truncated_package_is_a_clear_error(artifact, tmp_path):
     shutil.copytree(artifact.path, bad)
     data = (bad / "model.pt2").read_bytes()
     (bad / "model.pt2").write_bytes(data[: len(data) // 3])
-    m = json.loads((bad / "manifest.json").read_text())
-    m["files"] = {}  # skip the manifest's size/hash check so the loader itself meets the broken file
-    (bad / "manifest.json").write_text(json.dumps(m))
+    # skip the manifest's size/hash check so the loader itself meets the broken file (an empty "files" no longer
+    # skips it: read_manifest refuses a manifest that does not cover its artifact)
     with pytest.raises(ArtifactError, match="cannot load AOTInductor package"):
-        aotinductor.load(read_manifest(bad))
+        aotinductor.load(read_manifest(bad, verify=False))
 
 
 def test_missing_package_is_a_clear_error(artifact, tmp_path):

@@ -397,6 +397,18 @@ def test_aotinductor_package_is_checked_before_loading(tmp_path, monkeypatch):
     assert called == []
 
 
+def test_coreml_package_is_checked_before_loading(tmp_path):
+    coreml = pytest.importorskip("vitedge.targets.coreml")
+    from vitedge.manifest import Artifact
+    pkg = tmp_path / "model.mlpackage"
+    pkg.mkdir()
+    (pkg / "Manifest.json").write_text("{}")
+    (tmp_path / "secret").write_text("s")
+    (pkg / "Data").symlink_to(tmp_path)  # the package's Data folder is the folder around it
+    with pytest.raises(ArtifactError, match="symlink pointing outside"):
+        coreml.load(Artifact(tmp_path, {"artifact": "model.mlpackage", "files": {}}))
+
+
 def test_directory_artifact_walker(tmp_path):
     pkg = tmp_path / "model.mlpackage"
     (pkg / "Data").mkdir(parents=True)

@@ -85,6 +85,11 @@ class AOTInductorRunner:
             torch.set_num_threads(threads)
         if not Path(path).is_file():
             raise ArtifactError(f"AOTInductor package {path} is missing")
+        from ..safety import safe_zip_members
+        try:  # a .pt2 is a zip that the loader extracts: no escaping member names, no zip bomb
+            safe_zip_members(path)
+        except ArtifactError as e:
+            raise ArtifactError(f"cannot load AOTInductor package {path}: {e}") from None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

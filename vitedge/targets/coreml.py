@@ -557,6 +557,8 @@ class CoreMLRunner:
 def load(artifact: Artifact, threads: int | None = None) -> CoreMLRunner:
     """Open the artifact's mlpackage for prediction (macOS). ``threads`` is not used: Core ML schedules itself.
     Raises RuntimeMissingError off macOS, ArtifactError for an unreadable package."""
+    from ..safety import check_tree
+    check_tree(artifact.file)  # before Core ML opens it: no symlink out of the package, no device file or FIFO
     cannot = runs_here()
     if cannot:
         raise RuntimeMissingError(cannot)
