@@ -62,7 +62,8 @@ def main() -> int:
     print(f"{result['images']} images in {result['seconds']:.1f} s by {result['caller_threads']} threads: "
           f"{result['throughput_ips']:.1f} images/s; mismatches {result['mismatches']}, errors {result['errors']}; "
           f"RSS after warm-up {rss['after_warmup']:.1f} MiB, end {rss['end']:.1f} MiB, "
-          f"slope {rss['slope_mb_per_min_after_warmup']:+.3f} MiB/min -> {args.out}")
+          f"slope {rss['slope_mb_per_min_after_warmup']:+.3f} MiB/min after warm-up, "
+          f"{rss['slope_mb_per_min_last_half']:+.3f} MiB/min over its second half -> {args.out}")
     return 0 if r.returncode == 0 else 1
 
 
