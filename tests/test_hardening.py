@@ -143,6 +143,8 @@ MINIMAL = {"schema_version": 1, "artifact": "model.bin", "target": "onnx", "file
     (lambda m: m.update(schema_version=True), "no integer schema_version"),
     (lambda m: m.update(schema_version=0), "schema version 0"),
     (lambda m: m.pop("preprocessing"), "missing 'preprocessing'"),
+    (lambda m: m.update(artifact="a" * 300), "longer than a file name"),  # found by benchmarks/fuzz_python.py
+    (lambda m: m["inputs"][0].update(dtype="gloat32"), "a dtype"),           # found by benchmarks/fuzz_python.py
 ])
 def test_ill_typed_manifest(tmp_path, mutate, needle):
     (tmp_path / "model.bin").write_bytes(b"x")

@@ -34,6 +34,7 @@ MAX_MANIFEST_BYTES = 16 * 2**20   # a manifest is a few KiB; refuse to parse a h
 MAX_INPUT_SIDE = 8192             # largest H or W a manifest may ask preprocessing to produce
 DISK_FULL_BYTES = 1 << 20         # a write failure with less free space than this is reported as a full disk
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 __all__ = ["Artifact", "SCHEMA_VERSION", "atomic_directory", "clean_stale", "file_entry", "read_manifest",
            "sha256_file", "versions", "write_manifest"]
@@ -129,9 +130,10 @@ def _check_structure(m: dict, mpath: Path) -> None:
             bad(f"{key!r} is not a non-empty list of tensor specs")
         for s in specs:
             shape = s.get("shape")
-            if not isinstance(s.get("name"), str) or not isinstance(s.get("dtype"), str) \
+            if not isinstance(s.get("name"), str) or s.get("dtype") not in DTYPES \
                     or not isinstance(shape, list) or not all(_is_int(d) and (d == -1 or d > 0) for d in shape):
-                bad(f"a tensor spec in {key!r} lacks a name, a dtype or a shape of positive integers (-1 = dynamic)")
+                bad(f"a tensor spec in {key!r} lacks a name, a dtype ({', '.join(DTYPES)}) or a shape of positive "
+                    "integers (-1 = dynamic)")
     shape = m["inputs"][0]["shape"]
     if len(shape) != 4 or shape[1] == -1 or shape[2] == -1 or shape[3] == -1:
         bad(f"input shape {shape} is not (B, C, H, W) with fixed C, H, W")
@@ -205,7 +207,12 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     files: dict = manifest["files"]
     for name in (manifest["artifact"], *files):
         f = directory / name
-        if (f.exists() or f.is_symlink()) and not is_inside(directory, f):
+        try:
+            present = f.exists() or f.is_symlink()
+        except OSError as e:  # e.g. a name the file system cannot hold
+            raise ArtifactError(f"manifest {mpath} names {name[:60]!r}, which cannot be looked up: "
+                                f"{e.strerror or e}") from None
+        if present and not is_inside(directory, f):
             raise ArtifactError(f"manifest {mpath} names {name!r}, which resolves outside {directory} (symlink?)")
     art = Artifact(directory, manifest)
     if verify:

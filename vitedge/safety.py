@@ -39,8 +39,8 @@ _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header (APPNOTE 
 def check_relative_name(name, what: str = "name", error: type[VitedgeError] = ArtifactError) -> PurePosixPath:
     """Check that ``name`` is a relative path that stays below the folder it is resolved in.
 
-    Refused: a non-string or empty name, a NUL or backslash in it, an absolute path (``/x``, ``C:x``), and any
-    ``..`` component. ``.`` components are dropped. Returns the name as a :class:`PurePosixPath`.
+    Refused: a non-string or empty name, a NUL or backslash in it, an absolute path (``/x``, ``C:x``), any
+    ``..`` component, a part over 255 bytes or a name over 1024 bytes. ``.`` components are dropped. Returns the name as a :class:`PurePosixPath`.
 
     Raises:
         ``error`` (default ArtifactError): naming ``what`` and the offending name.
@@ -54,6 +54,9 @@ def check_relative_name(name, what: str = "name", error: type[VitedgeError] = Ar
         raise error(f"{what} {name!r} is an absolute path")
     if ".." in p.parts:
         raise error(f"{what} {name!r} escapes its folder ('..')")
+    if len(name.encode("utf-8", "surrogatepass")) > 1024 or any(len(c.encode("utf-8", "surrogatepass")) > 255
+                                                                 for c in p.parts):
+        raise error(f"{what} {name[:40]!r}... is longer than a file name may be (255 bytes a part, 1024 in all)")
     return p
 
 
