@@ -3,7 +3,9 @@
 #   1. Debian packages: g++-aarch64-linux-gnu, qemu-user (+ the runner's header-only libstb-dev, nlohmann-json3-dev)
 #   2. cached in build/arm64-deps: the torch aarch64 manylinux wheel (its libtorch), Debian arm64 zlib1g
 #      (libtorch's bundled libgfortran needs it), libssl3 + libssl-dev (the runner's SHA-256)
-#   3. cmake with cpp/cmake/aarch64-linux-gnu.toolchain.cmake into build/arm64
+#   3. cmake with cpp/cmake/aarch64-linux-gnu.toolchain.cmake into build/arm64; off in the cross build: the
+#      Python-driven ctest tests (VITEDGE_PYTHON is the host's x86 Python), TensorRT, the clang/libFuzzer and
+#      ThreadSanitizer sub-builds (host tools); the ONNX Runtime backend is built (dlopen, no link-time library)
 #   4. under qemu-aarch64: the C++ unit tests, cpp/tests/parity.py, then vitedge-bench (and the classify example when it builds) on
 #      every bundled photo with a TorchScript artifact exported here on x86 (seeded weights), compared with x86
 #      PyTorch and an x86 build of the same sources: top-1 must agree (scripts/arm64_qemu_compare.py).
@@ -89,7 +91,7 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$ROOT/cpp/cmake/$TRIPLE.toolchain.cmake" \
   -DVITEDGE_AARCH64_DEPS="$DEPS" -DTorch_DIR="$TORCH_DIR" \
   -Dnlohmann_json_DIR="$DEPS/host-headers/share/cmake/nlohmann_json" \
-  -DVITEDGE_PYTHON= -DVITEDGE_WITH_TENSORRT=OFF >/dev/null
+  -DVITEDGE_PYTHON= -DVITEDGE_WITH_TENSORRT=OFF -DVITEDGE_FUZZ=OFF -DVITEDGE_TSAN=OFF >/dev/null
 cmake --build "$BUILD" -j"$JOBS"
 CROSS_BUILD_S=$(since "$t0")
 file -b "$BUILD/cpp/vitedge-bench"
@@ -128,7 +130,7 @@ if [ "$X86_REF" = 1 ]; then
   say "x86 reference build of the same sources -> $X86_BUILD (configured like 'make cpp')"
   cmake -S "$ROOT" -B "$X86_BUILD" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-    -DVITEDGE_PYTHON="$PY" -DVITEDGE_BUILD_TESTS=OFF >/dev/null
+    -DVITEDGE_PYTHON="$PY" -DVITEDGE_BUILD_TESTS=OFF -DVITEDGE_FUZZ=OFF -DVITEDGE_TSAN=OFF >/dev/null
   cmake --build "$X86_BUILD" -j"$JOBS" --target vitedge-bench
   X86_BENCH=$X86_BUILD/cpp/vitedge-bench
 fi

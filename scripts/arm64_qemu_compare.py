@@ -82,6 +82,7 @@ def classify_top1(exe: Path, artifact: Path, pngs: list[Path]) -> tuple[list[str
 
 
 def compare(args) -> int:
+    started = time.perf_counter()
     art = args.artifact
     manifest = json.loads((art / "manifest.json").read_text())
     pre = manifest["preprocessing"]
@@ -149,6 +150,8 @@ def compare(args) -> int:
     table.add_column("max |arm64 - x86 PyTorch|", justify="right")
     if args.x86_bench:
         table.add_column("max |arm64 - x86 C++|", justify="right")
+    if classify:
+        table.add_column("arm64 classify top-1", justify="right")
     for r in rows:
         cells = [r["photo"], str(r["top1_x86_pytorch"])]
         if args.x86_bench:
@@ -156,6 +159,8 @@ def compare(args) -> int:
         cells += [str(r["top1_arm64"]), f"{r['margin_x86_pytorch']:.3g}", f"{r['max_abs_diff_arm64_vs_x86_pytorch']:.2e}"]
         if args.x86_bench:
             cells.append(f"{r['max_abs_diff_arm64_vs_x86_cpp']:.2e}")
+        if classify:
+            cells.append("same" if r["classify_top1_matches"] else "DIFFERS")
         table.add_row(*cells)
     Console(width=160).print(table)
 
@@ -168,7 +173,8 @@ def compare(args) -> int:
         "tolerance_max_abs": tol, "photos": rows, "classify": classify,
         "top1_agreement": sum(r["top1_arm64"] == r["top1_x86_pytorch"] for r in rows) / len(rows),
         "max_abs_diff": max(r["max_abs_diff_arm64_vs_x86_pytorch"] for r in rows),
-        "timings_s": args.timings, "failures": failures, "passed": not failures,
+        "timings_s": {**args.timings, "photos_qemu_and_x86_s": round(time.perf_counter() - started, 1)},
+        "failures": failures, "passed": not failures,
         "note": "qemu emulates arm64 on x86: wall times are emulation times, not arm64 speed",
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +188,8 @@ def compare(args) -> int:
         for f in failures:
             print(f"FAIL: {f}", file=sys.stderr)
         return 1
-    print(f"arm64 top-1 equals x86 top-1 on all {len(rows)} photos; max abs logit diff "
-          f"{result['max_abs_diff']:.2e} (tolerance {tol:g})")
+    print(f"arm64 top-1 equals x86 top-1 on all {len(rows)} photos{' (vitedge-bench and classify)' if classify else ''}; "
+          f"max abs logit diff {result['max_abs_diff']:.2e} (tolerance {tol:g})")
     return 0
 
 
