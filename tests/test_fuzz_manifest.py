@@ -11,7 +11,6 @@ safetensors checkpoints fed to their loaders.
 """
 from __future__ import annotations
 
-import copy
 import io
 import json
 import tempfile

@@ -68,8 +68,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     Modes: greyscale is replicated to 3 channels; 16-bit greyscale is scaled to 8 bits; 16-bit RGB is reduced to
     its top 8 bits by Pillow; RGBA/LA drop the alpha channel (as stb_image does in the C++ runner, so both
     sides see the same pixels); CMYK and palette images are converted by Pillow. Only the decoders of
-    :data:`IMAGE_FORMATS` run, and truncated files are errors (it refuses to run while Pillow's global ``LOAD_TRUNCATED_IMAGES``
-    is on).
+    :data:`IMAGE_FORMATS` run, and truncated files are errors (it refuses to run while Pillow's global
+    ``LOAD_TRUNCATED_IMAGES`` is on).
 
     Raises:
         ImageError: unreadable, not an image, a format outside IMAGE_FORMATS, truncated, or larger than

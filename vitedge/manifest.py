@@ -381,7 +381,10 @@ def atomic_directory(final: str | os.PathLike):
                 os.replace(tmp, final)
             _fsync_tree_dir(final.parent)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_symlink() or old.is_file():  # ``final`` was a symlink or a file, now swapped out
+                old.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException as e:
         free = _disk_full(e, final.parent)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -40,7 +40,8 @@ def check_relative_name(name, what: str = "name", error: type[VitedgeError] = Ar
     """Check that ``name`` is a relative path that stays below the folder it is resolved in.
 
     Refused: a non-string or empty name, a NUL or backslash in it, an absolute path (``/x``, ``C:x``), any
-    ``..`` component, a part over 255 bytes or a name over 1024 bytes. ``.`` components are dropped. Returns the name as a :class:`PurePosixPath`.
+    ``..`` component, a part over 255 bytes or a name over 1024 bytes. ``.`` components are dropped.
+    Returns the name as a :class:`PurePosixPath`.
 
     Raises:
         ``error`` (default ArtifactError): naming ``what`` and the offending name.
