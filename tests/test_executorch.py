@@ -1,0 +1,158 @@
+"""ExecuTorch target: XNNPACK-lowered .pte programs run by the ExecuTorch runtime (Python bindings), checked
+against eager on real photos (fp32) and on the held-out digits (int8, PT2E static quantization), plus bad inputs.
+
+Tiny models (32x32, depth 1) keep lowering to seconds."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("executorch.runtime", reason="executorch is not installed (pip install 'vitedge[executorch]')")
+
+import vitedge.export  # noqa: E402
+from vitedge.data import digits_batch, digits_split, make_preprocessing  # noqa: E402
+from vitedge.errors import ArtifactError, UsageError  # noqa: E402
+from vitedge.models.vit import ViT  # noqa: E402
+from vitedge.runtime import open_artifact  # noqa: E402
+from vitedge.targets import executorch as et  # noqa: E402
+
+SIZE = (32, 32)
+
+
+def tiny_vit(num_classes: int = 10) -> ViT:
+    torch.manual_seed(0)
+    return ViT(image_size=32, patch_size=8, num_classes=num_classes, dim=32, depth=1, heads=2, mlp_dim=64,
+               dim_head=16).eval()
+
+
+@pytest.fixture(scope="module")
+def fp32_artifact(tmp_path_factory):
+    model = tiny_vit(5)
+    out = tmp_path_factory.mktemp("et") / "fp32"
+    art = vitedge.export.export(model, torch.zeros(2, 3, *SIZE), "executorch", out,
+                                preprocessing=make_preprocessing(SIZE), target_options={"max_batch": 8})
+    return model, art
+
+
+def test_fp32_export_matches_eager_on_photos(fp32_artifact):
+    _, art = fp32_artifact
+    m = art.manifest
+    assert art.file.name == "model.pte" and m["backend"] == "executorch" and m["target"] == "executorch"
+    assert m["inputs"][0]["shape"] == [-1, 3, *SIZE] and m["executorch"]["max_batch"] == 8
+    assert m["export"]["delegated_subgraphs"] >= 1  # XNNPACK took at least part of the graph
+    for b in (1, 3, 8):  # the driver ran these on the bundled photos
+        assert m["parity"][f"batch_{b}"]["max_abs"] <= 1e-4 and m["parity"][f"batch_{b}"]["samples"] == b
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_loaded_program_matches_eager(fp32_artifact, photo_batch, batch):
+    model, art = fp32_artifact
+    _, runner = open_artifact(art.path, threads=1)
+    x = photo_batch(SIZE, batch)
+    got = runner.run(x.numpy())
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert got[0].shape == ref.shape == (batch, 5)
+    assert np.abs(got[0] - ref).max() <= 1e-4
+    assert runner.runtime.startswith("executorch")
+
+
+def test_threadpool_size_is_set():
+    assert et.set_threads(1) == 1
+    assert et.set_threads(2) == 2
+
+
+def test_wrong_input_shape_is_a_clear_error(fp32_artifact, photo_batch):
+    _, art = fp32_artifact
+    _, runner = open_artifact(art.path, threads=1)
+    with pytest.raises(UsageError, match="does not fit"):
+        runner.run(photo_batch((48, 48), 1).numpy())
+    with pytest.raises(UsageError, match="maximum batch 8"):
+        runner.run(photo_batch(SIZE, 9).numpy())
+    with pytest.raises(UsageError, match="float32"):
+        runner.run(photo_batch(SIZE, 1).numpy().astype(np.float64))
+
+
+def test_corrupt_program_is_an_artifact_error(fp32_artifact, tmp_path):
+    _, art = fp32_artifact
+    data = bytearray(art.file.read_bytes())
+    for bad, name in ((data[: len(data) // 3], "truncated"), (b"\x00" * 64 + data[64:], "header")):
+        p = tmp_path / f"{name}.pte"
+        p.write_bytes(bytes(bad))
+        with pytest.raises(ArtifactError, match="cannot load ExecuTorch program"):
+            et.ExecuTorchRunner(p, threads=1)
+
+
+def test_corrupt_program_through_cli_exits_cleanly(fp32_artifact, tmp_path):
+    """A corrupted .pte (hash check skipped) gives a non-zero exit and a vitedge error line, no traceback/crash."""
+    import shutil
+    _, art = fp32_artifact
+    copy = tmp_path / "a"
+    shutil.copytree(art.path, copy)
+    (copy / "model.pte").write_bytes(art.file.read_bytes()[:1000])
+    r = subprocess.run([sys.executable, "-m", "vitedge.cli", "bench", str(copy), "--no-verify", "--iters", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "vitedge: error: cannot load ExecuTorch program" in r.stderr
+
+
+def _train_tiny_digits(seconds_epochs: int = 6):
+    """A depth-1 ViT trained on the digits train split at 32x32 (a few seconds); returns (model, pre, split)."""
+    pre = make_preprocessing(SIZE)
+    train, test = digits_split(0)
+    xtr, ytr = digits_batch(train, pre)
+    model = tiny_vit(10).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(seconds_epochs):
+        perm = torch.randperm(len(xtr), generator=g)
+        for i in range(0, len(xtr), 64):
+            idx = perm[i:i + 64]
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval(), pre, (train, test)
+
+
+def test_int8_pt2e_keeps_digits_accuracy(tmp_path):
+    from vitedge.quantize import calibration_data
+    model, pre, (_, test) = _train_tiny_digits()
+    xte, yte = digits_batch(test, pre)
+    with torch.no_grad():
+        eager_top1 = float((model(xte).argmax(1) == yte).float().mean())
+    assert eager_top1 > 0.5  # a real, if short, training run
+    calib, info = calibration_data("digits", pre, 64)
+    art = vitedge.export.export(model, torch.zeros(2, 3, *SIZE), "executorch", tmp_path / "int8", preprocessing=pre,
+                                precision="int8", target_options={"max_batch": 16},
+                                quantization={"mode": "static", "calibration": calib.numpy(),
+                                              "calibration_info": info})
+    q = art.manifest["quantization"]
+    assert art.manifest["precision"] == "int8" and q["mode"] == "static" and q["calibration"]["split"] == "train"
+    _, runner = open_artifact(art.path, threads=1)
+    preds = np.concatenate([runner.run(xte[i:i + 16].numpy())[0].argmax(1) for i in range(0, len(xte), 16)])
+    int8_top1 = float((preds == yte.numpy()).mean())
+    assert (eager_top1 - int8_top1) * 100 <= 1.0, (eager_top1, int8_top1)
+    fp32 = vitedge.export.export(model, torch.zeros(2, 3, *SIZE), "executorch", tmp_path / "fp32", preprocessing=pre,
+                                 target_options={"max_batch": 16})
+    assert art.file.stat().st_size < 0.6 * fp32.file.stat().st_size  # int8 weights
+
+
+def test_int8_without_calibration_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="calibration"):
+        vitedge.export.export(tiny_vit(), torch.zeros(2, 3, *SIZE), "executorch", tmp_path / "a",
+                              preprocessing=make_preprocessing(SIZE), precision="int8",
+                              quantization={"mode": "static"})
+    assert not (tmp_path / "a").exists()
+
+
+def test_unsupported_precision_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="cannot produce fp16"):
+        vitedge.export.export(tiny_vit(), torch.zeros(2, 3, *SIZE), "executorch", tmp_path / "a", precision="fp16")
+    assert json.dumps(et.PRECISIONS)  # fp32 and static int8 only
+    assert et.PRECISIONS == {"fp32": None, "int8": ("static",)}
