@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,7 @@ def main() -> None:
         arts[t] = art.path
         print(f"exported {t}")
     samples: dict = {}
+    load_before = os.getloadavg()
     for rnd in range(args.rounds):
         for t, path in arts.items():
             for b in (1, 8):
@@ -87,12 +89,14 @@ def main() -> None:
                      "python_overhead_pct": 100 * (med["python"] - med["bare"]) / med["bare"],
                      "rounds": {k: v for k, v in row.items()}})
     machine = machine_info()
-    result = {"preset": args.preset, "input": pre["size"], "threads": 1, "rounds": args.rounds, "iters": args.iters,
+    load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
+    result = {"load_average_1_5_15min": load, "preset": args.preset, "input": pre["size"], "threads": 1, "rounds": args.rounds, "iters": args.iters,
               "warmup": args.warmup, "photo": photo.name, "machine": machine, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Path(str(args.out) + ".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"Runner overhead, {args.preset} {pre['size'][0]}x{pre['size'][1]}, 1 thread, median of {args.rounds} "
-             f"rounds' p50 ({args.iters} iters each), on {machine['cpu']} ({machine['cores']} cores, shared)", "",
+             f"rounds' p50 ({args.iters} iters each), on {machine['cpu']} ({machine['cores']} cores, shared; "
+             f"load average {load['before'][0]} before, {load['after'][0]} after)", "",
              "| backend | batch | Python p50 (ms) | C++ runner p50 (ms) | bare loop p50 (ms) | C++ overhead % | Python overhead % |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
