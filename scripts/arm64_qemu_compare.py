@@ -162,7 +162,7 @@ def compare(args) -> int:
         if classify:
             cells.append("same" if r["classify_top1_matches"] else "DIFFERS")
         table.add_row(*cells)
-    Console(width=160).print(table)
+    Console(width=200).print(table)
 
     result = {
         "what": "vitedge C++ runner cross-built for aarch64, run under qemu-user on x86-64, vs x86 on the same pixels",
