@@ -173,7 +173,6 @@ class ExecuTorchRunner:
     def __init__(self, path: Path, threads: int | None = None, input_shape: list[int] | None = None,
                  max_batch: int | None = None):
         Runtime, Verification, _ = _bindings()
-        import executorch
         self.threads = set_threads(threads or torch.get_num_threads())
         self.input_shape = input_shape
         self.max_batch = max_batch
@@ -189,7 +188,10 @@ class ExecuTorchRunner:
         except Exception as e:  # noqa: BLE001 - the bindings raise RuntimeError with ExecuTorch error codes
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"cannot load ExecuTorch program {path}: {msg[:300]}") from None
-        version = getattr(getattr(executorch, "version", None), "__version__", None)
+        try:
+            from executorch.version import __version__ as version
+        except ImportError:
+            version = None
         self.runtime = f"executorch-{version}" if version else "executorch"
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
