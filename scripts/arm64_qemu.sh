@@ -4,8 +4,9 @@
 #   2. cached in build/arm64-deps: the torch aarch64 manylinux wheel (its libtorch), Debian arm64 zlib1g
 #      (libtorch's bundled libgfortran needs it), libssl3 + libssl-dev (the runner's SHA-256)
 #   3. cmake with cpp/cmake/aarch64-linux-gnu.toolchain.cmake into build/arm64; off in the cross build: the
-#      Python-driven ctest tests (VITEDGE_PYTHON is the host's x86 Python), TensorRT, the clang/libFuzzer and
-#      ThreadSanitizer sub-builds (host tools); the ONNX Runtime backend is built (dlopen, no link-time library)
+#      Python-driven ctest tests (VITEDGE_PYTHON is the host's x86 Python), TensorRT, ExecuTorch (the wheel's
+#      static libraries are x86-64 only), the clang/libFuzzer and ThreadSanitizer sub-builds (host tools); the
+#      ONNX Runtime backend is built (dlopen, no link-time library) but not run here (no arm64 libonnxruntime)
 #   4. under qemu-aarch64: the C++ unit tests, cpp/tests/parity.py, then vitedge-bench (and the classify example when it builds) on
 #      every bundled photo with a TorchScript artifact exported here on x86 (seeded weights), compared with x86
 #      PyTorch and an x86 build of the same sources: top-1 must agree (scripts/arm64_qemu_compare.py).
@@ -91,7 +92,8 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$ROOT/cpp/cmake/$TRIPLE.toolchain.cmake" \
   -DVITEDGE_AARCH64_DEPS="$DEPS" -DTorch_DIR="$TORCH_DIR" \
   -Dnlohmann_json_DIR="$DEPS/host-headers/share/cmake/nlohmann_json" \
-  -DVITEDGE_PYTHON= -DVITEDGE_WITH_TENSORRT=OFF -DVITEDGE_FUZZ=OFF -DVITEDGE_TSAN=OFF >/dev/null
+  -DVITEDGE_PYTHON= -DVITEDGE_WITH_TENSORRT=OFF -DVITEDGE_WITH_EXECUTORCH=OFF -DVITEDGE_FUZZ=OFF -DVITEDGE_TSAN=OFF \
+  >/dev/null
 cmake --build "$BUILD" -j"$JOBS"
 CROSS_BUILD_S=$(since "$t0")
 file -b "$BUILD/cpp/vitedge-bench"
