@@ -40,7 +40,7 @@ VARIANTS = [  # (name, target, precision)
     ("onnxruntime fp32", "onnx", "fp32"),
     ("torchscript fp32", "torchscript", "fp32"),
 ]
-COLUMNS = [("preset", "preset", "{}"), ("weights", "weights", "{}"), ("artifact", "variant", "{}"), ("runtime", "runtime", "{}"),
+COLUMNS = [("preset", "preset", "{}"), ("weights", "weights", "{}"), ("input", "input", "{}"), ("artifact", "variant", "{}"), ("runtime", "runtime", "{}"),
            ("size MB", "size_mb", "{:.2f}"), ("export s", "export_s", "{:.0f}"),
            ("top-1 %", "top1", "{:.2f}"), ("drop (pts)", "drop_points", "{:+.2f}"),
            ("p50 ms b1", "p50", "{:.3f}"), ("p90 ms b1", "p90", "{:.3f}"), ("p50 x ORT", "x_ort", "{:.2f}")]
@@ -90,6 +90,7 @@ def main() -> int:
                 continue
             row = {"preset": preset, "variant": name, "target": target, "precision": precision,
                    "weights": "digits checkpoint" if ck.exists() else "seeded (untrained)",
+                   "input": "x".join(str(v) for v in pre["size"]),
                    "artifact": str(art.path), "size_mb": art.size_mb, "export_s": time.perf_counter() - t0,
                    "parity": {k: v for k, v in art.manifest["parity"].items() if k.startswith("batch_")}}
             if target == "executorch" and ck.exists():
@@ -135,7 +136,7 @@ def main() -> int:
     failed = [r for r in rows if "error" in r]
     md = (f"# ExecuTorch (XNNPACK) vs ONNX Runtime vs TorchScript, batch 1\n\n{machine['cpu']}, {machine['cores']} "
           f"cores, flags: {', '.join(machine['flags'])}; {args.threads} threads (ExecuTorch threadpool reports "
-          f"{et_threads}); 64x64 inputs, 10 classes; p50/p90 = median over {args.rounds} interleaved "
+          f"{et_threads}); 10 classes; p50/p90 = median over {args.rounds} interleaved "
           f"rounds of {args.iters} runs (after {args.warmup} warm-up runs) of each round's p50/p90. The machine "
           "was shared with other jobs while this ran: compare within this table only. `p50 x ORT` = p50 / the "
           "same preset's ONNX Runtime fp32 p50. top-1 on the 450 held-out digits; drop vs eager fp32.\n\n"

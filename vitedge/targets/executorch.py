@@ -13,7 +13,7 @@ Recipe (ExecuTorch docs, "Building and Running ExecuTorch with XNNPACK Backend" 
 
 The ExecuTorch memory planner sizes every buffer for the largest batch, so the dynamic batch has an upper bound
 (``target_options["max_batch"]``, default :data:`DEFAULT_MAX_BATCH`), recorded in the manifest under
-``executorch.max_batch``; a larger batch is refused with a clear error before it reaches the runtime.
+``executorch.max_batch``; the runner splits a larger batch into chunks of that size.
 
 The same ``.pte`` runs in the ExecuTorch runtime on Linux x86-64 (the Python bindings used here, and the C++
 runner's ExecuTorch backend), Android and iOS.
@@ -197,8 +197,8 @@ class ExecuTorchRunner:
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first).
 
-        Raises UsageError for a non-float32 input, a (C, H, W) other than the program's, or B above the
-        exported maximum batch (the program's buffers are planned for it).
+        B above the exported maximum batch (the program's buffers are planned for it) runs in chunks of it.
+        Raises UsageError for a non-float32 input or a (C, H, W) other than the program's.
         """
         if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
             raise UsageError(f"ExecuTorch program takes float32 (B, C, H, W), got "
@@ -209,9 +209,9 @@ class ExecuTorchRunner:
                              f"(B, {', '.join(str(w) for w in want[1:])})")
         if want and want[0] > 0 and x.shape[0] != want[0]:
             raise UsageError(f"this ExecuTorch program has a fixed batch of {want[0]}, got {x.shape[0]}")
-        if self.max_batch and x.shape[0] > self.max_batch:
-            raise UsageError(f"batch {x.shape[0]} exceeds this ExecuTorch program's maximum batch {self.max_batch} "
-                             f"(re-export with target option max_batch)")
+        if self.max_batch and x.shape[0] > self.max_batch:  # buffers are planned for max_batch: run in chunks
+            parts = [self.run(x[i:i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
+            return [np.concatenate(o, axis=0) for o in zip(*parts)]
         try:
             outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(x))])
         except Exception as e:  # noqa: BLE001 - runtime errors come back as RuntimeError with an error code
