@@ -205,9 +205,36 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
             "graph_ops": dict(sorted(counts.items()))}
 
 
+def topological_sort_graph(graph) -> bool:
+    """Reorder ``graph.node`` (an ``onnx.GraphProto``) topologically, in place, as the ONNX spec requires; stable
+    (keeps the existing order where it can). Returns whether the order changed. Raises ValueError on a cycle."""
+    nodes = list(graph.node)
+    produced = {o for n in nodes for o in n.output}
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    ordered, pending = [], nodes
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready or i not in produced for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ValueError(f"the ONNX graph has a cycle through {rest[0].op_type} {rest[0].name}")
+        pending = rest
+    if [id(n) for n in ordered] == [id(n) for n in nodes]:
+        return False
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return True
+
+
 def convert_fp16(fp32_path: Path, out_path: Path) -> dict:
     """Convert weights and compute to float16 with float32 inputs/outputs (ORT's float16 converter)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    topological_sort_graph(model.graph)  # the converter appends the input Casts after the nodes that read them
+    onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(out_path))
     return {"scheme": "onnxruntime.transformers.float16 (keep_io_types=True)", "io": "float32"}

@@ -199,35 +199,20 @@ def check_graph(path_or_model, *, supported: frozenset[str] = SUPPORTED_OPS,
 
 
 def topological_sort(path: Path) -> bool:
-    """Reorder the nodes of the ONNX file at ``path`` topologically (stable: keeps the file's order where it can),
-    as the ONNX spec requires; rewrites the file only if the order changes. Returns whether it did.
-
-    ONNX Runtime's float16 converter appends the float32->float16 input Cast after the nodes that read it.
-    """
+    """Reorder the nodes of the ONNX file at ``path`` topologically (stable), rewriting the file only if the order
+    changes (:func:`vitedge.quantize.onnx.topological_sort_graph`). Returns whether it did.
+    Raises GraphCheckError on a cycle."""
     import onnx
 
+    from ..quantize.onnx import topological_sort_graph
     model = onnx.load(str(path))
-    nodes = list(model.graph.node)
-    produced = {o for n in nodes for o in n.output}
-    ready = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer} | {""}
-    ordered, pending = [], nodes
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready or i not in produced for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise GraphCheckError(f"the ONNX graph has a cycle through {rest[0].op_type} {rest[0].name}")
-        pending = rest
-    if [id(n) for n in ordered] == [id(n) for n in nodes]:
-        return False
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
-    onnx.save(model, str(path))
-    return True
+    try:
+        changed = topological_sort_graph(model.graph)
+    except ValueError as e:
+        raise GraphCheckError(str(e)) from None
+    if changed:
+        onnx.save(model, str(path))
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------------------------
