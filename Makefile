@@ -8,14 +8,15 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.vitedge-installed
 BUILD := build/cpp
-APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev
+APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev clang
 JOBS ?= 2
 
 .PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64 cpp-sanitize
 
 setup: $(STAMP) cpp
 
-# Debian packages for the C++ runner: stb_image (image decoding), nlohmann-json (manifest parsing), libssl-dev (SHA-256).
+# Debian packages for the C++ runner: stb_image (image decoding), nlohmann-json (manifest parsing), libssl-dev (SHA-256),
+# clang (libFuzzer targets of the manifest parser and image preprocessing; their ctests skip without it).
 sysdeps:
 	@dpkg -s $(APT_PKGS) >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -42,6 +43,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -n $(JOBS) -q
 	ctest --test-dir $(BUILD) --output-on-failure
+	$(MAKE) --no-print-directory cpp-sanitize
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
