@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # Every key of the bench JSON (DESIGN.md "Benchmark result schema"); the C++ and Python runners emit the same.
@@ -77,3 +79,22 @@ def main(fn) -> None:
 
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_dump(path: Path) -> np.ndarray:
+    """The float32 array vitedge-bench --dump-output wrote to PATH (shape and dtype from PATH.json)."""
+    meta = load_json(Path(str(path) + ".json"))
+    data = np.fromfile(path, dtype="<f4")
+    if meta.get("dtype") != "float32" or data.size != int(np.prod(meta["shape"])):
+        raise Failure(f"{path}: {data.size} floats do not match {path}.json {meta}")
+    return data.reshape(meta["shape"])
+
+
+def copy_artifact(src: Path, dst: Path, edit=None) -> Path:
+    """Copy an artifact directory, optionally editing its manifest dict in place with ``edit(manifest)``."""
+    shutil.copytree(src, dst)
+    if edit is not None:
+        m = load_json(dst / "manifest.json")
+        edit(m)
+        (dst / "manifest.json").write_text(json.dumps(m, indent=2))
+    return dst

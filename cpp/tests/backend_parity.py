@@ -15,22 +15,16 @@ For each artifact in the fixtures (make_fixtures.py: the same tiny ViT exported 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import Failure, check_bench_json, load_json, main, run
+from _common import Failure, check_bench_json, load_json, main, read_dump, run
 
 TOL = 1e-4
 SCORE_TOL = 0.01
 RUNTIMES = {"torchscript": "libtorch", "aotinductor": "aotinductor"}
-
-
-def read_dump(path: Path) -> np.ndarray:
-    meta = load_json(Path(str(path) + ".json"))
-    return np.fromfile(path, dtype="<f4").reshape(meta["shape"])
 
 
 def bench(exe, art, work: Path, tag: str, *extra) -> tuple[dict, np.ndarray | None]:

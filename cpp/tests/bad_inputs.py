@@ -9,20 +9,10 @@ nothing was printed on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
-from _common import Failure, export_tiny, load_json, main, run
-
-
-def copy_artifact(src: Path, dst: Path, edit=None) -> Path:
-    shutil.copytree(src, dst)
-    if edit is not None:
-        m = load_json(dst / "manifest.json")
-        edit(m)
-        (dst / "manifest.json").write_text(json.dumps(m, indent=2))
-    return dst
+from _common import Failure, copy_artifact, export_tiny, load_json, main, run
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:

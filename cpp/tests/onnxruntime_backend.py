@@ -18,7 +18,6 @@ onnxruntime_backend.py --bench PATH/vitedge-bench --workdir DIR
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import PREPROCESSING, Failure, check_bench_json, load_json, main, run, tiny_vit
+from _common import Failure, PREPROCESSING, check_bench_json, copy_artifact, load_json, main, read_dump, run, tiny_vit
 
 FP32_TOL = 1e-4
 INT8_TOL = 1e-3  # same library and graph on both sides; only float reduction order (threads) may differ
@@ -62,14 +61,6 @@ def python_reference(art: Path, png: Path, batch: int) -> np.ndarray:
     return onnx_target.load(read_manifest(art)).run(x)[0]
 
 
-def read_dump(path: Path) -> np.ndarray:
-    meta = load_json(Path(str(path) + ".json"))
-    data = np.fromfile(path, dtype="<f4")
-    if meta.get("dtype") != "float32" or data.size != int(np.prod(meta["shape"])):
-        raise Failure(f"{path}: {data.size} floats do not match {path}.json {meta}")
-    return data.reshape(meta["shape"])
-
-
 def bench(exe: Path, art: Path, png: Path, batch: int, work: Path, tag: str) -> np.ndarray:
     out_json, out_bin = work / f"{tag}.json", work / f"{tag}.bin"
     r = run([exe, art, "--image", png, "--batch", batch, "--iters", 3, "--warmup", 1, "--json", out_json,
@@ -93,15 +84,6 @@ def compare(tag: str, ref: np.ndarray, got: np.ndarray, precision: str) -> float
             raise Failure(f"{tag}: max abs diff {diff:.3g} > {INT8_TOL} vs Python ONNX Runtime")
     print(f"ok   {tag}: max abs diff vs Python ONNX Runtime {diff:.3g} (top-1 {int(ref[0].argmax())})")
     return diff
-
-
-def copy_artifact(src: Path, dst: Path, edit=None) -> Path:
-    shutil.copytree(src, dst)
-    if edit is not None:
-        m = load_json(dst / "manifest.json")
-        edit(m)
-        (dst / "manifest.json").write_text(json.dumps(m, indent=2))
-    return dst
 
 
 def expect_error(name: str, argv: list, phrase: str, env: dict | None = None) -> None:

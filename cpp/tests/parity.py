@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import PREPROCESSING, Failure, check_bench_json, export_tiny, load_json, main, run
+from _common import Failure, PREPROCESSING, check_bench_json, export_tiny, load_json, main, read_dump, run
 
 TOL = 1e-4
 RESIZE_TOL = TOL  # image.cpp follows Pillow's Resample.c (fixed-point weights, uint8 between passes)
@@ -35,14 +35,6 @@ def python_reference(module, png: Path, pre: dict) -> np.ndarray:
     x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
     with torch.inference_mode():
         return module(torch.from_numpy(x)).numpy()
-
-
-def read_dump(path: Path) -> np.ndarray:
-    meta = load_json(Path(str(path) + ".json"))
-    data = np.fromfile(path, dtype="<f4")
-    if meta.get("dtype") != "float32" or data.size != int(np.prod(meta["shape"])):
-        raise Failure(f"{path}: {data.size} floats do not match {path}.json {meta}")
-    return data.reshape(meta["shape"])
 
 
 def bench(exe: Path, art: Path, png: Path, batch: int, work: Path, tag: str) -> np.ndarray:
