@@ -158,3 +158,30 @@ def test_unsupported_precision_is_refused(tmp_path):
         vitedge.export.export(tiny_vit(), torch.zeros(2, 3, *SIZE), "executorch", tmp_path / "a", precision="fp16")
     assert json.dumps(et.PRECISIONS)  # fp32 and static int8 only
     assert et.PRECISIONS == {"fp32": None, "int8": ("static",)}
+
+
+def test_recorded_max_batch_is_the_largest_batch_the_program_runs(monkeypatch):
+    """torch.export may tighten the batch bound below the requested one (MobileViT-XS at 64x64: 15, not 32); the
+    export records the batch the planned buffers really hold, found by bisection against the runtime."""
+    from pathlib import Path
+
+    from vitedge.errors import ExportError
+
+    class Capacity:  # stands in for the runtime: a program whose buffers hold `cap` images
+        cap = 15
+
+        def __init__(self, path):
+            pass
+
+        def run(self, x):
+            if x.shape[0] > Capacity.cap:
+                raise ArtifactError("Attempted to resize a bounded tensor")
+            return [x]
+
+    monkeypatch.setattr(et, "ExecuTorchRunner", Capacity)
+    assert et._largest_runnable_batch(Path("unused.pte"), (3, 8, 8), 32) == 15
+    Capacity.cap = 32
+    assert et._largest_runnable_batch(Path("unused.pte"), (3, 8, 8), 32) == 32
+    Capacity.cap = 1
+    with pytest.raises(ExportError):
+        et._largest_runnable_batch(Path("unused.pte"), (3, 8, 8), 32)

@@ -12,7 +12,8 @@ Recipe (ExecuTorch docs, "Building and Running ExecuTorch with XNNPACK Backend" 
   digits train split), ``convert_pt2e``, re-export, lower to XNNPACK as above.
 
 The ExecuTorch memory planner sizes every buffer for the largest batch, so the dynamic batch has an upper bound
-(``target_options["max_batch"]``, default :data:`DEFAULT_MAX_BATCH`), recorded in the manifest under
+(``target_options["max_batch"]``, default :data:`DEFAULT_MAX_BATCH`); the batch the program really holds
+(``torch.export`` may tighten the bound, found by bisection at export) is recorded in the manifest under
 ``executorch.max_batch``; the runner splits a larger batch into chunks of that size.
 
 The same ``.pte`` runs in the ExecuTorch runtime on Linux x86-64 (the Python bindings used here, and the C++
@@ -129,6 +130,8 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     finally:
         ctx.__exit__(None, None, None)
     (directory / FILENAME).write_bytes(et.buffer)
+    if dynamic:  # the batch the planned buffers really hold (torch.export may tighten the Dim's bound)
+        max_batch = _largest_runnable_batch(directory / FILENAME, tuple(example.shape[1:]), max_batch)
     graph = lowered.exported_program().graph_module.graph
     delegated = sum(1 for n in graph.nodes if n.op == "call_function" and "executorch_call_delegate" in str(n.target))
     others: dict[str, int] = {}
@@ -143,6 +146,32 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     return {"artifact": FILENAME, "backend": "executorch", "export": info, "quantization": quant,
             "manifest": {"executorch": {"max_batch": max_batch if dynamic else int(example.shape[0]),
                                         "delegate": DELEGATE}}}
+
+
+def _largest_runnable_batch(path: Path, chw: tuple[int, ...], upper: int) -> int:
+    """The largest batch B <= ``upper`` at which the program at ``path`` runs a zero (B, C, H, W) input, found by
+    bisection between 2 and ``upper`` (the memory planner sizes each buffer from the exported upper bound of the
+    batch, which ``torch.export`` may tighten below the requested one, e.g. 15 instead of 32 for MobileViT-XS at
+    64x64; the runner splits larger batches into chunks of the recorded size). Raises ExportError if even batch 2
+    does not run."""
+    from ..errors import ExportError
+    runner = ExecuTorchRunner(path)
+
+    def runs(b: int) -> bool:
+        try:
+            runner.run(np.zeros((b, *chw), np.float32))
+            return True
+        except ArtifactError:
+            return False
+    if runs(upper):
+        return upper
+    lo, hi = 2, upper  # runs(lo) must hold; runs(hi) does not
+    if not runs(lo):
+        raise ExportError("the ExecuTorch program does not run at batch 2 (its dynamic batch was specialised)")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if runs(mid) else (lo, mid)
+    return lo
 
 
 def _bindings():
