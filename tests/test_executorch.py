@@ -2,7 +2,6 @@
 against eager on real photos (fp32) and on the held-out digits (int8, PT2E static quantization), plus bad inputs.
 
 Tiny models (32x32, depth 1) keep lowering to seconds."""
-import json
 import subprocess
 import sys
 
@@ -156,8 +155,7 @@ def test_int8_without_calibration_is_refused(tmp_path):
 def test_unsupported_precision_is_refused(tmp_path):
     with pytest.raises(UsageError, match="cannot produce fp16"):
         vitedge.export.export(tiny_vit(), torch.zeros(2, 3, *SIZE), "executorch", tmp_path / "a", precision="fp16")
-    assert json.dumps(et.PRECISIONS)  # fp32 and static int8 only
-    assert et.PRECISIONS == {"fp32": None, "int8": ("static",)}
+    assert et.PRECISIONS == {"fp32": None, "int8": ("static", "dynamic")}
 
 
 def test_recorded_max_batch_is_the_largest_batch_the_program_runs(monkeypatch):
@@ -185,3 +183,13 @@ def test_recorded_max_batch_is_the_largest_batch_the_program_runs(monkeypatch):
     Capacity.cap = 1
     with pytest.raises(ExportError):
         et._largest_runnable_batch(Path("unused.pte"), (3, 8, 8), 32)
+
+
+def test_dynamic_int8_needs_no_calibration_and_stays_close(tmp_path, photo_batch):
+    """Dynamic PT2E int8 (MobileViT's default recipe): int8 weights, activations quantized per run."""
+    art = vitedge.export.export(tiny_vit(), photo_batch(SIZE, 2), "executorch", tmp_path / "dyn",
+                                preprocessing=make_preprocessing(SIZE), precision="int8",
+                                quantization={"mode": "dynamic"})
+    assert art.manifest["quantization"]["mode"] == "dynamic"
+    assert art.manifest["parity"]["batch_3"]["cosine"] >= 0.99
+    assert et.default_int8_mode("mobilevit") == "dynamic" and et.default_int8_mode("levit") == "static"

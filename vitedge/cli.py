@@ -84,7 +84,9 @@ def cmd_export(args) -> int:
                 recipe = {"mode": args.int8_mode}
         else:
             from .targets import target_module
-            recipe = {"mode": args.int8_mode or target_module(args.target).PRECISIONS["int8"][0]}
+            mod = target_module(args.target)
+            default = getattr(mod, "default_int8_mode", lambda family: mod.PRECISIONS["int8"][0])
+            recipe = {"mode": args.int8_mode or default(get_preset(args.preset).family)}
         if args.calib_method:
             recipe["method"] = args.calib_method
     static = recipe.get("mode") == "static"
