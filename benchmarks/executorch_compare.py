@@ -3,7 +3,7 @@ this CPU. Not a test: `python benchmarks/executorch_compare.py`.
 
 For each preset: a digits-trained checkpoint (64x64; with ``--train`` trained here if absent, else the
 preset's seeded weights at 64x64 / 10 classes and no top-1 column), exported in this script to
-ExecuTorch fp32, ExecuTorch int8 (PT2E static, XNNPACKQuantizer, calibrated on 128 digits train images), ONNX
+ExecuTorch fp32, ExecuTorch int8 (PT2E, XNNPACKQuantizer, the family's default mode: static calibrated on 128 digits train images, dynamic for MobileViT), ONNX
 fp32 and TorchScript fp32; top-1 on the held-out digits for the ExecuTorch artifacts (``validate``); latency at
 batch 1 with ``--threads`` threads through :func:`vitedge.bench.bench` (ExecuTorch: its XNNPACK threadpool is
 resized to that many threads; ONNX Runtime: intra-op threads; TorchScript: torch's intra-op threads), in
@@ -30,6 +30,7 @@ from vitedge.bench import bench  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.quantize import calibration_data  # noqa: E402
+from vitedge.targets.executorch import default_int8_mode  # noqa: E402
 from vitedge.report import markdown_table  # noqa: E402
 from vitedge.train import train_digits  # noqa: E402
 from vitedge.validate import validate  # noqa: E402
@@ -77,7 +78,8 @@ def main() -> int:
         for name, target, precision in VARIANTS:
             quant = None
             if precision == "int8":
-                quant = {"mode": "static", "calibration": calib.numpy(), "calibration_info": calib_info}
+                mode = default_int8_mode(spec["family"])  # the CLI's per-family recipe (MobileViT: dynamic)
+                quant = {"mode": mode, "calibration": calib.numpy(), "calibration_info": calib_info}
             path = out / preset / name.replace(" ", "_")
             shutil.rmtree(path, ignore_errors=True)
             t0 = time.perf_counter()
