@@ -311,14 +311,8 @@ def _fsync_tree(root: Path) -> None:
     for dirpath, _, filenames in os.walk(root):
         for name in [*filenames, "."]:
             p = os.path.join(dirpath, name)
-            if os.path.islink(p):
-                continue
-            with contextlib.suppress(OSError):
-                fd = os.open(p, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            if not os.path.islink(p):
+                _fsync_path(p)
 
 
 def _free_bytes(directory: Path) -> int | None:
@@ -379,7 +373,7 @@ def atomic_directory(final: str | os.PathLike):
                     os.replace(tmp, final)
             else:
                 os.replace(tmp, final)
-            _fsync_tree_dir(final.parent)
+            _fsync_path(final.parent)
         if old is not None:
             if old.is_symlink() or old.is_file():  # ``final`` was a symlink or a file, now swapped out
                 old.unlink(missing_ok=True)
@@ -395,9 +389,10 @@ def atomic_directory(final: str | os.PathLike):
         raise
 
 
-def _fsync_tree_dir(directory: Path) -> None:
+def _fsync_path(path) -> None:
+    """fsync one file or directory (best effort: a filesystem that cannot fsync a directory is ignored)."""
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

@@ -98,3 +98,20 @@ def copy_artifact(src: Path, dst: Path, edit=None) -> Path:
         edit(m)
         (dst / "manifest.json").write_text(json.dumps(m, indent=2))
     return dst
+
+
+def error_line_problems(r: subprocess.CompletedProcess, code: int, phrase: str,
+                        prefix: str = "vitedge-bench: error: ") -> list[str]:
+    """What is wrong with a failed run's output: it must exit ``code``, print nothing on stdout and exactly one
+    stderr line starting with ``prefix`` and containing ``phrase``. Empty list = as expected."""
+    lines = r.stderr.splitlines()
+    problems = []
+    if r.returncode != code:
+        problems.append(f"exit {r.returncode}, expected {code}")
+    if len(lines) != 1 or not lines[0].startswith(prefix):
+        problems.append(f"stderr is not one {prefix.strip()!r} line: {r.stderr[:500]!r}")
+    elif phrase not in lines[0]:
+        problems.append(f"message lacks {phrase!r}: {lines[0]!r}")
+    if r.stdout:
+        problems.append(f"stdout not empty: {r.stdout[:200]!r}")
+    return problems

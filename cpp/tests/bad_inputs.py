@@ -12,7 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from _common import Failure, copy_artifact, export_tiny, load_json, main, run
+from _common import Failure, copy_artifact, error_line_problems, export_tiny, load_json, main, run
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
@@ -138,15 +138,7 @@ def test(args) -> None:
     for name, argv, code, phrase in cases:
         r = run([exe, *argv])
         lines = r.stderr.splitlines()
-        problems = []
-        if r.returncode != code:
-            problems.append(f"exit {r.returncode}, expected {code}")
-        if len(lines) != 1 or not lines[0].startswith("vitedge-bench: error: "):
-            problems.append(f"stderr is not one 'vitedge-bench: error:' line: {r.stderr[:500]!r}")
-        elif phrase not in lines[0]:
-            problems.append(f"message lacks {phrase!r}: {lines[0]!r}")
-        if r.stdout:
-            problems.append(f"stdout not empty: {r.stdout[:200]!r}")
+        problems = error_line_problems(r, code, phrase)
         status = "ok  " if not problems else "FAIL"
         print(f"{status} {name}: exit {r.returncode}: {lines[0] if lines else '(no stderr)'}")
         if problems:

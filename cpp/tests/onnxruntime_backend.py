@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import Failure, PREPROCESSING, check_bench_json, copy_artifact, load_json, main, read_dump, run, tiny_vit
+from _common import Failure, PREPROCESSING, check_bench_json, copy_artifact, error_line_problems, load_json, main, read_dump, run, tiny_vit
 
 FP32_TOL = 1e-4
 INT8_TOL = 1e-3  # same library and graph on both sides; only float reduction order (threads) may differ
@@ -89,19 +89,10 @@ def compare(tag: str, ref: np.ndarray, got: np.ndarray, precision: str) -> float
 def expect_error(name: str, argv: list, phrase: str, env: dict | None = None) -> None:
     r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120,
                        env={**os.environ, **(env or {})})
-    lines = r.stderr.splitlines()
-    problems = []
-    if r.returncode != 1:
-        problems.append(f"exit {r.returncode}, expected 1")
-    if len(lines) != 1 or not lines[0].startswith("vitedge-bench: error: "):
-        problems.append(f"stderr is not one 'vitedge-bench: error:' line: {r.stderr[:500]!r}")
-    elif phrase not in lines[0]:
-        problems.append(f"message lacks {phrase!r}: {lines[0]!r}")
-    if r.stdout:
-        problems.append(f"stdout not empty: {r.stdout[:200]!r}")
+    problems = error_line_problems(r, 1, phrase)
     if problems:
         raise Failure(f"{name}: {'; '.join(problems)}")
-    print(f"ok   {name}: {lines[0]}")
+    print(f"ok   {name}: {r.stderr.strip()}")
 
 
 def test(args) -> None:
