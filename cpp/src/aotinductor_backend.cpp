@@ -2,11 +2,16 @@
 // torch::inductor::AOTIModelPackageLoader (the loader extracts the compiled model library to a temp dir).
 // Thread safety: the loader's model container hands each run() a free model instance and makes concurrent
 // callers wait for one (one instance here), so run() may be called from several threads; the runs are serialized.
+// Loading is not thread-safe in libtorch: its package loader parses the package's JSON files into one
+// function-local static nlohmann::json (load_json_file in model_package_loader.cpp), so two threads opening
+// packages at once could read each other's half-parsed metadata ("type must be string, but is null", seen in CI
+// in cpp_threads). Every libtorch package-loading call here holds one process-wide mutex.
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/version.h>  // TORCH_VERSION_MAJOR/MINOR: device_of_package
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 
 #include "backend.h"
 #include "torch_common.h"
@@ -16,10 +21,17 @@ namespace {
 
 using torch_common::first_line;
 
+// Held around every AOTIModelPackageLoader construction / metadata read (see the note at the top).
+std::mutex& package_load_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 class AOTInductorBackend final : public Backend {
  public:
   AOTInductorBackend(const std::string& path, const Options& options)
       : path_(path), device_(torch_common::torch_device(options)) {
+    const std::lock_guard<std::mutex> lock(package_load_mutex());
     std::string compiled_for;
     try {
       torch_common::set_threads(options);

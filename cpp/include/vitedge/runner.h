@@ -106,7 +106,8 @@ class Runner {
   /// backend/target is built into this library (see backends(); libtorch: torchscript and aotinductor),
   /// checks the artifact files exist and have the sizes and SHA-256 the manifest records (unless
   /// options.verify is false), and loads the model.
-  /// Throws Error with the reason otherwise.
+  /// Throws Error with the reason otherwise. May be called from several threads at once (AOTInductor packages
+  /// are loaded one at a time: libtorch's package loader is not thread-safe).
   static std::unique_ptr<Runner> open(const std::string& artifact_dir, const Options& options = {});
 
   ~Runner();
