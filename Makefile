@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,coreml,executorch]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,coreml,executorch,openvino]'
 	# the oracle: vit-pytorch's model files (its package deps pull torchvision, which has no CPU build here)
 	$(BIN)/pip install -q -c constraints.txt --no-deps vit-pytorch
 	touch $@
