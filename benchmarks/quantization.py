@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vitedge.bench import latency_stats  # noqa: E402
+from vitedge.bench import time_interleaved  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.quantize import calibration_data  # noqa: E402
@@ -42,22 +41,6 @@ COLUMNS = [("preset", "preset", "{}"), ("artifact", "variant", "{}"), ("top-1 %"
            ("drop (pts)", "drop_points", "{:+.2f}"), ("size MB", "size_mb", "{:.2f}"), ("size x fp32", "size_ratio", "{:.2f}"),
            ("p50 ms b1", "p50_b1", "{:.3f}"), ("x fp32 b1", "speed_b1", "{:.2f}"), ("p50 ms b8", "p50_b8", "{:.3f}"),
            ("x fp32 b8", "speed_b8", "{:.2f}")]
-
-
-def time_interleaved(runners: dict, inputs: dict, rounds: int, iters: int, warmup: int) -> dict:
-    """{name: latency stats} from ``rounds`` rounds of ``iters`` timed runs of every runner in turn."""
-    samples = {k: [] for k in runners}
-    for name, r in runners.items():
-        for _ in range(warmup):
-            r.run(inputs[name])
-    for _ in range(rounds):
-        for name, r in runners.items():
-            x = inputs[name]
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                r.run(x)
-                samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: latency_stats(v) for k, v in samples.items()}
 
 
 def plot(rows: list[dict], presets: list[str], path: Path) -> None:

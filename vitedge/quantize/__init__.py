@@ -14,10 +14,26 @@ import torch
 from ..data import digits_batch, digits_split, image_paths, load_batch
 from ..errors import ImageError, UsageError
 
-__all__ = ["CALIBRATION_METHODS", "PRECISIONS", "calibration_data"]
+__all__ = ["CALIBRATION_METHODS", "PRECISIONS", "calibration_data", "default_int8_options"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+def default_int8_options(target: str, family: str | None, mode: str | None = None) -> dict:
+    """The int8 options ``vitedge export --precision int8`` uses for ``target`` and a zoo ``family``: ONNX gets
+    the family's recipe (:func:`vitedge.quantize.onnx.default_int8_recipe`); other targets their
+    ``default_int8_mode(family)`` or their first int8 mode. ``mode`` (``--int8-mode``) overrides the recipe's mode.
+    Calibration images are not included (add ``calibration``/``calibration_info`` for static int8).
+    Raises UsageError for an unknown target."""
+    from ..targets import target_module
+    if target == "onnx":
+        from .onnx import default_int8_recipe
+        recipe = default_int8_recipe(family)
+        return {"mode": mode} if mode and mode != recipe["mode"] else recipe
+    mod = target_module(target)
+    default = getattr(mod, "default_int8_mode", lambda fam: mod.PRECISIONS["int8"][0])
+    return {"mode": mode or default(family)}
 
 
 def calibration_data(source: str | os.PathLike, pre: dict, count: int = 128, seed: int = 0) -> tuple[torch.Tensor, dict]:
