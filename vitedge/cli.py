@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a preset to an artifact directory (file + manifest.json)")
     e.add_argument("preset")
-    e.add_argument("--target", required=True, help="torchscript | onnx | trt | coreml | executorch | aotinductor")
+    e.add_argument("--target", required=True, help="torchscript | onnx | trt | coreml | executorch | aotinductor | openvino")
     e.add_argument("--batch", default="dynamic",
                    help="fixed batch size, or 'dynamic' (default); for --target trt also MIN:OPT:MAX, the "
                         "optimization profile's batch range (e.g. 1:4:16; 'dynamic' means 1:1:16)")
@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, help="ONNX opset (default 18; the legacy fallback uses 17)")
     e.add_argument("--outputs", help="graph outputs, comma-separated from logits,attentions,embeddings "
                                      "(ViT-style models; default: the model's own outputs)")
-    e.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                   help="default fp32; fp16 for --target coreml (int8 there = fp16 compute, compressed weights)")
+    e.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="default fp32; fp16 for --target coreml (int8 there = fp16 compute, compressed weights); "
+                        "bf16: --target openvino on CPUs with bf16 support")
     e.add_argument("--int8-mode", choices=["static", "dynamic", "weights"],
                    help="static: calibrated QDQ; dynamic: int8 weights, activations quantized at run time "
                         "(default: the family's recipe for onnx, dynamic for torchscript); weights: weight-only "

@@ -20,6 +20,7 @@ DEFAULT_TOLERANCE = {
     "fp32": {"max_abs": 1e-4, "top1_agreement": 1.0, "max_drop_points": 1.0},
     "fp16": {"cosine": 0.999, "max_drop_points": 1.0},
     "int8": {"cosine": 0.99, "max_drop_points": 1.0},
+    "bf16": {"cosine": 0.99, "max_drop_points": 1.0},
 }
 _UPPER = ("max_abs", "max_drop_points")
 

@@ -19,7 +19,8 @@ from ..errors import UsageError
 
 TARGETS = {"torchscript": "vitedge.targets.torchscript", "onnx": "vitedge.targets.onnx",
            "trt": "vitedge.targets.tensorrt", "coreml": "vitedge.targets.coreml",
-           "executorch": "vitedge.targets.executorch", "aotinductor": "vitedge.targets.aotinductor"}
+           "executorch": "vitedge.targets.executorch", "aotinductor": "vitedge.targets.aotinductor",
+           "openvino": "vitedge.targets.openvino"}
 
 
 class Runner(Protocol):

@@ -1,0 +1,462 @@
+"""OpenVINO target: OpenVINO IR (``model.xml`` graph + ``model.bin`` raw weights) run by OpenVINO's CPU plugin.
+
+Export path: our ONNX export (:func:`vitedge.targets.onnx.write`, fp32, symbolic batch) -> ``openvino.convert_model``
+(OVC's ONNX frontend and its graph fusions: Gelu, ScaledDotProductAttention, ...) -> ``openvino.save_model(...,
+compress_to_fp16=False)``. The ONNX file is a temporary and is not part of the artifact.
+
+Precisions (all run by the CPU plugin; the compile config is stored in the manifest and applied at load, so the
+precision the artifact was validated at is the one it runs at):
+
+* ``fp32``: ``INFERENCE_PRECISION_HINT=f32``. OpenVINO's own CPU default is bf16 on CPUs with AVX512_BF16 or AMX
+  (OpenVINO docs, "Precision control"), so an IR opened by hand with no config would not run in fp32 there.
+* ``bf16``: the same fp32 IR compiled with ``INFERENCE_PRECISION_HINT=bf16``; export refuses it on a CPU whose
+  plugin does not report ``BF16`` in ``OPTIMIZATION_CAPABILITIES`` (it would silently run in fp32).
+* ``int8``: NNCF post-training quantization of the OpenVINO model (``nncf.quantize``: FakeQuantize nodes whose
+  ranges come from calibration images; the CPU plugin then runs int8 kernels). Recipe per family in
+  :func:`default_int8_recipe`.
+
+Both tools send usage telemetry unless the user opted out (``opt_in_out --opt_out``) and record it under
+``~/intel``; vitedge's own calls to them run with it off (:func:`_without_usage_telemetry`).
+
+Safety: the IR is XML + raw little-endian weights (nothing is unpickled or executed); the manifest's SHA-256 of
+both files is checked before loading (``vitedge.manifest.read_manifest``), the weights file must be one the
+manifest lists, and an XML above :data:`MAX_XML_BYTES` is refused before the XML parser sees it.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
+from ..manifest import Artifact
+
+FILENAME = "model.xml"
+WEIGHTS = "model.bin"
+MAX_XML_BYTES = 64 * 2**20  # the graph of a ViT-B IR is a few hundred KiB; weights live in the .bin
+INSTALL = "pip install 'vitedge[openvino]'"
+
+PRECISIONS = {"fp32": None, "bf16": None, "int8": ("static",)}
+
+# Compile configs by precision (OpenVINO CPU plugin properties). LATENCY: one request at a time, all threads on it.
+CONFIGS = {"fp32": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
+           "bf16": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"},
+           # int8 kernels are picked from the FakeQuantize nodes whatever the hint; f32 keeps the ops left in float
+           # (LayerNorm, Softmax, GELU, residual Adds) in f32: with no hint they ran in bf16 on an AVX512_BF16 CPU
+           "int8": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}}
+# The compile-config keys and values a manifest may carry (a manifest is untrusted input).
+_ALLOWED_CONFIG = {"PERFORMANCE_HINT": {"LATENCY", "THROUGHPUT"},
+                   "INFERENCE_PRECISION_HINT": {"f32", "bf16", "f16"},
+                   "EXECUTION_MODE_HINT": {"PERFORMANCE", "ACCURACY"}}
+
+# int8 recipes per zoo family: nncf.quantize(model_type, preset, SmoothQuant on/off, ignored op types).
+# NNCF's recipe for transformers (ModelType.TRANSFORMER, "Post-training Quantization" guide): its ignored
+# patterns keep LayerNorm (MVN), Softmax, GELU and the residual Adds in float; PERFORMANCE = symmetric int8
+# activations and weights (the fast one on CPUs with VNNI). SmoothQuant (on by default for TRANSFORMER; it moves
+# activation outliers into the next MatMul's weights, meant for LLMs) is turned off.
+# Measured with digits checkpoints at 64x64, 128 calibration images from the digits train split, min cosine vs
+# fp32 eager on the bundled photos (export gate: >= 0.99) and top-1 on the 450 held-out digits:
+# * DeiT-Ti: SmoothQuant on 0.9921, off 0.9995 (same int8 layers: 50 FullyConnected + 12 attention subgraphs);
+#   0.0 points of top-1 lost either way.
+# * LeViT-128S: 0.9998 on or off (70 Convolution, 11 MatMul, 1 FullyConnected in int8), 0.0 points lost.
+# * MobileViT-XS: everything quantized gave 0.956 (0.959 with SmoothQuant, 0.954 with model_type None, 0.939
+#   with MIXED, 0.948 with global min/max ranges); keeping the depthwise convolutions in float 0.985 (0.993 with
+#   global min/max ranges); keeping every convolution in float 0.998 (int8: 37 FullyConnected + 9 attention
+#   subgraphs). Top-1 moved by at most 0.22 points in every variant, so the photo gate decides: MobileViT keeps
+#   its convolutions in float.
+# Activation ranges: global min/max ("minmax"), not NNCF's default mean of per-image min/max: calibration is on
+# digits and the gate on photos, and the per-image mean clipped the photos' activations (DeiT-Ti digits
+# checkpoint at 32x32: 0.988, below the gate, vs 0.998; at 64x64 DeiT-Ti 0.9995 -> 0.99995, LeViT 0.9998 either
+# way, MobileViT with float convolutions 0.998 -> 0.9998).
+_RECIPES = {
+    "default": {"model_type": "transformer", "preset": "performance", "smooth_quant": False, "ignored_types": (),
+                "method": "minmax"},
+    "mobilevit": {"model_type": "transformer", "preset": "performance", "smooth_quant": False,
+                  "ignored_types": ("Convolution", "GroupConvolution"), "method": "minmax"},
+}
+_PRESETS = ("performance", "mixed")
+# Activation range estimators (``method``, the CLI's --calib-method) -> NNCF's RangeEstimatorParametersSet name.
+# minmax: global min/max over the calibration images; mean_minmax (NNCF's own default): the mean over images of
+# each image's min/max; percentile: the mean over images of each image's 1e-4 / 1 - 1e-4 quantiles.
+_METHODS = {"minmax": "MINMAX", "mean_minmax": "MEAN_MINMAX", "percentile": "MEAN_QUANTILE"}
+
+
+def default_int8_mode(family: str | None) -> str:
+    """The int8 mode of ``vitedge export --target openvino --precision int8``: always "static" (calibrated)."""
+    return "static"
+
+
+def default_int8_recipe(family: str | None) -> dict:
+    """The NNCF options this target uses for a zoo ``family`` (None: a model outside the zoo), a copy:
+    ``{"model_type": "transformer" | None, "preset": "performance" | "mixed", "smooth_quant": bool,
+    "ignored_types": (OpenVINO op types kept in float...), "method": activation range estimator}``."""
+    r = dict(_RECIPES.get(family or "default", _RECIPES["default"]))
+    r["ignored_types"] = tuple(r["ignored_types"])
+    return r
+
+
+def _import_ov():
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise RuntimeMissingError(f"openvino is not installed ({INSTALL}): {e}") from None
+    return ov
+
+
+@contextlib.contextmanager
+def _without_usage_telemetry():
+    """Run OVC / NNCF with their usage telemetry off. Both ask ``openvino_telemetry`` for consent, which is given
+    by default (no consent file) and declined in CI jobs (``CI=true``); so ``CI`` is set to ``true`` for the
+    duration of the call (NNCF decides once, when it is first imported, so that import runs inside this too)."""
+    old = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = old
+
+
+@lru_cache(maxsize=1)
+def cpu_capabilities() -> tuple[str, ...]:
+    """The CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (e.g. ``("BF16", "FP32", "INT8", ...)``); empty if absent."""
+    ov = _import_ov()
+    core = ov.Core()
+    if "CPU" not in core.available_devices:
+        return ()
+    return tuple(str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def runs_here() -> str | None:
+    """None when openvino imports and its CPU plugin is present, else the reason."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return f"openvino is not installed ({INSTALL})"
+    try:
+        if "CPU" not in ov.Core().available_devices:
+            return "OpenVINO has no CPU plugin here"
+    except Exception as e:  # noqa: BLE001 - plugin discovery errors come back as RuntimeError
+        return f"OpenVINO cannot list its devices: {str(e).strip().splitlines()[0][:200] if str(e).strip() else e}"
+    return None
+
+
+def _op_counts(model) -> dict[str, int]:
+    ops: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
+    return dict(sorted(ops.items()))
+
+
+def fake_quantize_summary(model) -> dict:
+    """Number of FakeQuantize nodes of an OpenVINO model and the op types their outputs feed (counts)."""
+    fq = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    feeds: dict[str, int] = {}
+    for op in fq:
+        for target in op.output(0).get_target_inputs():
+            name = target.get_node().get_type_name()
+            feeds[name] = feeds.get(name, 0) + 1
+    return {"fake_quantize_nodes": len(fq), "fake_quantize_feeds": dict(sorted(feeds.items()))}
+
+
+def int8_layers(compiled) -> dict[str, int]:
+    """Layers of a compiled model (``openvino.CompiledModel``) that the CPU plugin runs in int8 (runtime precision
+    i8/u8), by its layer type (e.g. ``{"FullyConnected": 50, "Subgraph": 12}``); constants are not counted.
+    Depends on the CPU it was compiled on."""
+    out: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        kind, prec = rt["layerType"].astype(str), rt["runtimePrecision"].astype(str)
+        if prec in ("i8", "u8") and kind not in ("Const", "Reorder", "Reshape", "Transpose", "Input", "Output"):
+            out[kind] = out.get(kind, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _calibration_items(calib: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """Calibration images as NNCF data items: one image each for a dynamic batch, else chunks of the fixed batch
+    (the last one filled by repeating images)."""
+    if batch is None:
+        return [calib[i:i + 1] for i in range(len(calib))]
+    items = []
+    for i in range(0, len(calib), batch):
+        chunk = calib[i:i + batch]
+        if len(chunk) < batch:
+            chunk = chunk[np.arange(batch) % len(chunk)]
+        items.append(np.ascontiguousarray(chunk))
+    return items
+
+
+def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int, int], *, batch: int | None = None,
+                  family: str | None = None, model_type: str | None = "default", preset: str | None = None,
+                  smooth_quant: bool | None = None, ignored_types: tuple[str, ...] | None = None,
+                  method: str | None = None) -> tuple[object, dict]:
+    """NNCF post-training int8 of an OpenVINO model: returns (quantized ``openvino.Model``, manifest info).
+
+    Args:
+        ov_model: fp32 ``openvino.Model`` (from ``convert_model``), float32 (B, C, H, W) -> logits.
+        calibration: float32 (N, C, H, W) preprocessed images (e.g. the digits TRAIN split); all N are used
+            (``subset_size=N``).
+        chw: the model's (C, H, W).
+        batch: the model's fixed batch, or None for a dynamic batch (one image per calibration item).
+        family: zoo family, for :func:`default_int8_recipe`; the keyword arguments below override it.
+        model_type: "transformer" (``nncf.ModelType.TRANSFORMER``) or None (NNCF's generic patterns).
+        preset: "performance" (symmetric activations) or "mixed" (asymmetric activations).
+        smooth_quant: apply NNCF's SmoothQuant to MatMuls (its TRANSFORMER default) or not (alpha -1).
+        ignored_types: OpenVINO op types to keep in float (``nncf.IgnoredScope(types=...)``).
+        method: activation range estimator (:data:`_METHODS`): "minmax" (global min/max over the calibration
+            items), "mean_minmax" (NNCF's default: mean of each item's min/max) or "percentile" (mean of each
+            item's 1e-4 / 1 - 1e-4 quantiles); None: the family recipe's.
+    Recipe: NNCF "Post-training Quantization" guide (``nncf.quantize`` with ``nncf.Dataset``; ``model_type=
+    nncf.ModelType.TRANSFORMER`` for transformer models).
+    Raises:
+        UsageError: no calibration images, images whose (C, H, W) differs from the model's, an unknown preset or
+            method. RuntimeMissingError: nncf is not installed.
+    """
+    if calibration is None or len(calibration) == 0:
+        raise UsageError("OpenVINO int8 (NNCF post-training quantization) needs calibration images")
+    calib = np.ascontiguousarray(calibration, dtype=np.float32)
+    if calib.ndim != 4 or tuple(calib.shape[1:]) != tuple(chw):
+        raise UsageError(f"calibration images are {tuple(calib.shape[1:])}, the model takes {tuple(chw)}")
+    recipe = default_int8_recipe(family)
+    if model_type != "default":
+        recipe["model_type"] = model_type
+    if preset is not None:
+        recipe["preset"] = preset
+    if smooth_quant is not None:
+        recipe["smooth_quant"] = bool(smooth_quant)
+    if ignored_types is not None:
+        recipe["ignored_types"] = tuple(ignored_types)
+    if recipe["preset"] not in _PRESETS:
+        raise UsageError(f"unknown NNCF preset {recipe['preset']!r} (known: {', '.join(_PRESETS)})")
+    if recipe["model_type"] not in ("transformer", None):
+        raise UsageError(f"unknown NNCF model type {recipe['model_type']!r} (known: transformer, or None)")
+    if method is not None:
+        recipe["method"] = method
+    if recipe["method"] not in _METHODS:
+        raise UsageError(f"--calib-method {recipe['method']} is not available for --target openvino (NNCF range "
+                         f"estimators: {', '.join(_METHODS)})")
+    with _without_usage_telemetry():
+        try:
+            import nncf
+            from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                               AdvancedSmoothQuantParameters)
+            from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+        except ImportError as e:
+            raise RuntimeMissingError(f"nncf is not installed ({INSTALL}): {e}") from None
+        items = _calibration_items(calib, batch)
+        kwargs = {"preset": nncf.QuantizationPreset.PERFORMANCE if recipe["preset"] == "performance"
+                  else nncf.QuantizationPreset.MIXED, "subset_size": len(items),
+                  "model_type": nncf.ModelType.TRANSFORMER if recipe["model_type"] == "transformer" else None}
+        if recipe["ignored_types"]:
+            kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(recipe["ignored_types"]))
+        advanced = {}
+        if not recipe["smooth_quant"]:  # a negative alpha turns SmoothQuant off (AdvancedSmoothQuantParameters)
+            advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=-1)
+        if recipe["method"] != "mean_minmax":  # NNCF's default needs no parameter
+            advanced["activations_range_estimator_params"] = getattr(RangeEstimatorParametersSet,
+                                                                     _METHODS[recipe["method"]])
+        if advanced:
+            kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
+        level = logging.getLogger("nncf").level
+        nncf.set_log_level(logging.ERROR)
+        try:  # NNCF draws rich progress bars on stdout; a CLI's stdout is for its own result lines
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                quantized = nncf.quantize(ov_model, nncf.Dataset(items), **kwargs)
+        finally:
+            nncf.set_log_level(level or logging.INFO)
+    info = {"mode": "static", "tool": f"nncf {nncf.__version__}", "algorithm": "nncf.quantize (post-training)",
+            "model_type": recipe["model_type"], "preset": recipe["preset"], "smooth_quant": recipe["smooth_quant"],
+            "scheme": ("symmetric" if recipe["preset"] == "performance" else "asymmetric") + " int8 activations, "
+                      "symmetric per-channel int8 weights",
+            "method": recipe["method"], "range_estimator": f"activations: RangeEstimatorParametersSet."
+                                                              f"{_METHODS[recipe['method']]}; weights: min/max",
+            "ignored_types": list(recipe["ignored_types"]), "subset_size": len(items),
+            "calibration_images": int(len(calib)), **fake_quantize_summary(quantized)}
+    if info["fake_quantize_nodes"] == 0:
+        raise ExportError("NNCF inserted no FakeQuantize node: the int8 artifact would run in float")
+    return quantized, info
+
+
+def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
+    """Export ``model`` to ``directory/model.xml`` + ``model.bin`` (OpenVINO IR).
+
+    options: input_names, output_names, dynamic_batch, opset, precision (fp32 | bf16 | int8), spec (its family
+    picks the int8 recipe) and, for int8, quantization = {"calibration": float32 (N, C, H, W) array, "method":
+    "minmax" | "mean_minmax" | "percentile", "model_type", "preset", "smooth_quant", "ignored_types": overrides of
+    the family recipe}.
+    Raises:
+        UsageError: bf16 on a CPU without BF16 support; int8 without calibration images or with bad options.
+        RuntimeMissingError: openvino (or, for int8, nncf) is not installed.
+    Exporter/converter failures propagate (the export driver reports them in one line).
+    """
+    from . import onnx as onnx_target
+
+    ov = _import_ov()
+    precision = options.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise UsageError(f"target openvino cannot produce {precision} (it does: {', '.join(PRECISIONS)})")
+    if precision == "bf16" and "BF16" not in cpu_capabilities():
+        raise UsageError("this CPU has no bf16 support in OpenVINO (its CPU plugin does not report BF16: needs "
+                         "AVX512_BF16 or AMX); a bf16 artifact would run in fp32 here")
+    dynamic = options.get("dynamic_batch", True)
+    tmp = directory / "_onnx"
+    tmp.mkdir()
+    try:
+        onnx_info = onnx_target.write(model, example, tmp, {**options, "precision": "fp32", "quantization": None})
+        with _without_usage_telemetry(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ov_model = ov.convert_model(str(tmp / onnx_target.FILENAME))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    param = ov_model.inputs[0]
+    shape = param.get_partial_shape()
+    if dynamic and shape.rank.is_static and shape[0].is_static:  # keep the batch dimension dynamic (-1)
+        ov_model.reshape({param: ov.PartialShape([-1, *[d.get_length() for d in list(shape)[1:]]])})
+    quant = None
+    if precision == "int8":
+        q = dict(options.get("quantization") or {})
+        family = (options.get("spec") or {}).get("family")
+        overrides = {k: q[k] for k in ("model_type", "preset", "smooth_quant", "ignored_types") if k in q}
+        ov_model, quant = quantize_int8(ov_model, q.get("calibration"), tuple(example.shape[1:]),
+                                        batch=None if dynamic else int(example.shape[0]), family=family,
+                                        method=q.get("method"), **overrides)
+    ov.save_model(ov_model, str(directory / FILENAME), compress_to_fp16=False)
+    saved = ov.Core().read_model(str(directory / FILENAME), str(directory / WEIGHTS))
+    pshape = saved.inputs[0].get_partial_shape()
+    if quant is not None:  # what the CPU plugin of this machine really runs in int8 (differs between CPUs)
+        quant["int8_layers_at_export"] = int8_layers(ov.Core().compile_model(saved, "CPU", CONFIGS["int8"]))
+    info = {"method": f"{onnx_info['export']['method']} -> openvino.convert_model -> "
+                      "openvino.save_model(compress_to_fp16=False)",
+            "onnx": {k: v for k, v in onnx_info["export"].items() if k != "ops"},
+            "input_shape": str(pshape), "ops": _op_counts(saved)}
+    return {"artifact": FILENAME, "backend": "openvino", "export": info, "quantization": quant,
+            "manifest": {"openvino": {"config": dict(CONFIGS[precision]), "weights": WEIGHTS,
+                                      "device": "CPU", "version": ov.__version__}}}
+
+
+def _check_config(config, where: str) -> dict:
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{where}: openvino config is not a mapping")
+    for key, value in config.items():
+        if key not in _ALLOWED_CONFIG or value not in _ALLOWED_CONFIG[key]:
+            raise ArtifactError(f"{where}: openvino config {key}={value!r} is not one vitedge applies "
+                                f"(known: {', '.join(f'{k} in {sorted(v)}' for k, v in _ALLOWED_CONFIG.items())})")
+    return dict(config)
+
+
+class OpenVINORunner:
+    """Runs an OpenVINO IR on OpenVINO's CPU plugin with one infer request.
+
+    One runner runs one inference at a time (its single infer request is not shared between threads); open one
+    runner per thread for concurrent use.
+    """
+
+    def __init__(self, xml: Path, weights: Path, threads: int | None = None, config: dict | None = None,
+                 input_shape: list[int] | None = None, output_names: list[str] | None = None):
+        """Compile ``xml`` + ``weights`` for the CPU with ``config`` (OpenVINO properties), ``threads`` inference
+        threads (default: torch's setting) and one stream.
+
+        Raises:
+            RuntimeMissingError: openvino is not installed.
+            ArtifactError: an XML above :data:`MAX_XML_BYTES`, or an IR OpenVINO cannot read or compile.
+        """
+        ov = _import_ov()
+        xml, weights = Path(xml), Path(weights)
+        try:
+            size = xml.stat().st_size
+        except OSError as e:
+            raise ArtifactError(f"cannot read OpenVINO IR {xml}: {e.strerror or e}") from None
+        if size > MAX_XML_BYTES:
+            raise ArtifactError(f"OpenVINO IR {xml} is {size} bytes, above the {MAX_XML_BYTES}-byte limit for a graph")
+        self.config = {**(config or {}), "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+                       "NUM_STREAMS": 1}
+        try:
+            core = ov.Core()
+            model = core.read_model(str(xml), str(weights))
+            self.compiled = core.compile_model(model, "CPU", self.config)
+            self.request = self.compiled.create_infer_request()
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line C++ context
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"cannot load OpenVINO IR {xml}: {msg[:300]}") from None
+        self.input_shape = input_shape
+        self._partial_shape = ov.PartialShape
+        names = {}
+        for i, out in enumerate(self.compiled.outputs):
+            for n in out.get_names():
+                names.setdefault(n, i)
+        self.order = [names.get(n, i) for i, n in enumerate(output_names)] if output_names else \
+            list(range(len(self.compiled.outputs)))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type: "f32", "bf16", ...
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.runtime = f"openvino-{ov.__version__.split('-')[0]}"
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first), copies owned by the caller.
+
+        Raises UsageError for a non-float32 / non-4-D input or a shape the IR does not take; ArtifactError if
+        OpenVINO fails to run it.
+        """
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4:
+            raise UsageError(f"OpenVINO model takes float32 (B, C, H, W), got "
+                             f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+        want = self.input_shape
+        if want and (any(w not in (-1, g) for w, g in zip(want, x.shape))):
+            shown = ["B" if w == -1 else str(w) for w in want]
+            raise UsageError(f"input shape {tuple(x.shape)} does not fit the model's input ({', '.join(shown)})")
+        if not want and not self.compiled.inputs[0].get_partial_shape().compatible(self._partial_shape(list(x.shape))):
+            raise UsageError(f"input shape {tuple(x.shape)} does not fit the model's input "
+                             f"{self.compiled.inputs[0].get_partial_shape()}")
+        try:
+            res = self.request.infer({0: np.ascontiguousarray(x)}, share_inputs=False, share_outputs=True)
+        except Exception as e:  # noqa: BLE001 - RuntimeError from the plugin
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"OpenVINO inference failed: {msg[:300]}") from None
+        outs = res.to_tuple()  # views of the request's output tensors (share_outputs): copied before returning
+        return [np.array(outs[i], dtype=np.float32, copy=True) for i in self.order]
+
+
+def load(artifact: Artifact, threads: int | None = None) -> OpenVINORunner:
+    """Compile the artifact's IR for the CPU with the config its manifest records (``openvino.config``), plus
+    ``threads`` inference threads and one stream.
+
+    Raises:
+        ArtifactError: the manifest's weights file is missing from its file list or outside the folder, a config
+            vitedge does not apply, an oversized XML, or an IR OpenVINO cannot read or compile.
+        RuntimeMissingError: openvino is not installed.
+    """
+    from ..safety import check_relative_name, is_inside
+    m = artifact.manifest
+    ovm = m.get("openvino") or {}
+    if not isinstance(ovm, dict):
+        raise ArtifactError(f"{artifact.path}: manifest key 'openvino' is not a mapping")
+    xml = artifact.file
+    if xml.suffix != ".xml":
+        raise ArtifactError(f"{artifact.path}: OpenVINO artifact {m['artifact']!r} is not an .xml IR")
+    base = Path(m["artifact"]).parent
+    weights_name = (base / check_relative_name(ovm.get("weights") or Path(m["artifact"]).with_suffix(".bin").name,
+                                               f"manifest {artifact.path}: openvino weights")).as_posix()
+    weights = artifact.path / weights_name
+    files = m.get("files") or {}  # empty only for the export driver's own parity run
+    if files and weights_name not in files:  # its bytes would reach the runtime without a SHA-256 check
+        raise ArtifactError(f"{artifact.path}: OpenVINO weights {weights_name!r} are not listed in the manifest")
+    for f in (xml, weights):
+        if not f.is_file() or not is_inside(artifact.path, f):
+            raise ArtifactError(f"OpenVINO IR file missing or outside {artifact.path}: {f}")
+    precision = m.get("precision") or "fp32"
+    config = _check_config(ovm["config"], str(artifact.path)) if "config" in ovm else \
+        dict(CONFIGS.get(precision, CONFIGS["fp32"]))
+    out_names = [o.get("name") for o in m.get("outputs") or []] or None
+    return OpenVINORunner(xml, weights, threads, config, (m.get("inputs") or [{}])[0].get("shape"), out_names)
