@@ -239,6 +239,19 @@ def test_runs_here():
     assert tov.runs_here() is None  # openvino imports here and has its CPU plugin
 
 
+def test_usage_telemetry_is_off_only_inside_our_calls(monkeypatch):
+    """openvino_telemetry declines consent when CI=true; the variable is set around our OpenVINO/NNCF calls only."""
+    from openvino_telemetry.utils.opt_in_checker import OptInChecker
+    for before in (None, "false"):
+        if before is None:
+            monkeypatch.delenv("CI", raising=False)
+        else:
+            monkeypatch.setenv("CI", before)
+        with tov._without_usage_telemetry():
+            assert OptInChecker._run_in_ci()  # what the telemetry consent check reads
+        assert __import__("os").environ.get("CI") == before
+
+
 def _train_tiny_digits(epochs: int = 6):
     """A depth-2 ViT trained on the digits train split at 32x32 (seconds); returns the model in eval mode."""
     train, _ = digits_split(0)

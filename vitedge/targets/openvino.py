@@ -15,8 +15,9 @@ precision the artifact was validated at is the one it runs at):
   ranges come from calibration images; the CPU plugin then runs int8 kernels). Recipe per family in
   :func:`default_int8_recipe`.
 
-Both tools send usage telemetry unless the user opted out (``opt_in_out --opt_out``) and record it under
-``~/intel``; vitedge's own calls to them run with it off (:func:`_without_usage_telemetry`).
+OpenVINO (at ``import openvino`` and in ``convert_model``) and NNCF send usage telemetry unless the user opted out
+(``opt_in_out --opt_out``) or runs in CI, and count uses in ``~/intel``; vitedge imports and calls them with it
+off (:func:`_without_usage_telemetry`).
 
 Safety: the IR is XML + raw little-endian weights (nothing is unpickled or executed); the manifest's SHA-256 of
 both files is checked before loading (``vitedge.manifest.read_manifest``), the weights file must be one the
@@ -105,8 +106,11 @@ def default_int8_recipe(family: str | None) -> dict:
 
 
 def _import_ov():
+    """``import openvino`` with its usage telemetry off (the import itself reports an event; see
+    :func:`_without_usage_telemetry`). Raises RuntimeMissingError if it is not installed."""
     try:
-        import openvino as ov
+        with _without_usage_telemetry():
+            import openvino as ov
     except ImportError as e:
         raise RuntimeMissingError(f"openvino is not installed ({INSTALL}): {e}") from None
     return ov
@@ -114,9 +118,11 @@ def _import_ov():
 
 @contextlib.contextmanager
 def _without_usage_telemetry():
-    """Run OVC / NNCF with their usage telemetry off. Both ask ``openvino_telemetry`` for consent, which is given
-    by default (no consent file) and declined in CI jobs (``CI=true``); so ``CI`` is set to ``true`` for the
-    duration of the call (NNCF decides once, when it is first imported, so that import runs inside this too)."""
+    """Import / run OpenVINO and NNCF with their usage telemetry off. Both ask ``openvino_telemetry`` for consent,
+    which is given by default (no consent file) and declined in CI jobs (``CI=true``); so ``CI`` is ``true`` for the
+    duration of the block. The consent is decided when the telemetry object is (re)initialised: at the first
+    ``import openvino`` / ``import nncf`` and at each ``convert_model``, all of which vitedge runs inside this.
+    (Process-wide environment change: not for concurrent use from several threads.)"""
     old = os.environ.get("CI")
     os.environ["CI"] = "true"
     try:
@@ -141,8 +147,8 @@ def cpu_capabilities() -> tuple[str, ...]:
 def runs_here() -> str | None:
     """None when openvino imports and its CPU plugin is present, else the reason."""
     try:
-        import openvino as ov
-    except ImportError:
+        ov = _import_ov()
+    except RuntimeMissingError:
         return f"openvino is not installed ({INSTALL})"
     try:
         if "CPU" not in ov.Core().available_devices:
