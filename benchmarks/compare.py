@@ -1,0 +1,686 @@
+"""vitedge's artifacts against the runtimes a user would pick by hand, side by side in one run, with each row's
+distance from the machine's floor. Not a test: ``python benchmarks/compare.py`` (about 30-60 min for the three
+default presets at their native sizes on 2 cores; ``--presets``, ``--image-size``, ``--variants``, ``--peers``
+make smaller runs; ``tests/test_compare.py`` runs it on a tiny configuration).
+
+For each preset (default ``deit_tiny``, ``mobilevit_xs``, ``levit_128s``, each at its native input size):
+
+* weights and accuracy: timing runs at the preset's own input size with its seeded initialisation and a 10-class
+  head; the top-1 columns come from the same recipes applied to the preset trained on the scikit-learn digits
+  (train split, upsampled to ``--accuracy-size``, default 64x64; ``vitedge.train.train_digits``, cached under
+  ``--out``/checkpoints) and measured on the held-out digits. Training at 224x224 costs about 10 min per epoch on
+  2 cores, so the two sizes differ unless ``--accuracy-size`` equals the timed size (then one model does both);
+* peers, "done by hand" with the same weights loaded into the ``vit-pytorch`` class: eager PyTorch,
+  ``torch.jit.trace``, ``torch.onnx.export`` + an ONNX Runtime default session, OpenVINO from that ONNX with
+  ``INFERENCE_PRECISION_HINT=f32`` and with its default precision (bf16 on CPUs with AVX-512 BF16 / AMX), and
+  ONNX Runtime ``quantize_dynamic`` of that ONNX. The peers' ONNX files are exported per batch (static shapes,
+  which favours them);
+* vitedge: every artifact that runs here (``--variants``), exported by ``vitedge.export.export`` with the
+  defaults ``vitedge export`` uses (int8: each target's default recipe, calibrated on 128 digits train images);
+* the floor: the preset's FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on the eager model: 2 per
+  multiply-add of matmuls, convolutions and attention) divided by the machine's fp32 peak, measured in this run
+  as the best of repeated large square fp32 GEMMs (``torch.mm``) at the same thread count.
+  ``x floor`` = p50 / floor (1.0 would be a model running entirely at GEMM peak).
+
+Latency: p50 of ``--rounds`` interleaved rounds (every row once per round, :func:`vitedge.bench.time_interleaved`)
+at each (batch, threads) in ``--batches`` x ``--threads``; rows of one thread count share one interleaved group.
+Cold start: wall time from spawning a fresh Python process to its first batch-1 result (imports + load + first
+run), and that process's peak RSS (MiB), one process per row, ``--cold-runs`` times (median).
+Outputs ``--results``/compare.{json,md,png} (``--name`` changes the stem): JSON with the CPU model and ISA flags,
+a markdown table and a plot of digits top-1 vs batch-1 latency (one point per row).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vitedge.bench import time_interleaved  # noqa: E402
+from vitedge.data import DIGITS_LABELS, digits_batch, digits_split  # noqa: E402
+from vitedge.errors import VitedgeError  # noqa: E402
+from vitedge.export import export, prepare_preset  # noqa: E402
+from vitedge.machine import machine_info  # noqa: E402
+from vitedge.models.upstream import upstream_class  # noqa: E402
+from vitedge.models.zoo import get_preset  # noqa: E402
+from vitedge.quantize import calibration_data, default_int8_options  # noqa: E402
+from vitedge.report import markdown_table  # noqa: E402
+from vitedge.runtime import open_artifact  # noqa: E402
+from vitedge.train import train_digits  # noqa: E402
+from vitedge.validate import validate  # noqa: E402
+
+VARIANTS = ["onnx:fp32", "onnx:int8", "torchscript:fp32", "aotinductor:fp32", "executorch:fp32", "executorch:int8",
+            "openvino:fp32", "openvino:bf16", "openvino:int8"]
+PEERS = ["eager", "jit", "ort", "openvino_f32", "openvino_default", "ort_qdyn"]
+PEER_NAMES = {"eager": "vit-pytorch eager", "jit": "vit-pytorch torch.jit.trace", "ort": "ONNX Runtime default",
+              "openvino_f32": "OpenVINO f32 hint", "openvino_default": "OpenVINO default",
+              "ort_qdyn": "ONNX Runtime quantize_dynamic"}
+COLUMNS = [("preset", "preset", "{}"), ("who", "who", "{}"), ("artifact", "name", "{}"),
+           ("precision", "precision", "{}"), ("top-1 %", "top1", "{:.2f}"), ("drop", "drop_points", "{:+.2f}")]
+CPU_FLAGS_BF16 = ("avx512_bf16", "amx_bf16")
+
+
+# ---------------------------------------------------------------------------------------------- the machine floor
+def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> float:
+    """The best fp32 GFLOP/s of ``reps`` (n x n) @ (n x n) ``torch.mm`` calls at ``threads`` intra-op threads."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    out = torch.empty(n, n)
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass at input ``x`` (B, C, H, W), counted by ``FlopCounterMode`` (2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+# ----------------------------------------------------------------------------------------------------- the peers
+def upstream_model(spec: dict, model: torch.nn.Module) -> torch.nn.Module:
+    """The vit-pytorch model of ``spec`` with ``model``'s weights (same constructor kwargs, same state_dict)."""
+    ref = upstream_class(spec["family"])(**spec["kwargs"]).eval()
+    ref.load_state_dict(model.state_dict())
+    return ref
+
+
+def export_peer_onnx(ref: torch.nn.Module, batch: int, chw: tuple, path: Path) -> dict:
+    """``torch.onnx.export(model, (x,), path)`` as a user would call it (static batch); the legacy exporter if the
+    default one fails. Returns how it was exported."""
+    x = torch.zeros(batch, *chw)
+    import logging
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(ref, (x,), str(path), input_names=["input"], output_names=["logits"], verbose=False)
+            return {"exporter": "torch.onnx.export (default)"}
+        except Exception as e:  # noqa: BLE001 - record it and try the other exporter, as a user would
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            torch.onnx.export(ref, (x,), str(path), input_names=["input"], output_names=["logits"], dynamo=False)
+            return {"exporter": "torch.onnx.export(dynamo=False)", "default_exporter_failed": reason}
+
+
+class OrtPeer:
+    """An ONNX Runtime CPU session with default options except the intra-op thread count."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
+
+    def run(self, x):
+        return self.session.run(None, {self.name: x})
+
+
+class OpenVinoPeer:
+    """OpenVINO's CPU plugin on an ONNX file; ``config`` on top of the thread count (default precision if empty)."""
+
+    def __init__(self, path: Path, threads: int, config: dict):
+        import openvino as ov
+        self.compiled = ov.Core().compile_model(str(path), "CPU", {**config, "INFERENCE_NUM_THREADS": threads})
+        self.request = self.compiled.create_infer_request()
+        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+    def run(self, x):
+        self.request.infer({0: x})
+        return [self.request.get_output_tensor(0).data.copy()]
+
+
+class TorchPeer:
+    """A torch module (eager or traced) called under ``torch.inference_mode``."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def run(self, x):
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(x))
+        return [out.numpy()]
+
+
+def build_peers(which: list[str], ref, chw, batches, folder: Path) -> tuple[dict, dict]:
+    """Files and info of the by-hand peers: {peer: {batch: path}} and {peer: info}. Failures are recorded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict = {}
+    info: dict = {}
+    onnx_needed = any(p in which for p in ("ort", "openvino_f32", "openvino_default", "ort_qdyn"))
+    if "jit" in which:
+        files["jit"] = {}
+        for b in batches:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(ref, torch.zeros(b, *chw))
+            p = folder / f"traced_b{b}.pt"
+            traced.save(str(p))
+            files["jit"][b] = p
+    if onnx_needed:
+        files["onnx"] = {}
+        for b in batches:
+            p = folder / f"peer_b{b}.onnx"
+            try:
+                info["onnx"] = export_peer_onnx(ref, b, chw, p)
+                files["onnx"][b] = p
+            except Exception as e:  # noqa: BLE001 - a peer that cannot export is a result
+                info["onnx"] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:300]}
+                break
+    if "ort_qdyn" in which and files.get("onnx"):
+        from onnxruntime.quantization import quantize_dynamic
+        files["ort_qdyn"] = {}
+        for b, p in files["onnx"].items():
+            q = folder / f"peer_b{b}.qdyn.onnx"
+            try:
+                import logging
+                root = logging.getLogger()
+                level = root.level
+                root.setLevel(logging.ERROR)  # "Please consider to run pre-processing before quantization"
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        quantize_dynamic(str(p), str(q))
+                finally:
+                    root.setLevel(level)
+                files["ort_qdyn"][b] = q
+            except Exception as e:  # noqa: BLE001
+                info["ort_qdyn"] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:300]}
+                break
+    return files, info
+
+
+def open_peer(peer: str, ref, files: dict, batch: int, threads: int):
+    """A runner (``run(x) -> [logits]``) for one peer at one batch. Raises whatever the peer's runtime raises."""
+    if peer == "eager":
+        return TorchPeer(ref)
+    if peer == "jit":
+        return TorchPeer(torch.jit.load(str(files["jit"][batch])))
+    if peer == "ort":
+        return OrtPeer(files["onnx"][batch], threads)
+    if peer == "ort_qdyn":
+        return OrtPeer(files["ort_qdyn"][batch], threads)
+    if peer == "openvino_f32":
+        return OpenVinoPeer(files["onnx"][batch], threads, {"INFERENCE_PRECISION_HINT": "f32"})
+    if peer == "openvino_default":
+        return OpenVinoPeer(files["onnx"][batch], threads, {})
+    raise ValueError(peer)
+
+
+def peer_precision(peer: str, runner) -> str:
+    if peer == "ort_qdyn":
+        return "int8"
+    if peer == "openvino_default":  # what the compiled model reports; without one, what the CPU implies
+        if runner is None:
+            return "bf16" if set(machine_info()["flags"]) & set(CPU_FLAGS_BF16) else "fp32"
+        p = runner.precision.lower()  # e.g. "<Type: 'bfloat16'>"
+        return "bf16" if "bf" in p else "fp16" if "f16" in p else "fp32"
+    return "fp32"
+
+
+def digits_top1(runner, x: np.ndarray, y: np.ndarray, batch: int) -> float:
+    """Top-1 (%) of ``runner`` on (x, y), run in chunks of ``batch`` (the last chunk padded)."""
+    correct = 0
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        logits = runner.run(np.ascontiguousarray(chunk))[0][:n]
+        correct += int((logits.argmax(1) == y[i:i + n]).sum())
+    return 100.0 * correct / len(x)
+
+
+# ------------------------------------------------------------------------------------------------ cold start
+COLD_CHILD = r"""
+import json, sys
+kind, path, threads, shape = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+import numpy as np
+x = np.zeros(shape, np.float32)
+if kind == "vitedge":
+    from vitedge.runtime import open_artifact
+    out = open_artifact(path, threads=threads)[1].run(x)
+elif kind == "ort":
+    import onnxruntime as ort
+    so = ort.SessionOptions(); so.intra_op_num_threads = threads
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    out = s.run(None, {s.get_inputs()[0].name: x})
+elif kind.startswith("openvino"):
+    import openvino as ov
+    cfg = {"INFERENCE_NUM_THREADS": threads, **({"INFERENCE_PRECISION_HINT": "f32"} if kind == "openvino_f32" else {})}
+    out = ov.Core().compile_model(path, "CPU", cfg)({0: x})
+elif kind == "jit":
+    import torch
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        out = torch.jit.load(path)(torch.from_numpy(x))
+print("READY", flush=True)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]  # ru_maxrss would carry the parent's
+print(json.dumps({"peak_rss_mb": int(hwm[0].split()[1]) / 1024 if hwm else None}), flush=True)
+"""
+
+
+def cold_start(kind: str, path: Path, threads: int, shape: list[int], runs: int) -> dict:
+    """Median wall time (ms) from spawning a Python process to its first result, and its peak RSS (MiB)."""
+    times, rss = [], []
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", COLD_CHILD, kind, str(path), str(threads), json.dumps(shape)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = proc.stdout.readline()
+        t1 = time.perf_counter()
+        stats = proc.stdout.readline()
+        _, err = proc.communicate(timeout=600)
+        if not line.startswith("READY") or proc.returncode != 0:
+            return {"error": (err.strip().splitlines() or ["no output"])[-1][:300]}
+        times.append((t1 - t0) * 1e3)
+        rss.append(json.loads(stats)["peak_rss_mb"])
+    return {"first_result_ms": float(np.median(times)), "peak_rss_mb": float(np.median(rss))}
+
+
+def size_mb(paths) -> float:
+    """MiB of the given files and folders; a file's external data (``<name>.data`` etc. beside it) included."""
+    total = 0
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        else:
+            total += sum(f.stat().st_size for f in p.parent.glob(p.name + "*") if f.is_file())
+    return total / 2 ** 20
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+def export_variants(variants, model, spec, pre, folder: Path, calib, reuse: bool = False) -> tuple[dict, list]:
+    """Export each "target:precision" of ``variants``; returns ({variant: Artifact}, [error rows]).
+    ``reuse``: keep an artifact already in ``folder`` whose manifest verifies (same checkpoint: the caller's folder
+    is per preset and size)."""
+    from vitedge.manifest import read_manifest
+    arts, errors = {}, []
+    flags = set(machine_info()["flags"])
+    for v in variants:
+        target, precision = v.split(":")
+        if precision == "bf16" and not flags & set(CPU_FLAGS_BF16):
+            errors.append({"name": f"{target} {precision}", "error": "the CPU has no BF16 instructions"})
+            continue
+        if reuse and (folder / v.replace(":", "-") / "manifest.json").exists():
+            try:
+                arts[v] = read_manifest(folder / v.replace(":", "-"))
+                continue
+            except VitedgeError:
+                pass
+        quant = None
+        if precision == "int8":
+            quant = default_int8_options(target, spec["family"])
+            if quant.get("mode") == "static":
+                quant.update(calibration=calib[0].numpy(), calibration_info=calib[1])
+        t0 = time.perf_counter()
+        try:
+            art = export(model, torch.zeros(2, 3, *pre["size"]), target, folder / v.replace(":", "-"), spec=spec,
+                         preprocessing=pre, precision=precision, quantization=quant, labels=DIGITS_LABELS)
+        except VitedgeError as e:
+            print(f"  {v}: {e}", flush=True)
+            errors.append({"name": f"{target} {precision}", "error": str(e)[:300]})
+            continue
+        print(f"  exported {v} in {time.perf_counter() - t0:.0f} s", flush=True)
+        arts[v] = art
+    return arts, errors
+
+
+def run_preset(preset: str, args, peaks: dict, size: tuple[int, int], trained: bool, timing: bool) -> tuple:
+    """Rows of one preset at input ``size`` (see the module docstring): ``(rows, meta)``.
+
+    ``trained``: weights trained on the digits at ``size`` (cached), top-1 measured; else the preset's seeded
+    initialisation with a 10-class head (same graph, for timing at a size too costly to train at here).
+    ``timing``: interleaved latency, floor ratios and cold start.
+    """
+    tag = f"{preset}-{size[0]}x{size[1]}" + ("" if trained else "-untrained")
+    out = Path(args.out) / tag
+    if trained:
+        ck = Path(args.out) / "checkpoints" / f"{preset}-{size[0]}x{size[1]}-e{args.epochs}.safetensors"
+        if not ck.exists():
+            print(f"{preset}: training on digits at {size[0]}x{size[1]}, {args.epochs} epochs ...", flush=True)
+            train_digits(preset, ck, image_size=size, epochs=args.epochs, log=None)
+        model, spec, pre = prepare_preset(preset, checkpoint=ck)
+    else:
+        ck = None
+        model, spec, pre = prepare_preset(preset, num_classes=10, image_size=size)
+    chw = (3, *pre["size"])
+    test_idx = digits_split(0)[1]
+    xte, yte = (t.numpy() for t in digits_batch(test_idx, pre))
+    calib = calibration_data("digits", pre, 128)
+    batches = args.batches if timing else [max(args.batches)]
+    flops = {b: count_flops(model, torch.zeros(b, *chw)) for b in batches}
+    print(f"{tag}: {flops[batches[0]] / batches[0] / 1e9:.3f} GFLOPs/image", flush=True)
+
+    arts, rows = export_variants(args.variants, model, spec, pre, out, calib, args.reuse)
+    for r in rows:
+        r.update(preset=preset, who="vitedge")
+    ref, peer_files, peer_info = None, {}, {}
+    if args.peers:
+        try:
+            ref = upstream_model(spec, model)
+            peer_files, peer_info = build_peers(args.peers, ref, chw, batches, out / "peers")
+        except VitedgeError as e:
+            rows.append({"preset": preset, "who": "peer", "name": "vit-pytorch", "error": str(e)})
+
+    entries = []  # one per row: how to open it at (batch, threads), its files, its cold-start kind
+    for v, art in arts.items():
+        entries.append({"key": v, "who": "vitedge", "name": f"{art.manifest['target']} {art.manifest['precision']}",
+                        "precision": art.manifest["precision"], "art": art,
+                        "open": lambda b, t, art=art: open_artifact(art.path, threads=t)[1],
+                        "files": [art.path], "cold": ("vitedge", art.path)})
+    for p in args.peers if ref is not None else []:
+        need = {"jit": "jit", "ort": "onnx", "openvino_f32": "onnx", "openvino_default": "onnx",
+                "ort_qdyn": "ort_qdyn"}.get(p)
+        if need and not peer_files.get(need):
+            err = (peer_info.get(need) or peer_info.get("onnx") or {}).get("error", "no file")
+            rows.append({"preset": preset, "who": "peer", "name": PEER_NAMES[p], "key": p, "error": err})
+            continue
+        b1 = peer_files.get(need, {}).get(min(batches)) if need else None
+        cold = {"jit": "jit", "ort": "ort", "ort_qdyn": "ort", "openvino_f32": "openvino_f32",
+                "openvino_default": "openvino_default"}.get(p)
+        entries.append({"key": p, "who": "peer", "name": PEER_NAMES[p], "precision": None,
+                        "open": lambda b, t, p=p: open_peer(p, ref, peer_files, b, t), "files": [b1] if b1 else [],
+                        "cold": (cold, b1) if cold and b1 and min(batches) == 1 else None})
+
+    results = {e["key"]: {"latency": {}, "errors": {}} for e in entries}
+    for t in args.threads if timing else []:
+        torch.set_num_threads(t)
+        runners, inputs, iters = {}, {}, {}
+        for e in entries:
+            for b in batches:
+                try:
+                    runners[(e["key"], b)] = e["open"](b, t)
+                except Exception as ex:  # noqa: BLE001 - a runtime that cannot open this is a result
+                    results[e["key"]]["errors"][f"b{b}_t{t}"] = (str(ex).strip().splitlines() or ["?"])[0][:300]
+                    continue
+                inputs[(e["key"], b)] = np.ascontiguousarray(xte[np.arange(b) % len(xte)])
+                iters[(e["key"], b)] = max(3, args.iters // b)
+        print(f"{tag}: timing {len(runners)} runners at {t} thread(s) ...", flush=True)
+        for (k, b), s in time_interleaved(runners, inputs, args.rounds, iters, warmup=args.warmup).items():
+            results[k]["latency"][f"b{b}_t{t}"] = s
+        del runners
+
+    eager_top1 = None
+    t = max(args.threads)
+    torch.set_num_threads(t)
+    for e in entries if trained else []:  # accuracy on the held-out digits
+        res = results[e["key"]]
+        try:
+            if e["who"] == "vitedge":
+                m = validate(e["art"].path, dataset="digits", threads=t)["metrics"]
+                res.update(top1=100 * m["top1"], eager_top1=100 * m["eager_top1"])
+            else:
+                b = max(batches)
+                r = e["open"](b, t)
+                res["top1"] = digits_top1(r, xte, yte, b)
+                if e["key"] == "openvino_default":
+                    res["precision"] = peer_precision(e["key"], r)
+                if e["key"] == "eager":
+                    eager_top1 = res["top1"]
+        except Exception as ex:  # noqa: BLE001
+            res["errors"]["accuracy"] = (str(ex).strip().splitlines() or ["?"])[0][:300]
+
+    for e in entries:
+        res = results[e["key"]]
+        precision = e["precision"] or res.get("precision") or peer_precision(e["key"], None)
+        row = {"preset": preset, "who": e["who"], "name": e["name"], "key": e["key"], "precision": precision,
+               "image_size": list(size), "top1": res.get("top1"),
+               "size_mb": size_mb(e["files"]) if e["files"] else None, "latency": res["latency"],
+               "open_errors": res["errors"]}
+        base = res.get("eager_top1", eager_top1)
+        if row["top1"] is not None and base is not None:
+            row["drop_points"] = base - row["top1"]
+        for key, s in res["latency"].items():
+            b, th = (int(v[1:]) for v in key.split("_"))
+            floor_ms = flops[b] / (peaks[th] * 1e9) * 1e3
+            row[f"p50_{key}"] = s["p50"]
+            row[f"floor_{key}"] = s["p50"] / floor_ms
+        if e["who"] == "vitedge":
+            m = e["art"].manifest
+            row["manifest"] = {k: m.get(k) for k in ("export", "quantization", "onnxruntime", "openvino", "executorch")
+                               if m.get(k) is not None}
+        if timing and args.cold_runs and e.get("cold"):
+            kind, path = e["cold"]
+            row["cold_start"] = cold_start(kind, path, t, [1, *chw], args.cold_runs)
+        rows.append(row)
+    meta = {"preset": preset, "image_size": list(size), "trained": trained, "flops": flops,
+            "checkpoint": str(ck) if ck else None, "peer_export": peer_info, "eager_top1": eager_top1}
+    return rows, meta
+
+
+def merge_accuracy(rows: list[dict], acc_rows: list[dict], acc_size) -> None:
+    """Copy top-1 and drop from the rows of the digits-trained run at ``acc_size`` onto the timed rows (same key:
+    the same target, precision and recipe, or the same peer)."""
+    by_key = {r.get("key"): r for r in acc_rows if r.get("key")}
+    for r in rows:
+        a = by_key.get(r.get("key"))
+        if a is None:
+            continue
+        for k in ("top1", "drop_points"):
+            if a.get(k) is not None:
+                r[k] = a[k]
+        if a.get("precision") and r["who"] == "peer":
+            r["precision"] = a["precision"]
+        r["accuracy_image_size"] = list(acc_size)
+        if a.get("error"):
+            r["accuracy_error"] = a["error"]
+        if a.get("open_errors"):
+            r["accuracy_errors"] = a["open_errors"]
+
+
+
+# ------------------------------------------------------------------------------------------------- reporting
+def summarize(rows: list[dict], preset: str, b: int, t: int) -> dict:
+    """The issue's "must show" comparisons at (batch b, threads t) for one preset."""
+    key = f"p50_b{b}_t{t}"
+    ok = [r for r in rows if r["preset"] == preset and key in r and "error" not in r]
+
+    def best(pred):
+        c = [r for r in ok if pred(r)]
+        return min(c, key=lambda r: r[key]) if c else None
+    ours32 = best(lambda r: r["who"] == "vitedge" and r["precision"] == "fp32")
+    peer32 = best(lambda r: r["who"] == "peer" and r["precision"] == "fp32")
+    ours8 = best(lambda r: r["who"] == "vitedge" and r["precision"] == "int8"
+                 and r.get("drop_points") is not None and r["drop_points"] <= 1.0)
+    qdyn = best(lambda r: r["key"] == "ort_qdyn")
+    peer_any = best(lambda r: r["who"] == "peer")
+    s = {"preset": preset, "batch": b, "threads": t}
+    if ours32:
+        s.update(best_fp32=ours32["name"], best_fp32_ms=ours32[key], best_fp32_x_floor=ours32[f"floor_b{b}_t{t}"])
+    if peer32:
+        s.update(best_peer_fp32=peer32["name"], best_peer_fp32_ms=peer32[key])
+    if ours8:
+        s.update(best_int8=ours8["name"], best_int8_ms=ours8[key], best_int8_drop=ours8["drop_points"])
+    if qdyn:
+        s.update(ort_qdyn_ms=qdyn[key])
+    if ours32 and peer32:
+        s["fp32_beats_every_peer_fp32"] = ours32[key] < peer32[key]
+    if ours8 and ours32:
+        s["int8_speedup_vs_our_fp32"] = ours32[key] / ours8[key]
+    if ours8 and qdyn:
+        s["int8_beats_quantize_dynamic"] = ours8[key] < qdyn[key]
+    if ours8 and peer32:
+        s["int8_speedup_vs_best_peer_fp32"] = peer32[key] / ours8[key]
+    if peer_any and ours8:
+        s["best_peer_any"] = peer_any["name"]
+    return s
+
+
+def write_markdown(path: Path, data: dict) -> None:
+    m = data["machine"]
+    lines = [f"# vitedge vs the by-hand runtimes, one run ({data['date']})", "",
+             f"{m['cpu']}, {m['cores']} cores, flags: {', '.join(m['flags'])}. fp32 GEMM peak (best {data['gemm_n']}^2 "
+             "torch.mm): " + ", ".join(f"{v:.0f} GFLOP/s at {t} thread(s)" for t, v in data["gemm_peak_gflops"].items())
+             + f". p50 of {data['rounds']} interleaved rounds; `x floor` = p50 / (FLOPs / GEMM peak); top-1 on the "
+             f"{data['digits_test']} held-out digits, from the same recipe on the preset trained on the digits at "
+             f"{data['accuracy_size']} (timing at the preset's own size; see the script's docstring); drop = "
+             "eager top-1 minus the row's. Cold start = spawn to first batch-1 result, median of "
+             f"{data['cold_runs']} fresh processes.", ""]
+    s0 = data["summary"][0] if data["summary"] else {"batch": 1, "threads": 2}
+    lines += [f"## Must show (batch {s0['batch']}, {s0['threads']} threads)", ""]
+    cols = [("preset", "preset", "{}"), ("best vitedge fp32", "best_fp32", "{}"), ("ms", "best_fp32_ms", "{:.2f}"),
+            ("x floor", "best_fp32_x_floor", "{:.2f}"), ("best peer fp32", "best_peer_fp32", "{}"),
+            ("ms", "best_peer_fp32_ms", "{:.2f}"), ("fp32 faster than every peer fp32", "fp32_beats_every_peer_fp32", "{}"),
+            ("best vitedge int8 (drop <= 1 pt)", "best_int8", "{}"), ("ms", "best_int8_ms", "{:.2f}"),
+            ("drop", "best_int8_drop", "{:+.2f}"), ("int8 x our fp32", "int8_speedup_vs_our_fp32", "{:.2f}"),
+            ("ORT quantize_dynamic ms", "ort_qdyn_ms", "{:.2f}"),
+            ("int8 faster than quantize_dynamic", "int8_beats_quantize_dynamic", "{}"),
+            ("int8 x best peer fp32 (goal 1.6)", "int8_speedup_vs_best_peer_fp32", "{:.2f}")]
+    lines += [markdown_table(data["summary"], cols), ""]
+    for preset in data["presets"]:
+        meta = data["meta"][preset]
+        rows = [r for r in data["rows"] if r["preset"] == preset]
+        per_img = {int(b): f / int(b) / 1e9 for b, f in meta["flops"].items()}
+        lines += [f"## {preset} ({meta['image_size'][0]}x{meta['image_size'][1]}, "
+                  f"{next(iter(per_img.values())):.3f} GFLOPs/image)", ""]
+        cols = list(COLUMNS)
+        for t in data["threads"]:
+            for b in data["batches"]:
+                cols += [(f"p50 ms b{b} t{t}", f"p50_b{b}_t{t}", "{:.2f}"), (f"x floor b{b} t{t}", f"floor_b{b}_t{t}",
+                                                                             "{:.2f}")]
+        cols += [("size MB", "size_mb", "{:.1f}"), ("cold start ms", "cold_ms", "{:.0f}"),
+                 ("peak RSS MB", "rss_mb", "{:.0f}")]
+        ok = []
+        for r in rows:
+            if "error" in r:
+                continue
+            cs = r.get("cold_start") or {}
+            ok.append({**r, "cold_ms": cs.get("first_result_ms"), "rss_mb": cs.get("peak_rss_mb")})
+        lines += [markdown_table(ok, cols), ""]
+        errs = [r for r in rows if "error" in r or r.get("open_errors")]
+        for r in errs:
+            lines.append(f"- {r['who']} {r['name']}: {r.get('error') or r.get('open_errors')}")
+        if errs:
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(data: dict, path: Path) -> None:
+    """Digits top-1 vs batch-1 p50 (most threads), one panel per preset, one point per row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = max(data["threads"])
+    key = f"p50_b1_t{t}" if 1 in data["batches"] else f"p50_b{data['batches'][0]}_t{t}"
+    colours = {"fp32": "tab:blue", "int8": "tab:orange", "bf16": "tab:green", "fp16": "tab:olive"}
+    fig, axes = plt.subplots(1, len(data["presets"]), figsize=(5.5 * len(data["presets"]), 4.8), squeeze=False)
+    for ax, preset in zip(axes[0], data["presets"]):
+        pts = [r for r in data["rows"] if r["preset"] == preset and key in r and r.get("top1") is not None]
+        for r in pts:
+            ax.plot(r[key], r["top1"], "o" if r["who"] == "vitedge" else "x", color=colours.get(r["precision"], "k"))
+            ax.annotate(r["name"], (r[key], r["top1"]), fontsize=6, rotation=25, xytext=(2, 3),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(preset)
+        ax.set_xlabel(f"p50 latency, {key[4:].replace('_', ', ')} (ms, log)")
+        if pts:
+            ax.set_ylim(min(r["top1"] for r in pts) - 2, 100.5)
+    axes[0][0].set_ylabel("top-1 on the held-out digits (%)")
+    axes[0][-1].plot([], [], "o", color="grey", label="vitedge")
+    axes[0][-1].plot([], [], "x", color="grey", label="by hand")
+    for prec, c in colours.items():
+        axes[0][-1].plot([], [], "s", color=c, label=prec)
+    axes[0][-1].legend(loc="lower right", fontsize=7)
+    fig.suptitle(f"accuracy vs latency per artifact ({data['machine']['cpu']}, {t} threads)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["deit_tiny", "mobilevit_xs", "levit_128s"])
+    ap.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: each preset's own")
+    ap.add_argument("--accuracy-size", type=int, nargs=2, metavar=("H", "W"), default=[64, 64],
+                    help="input size of the digits-trained models that give the top-1 columns (default 64 64; "
+                         "training at 224 costs ~10 min/epoch on 2 cores); when it differs from the timed size, "
+                         "every row's recipe is exported a second time at this size for its accuracy")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--variants", nargs="*", default=VARIANTS, help="vitedge target:precision rows")
+    ap.add_argument("--peers", nargs="*", default=PEERS, choices=PEERS)
+    ap.add_argument("--epochs", type=int, default=4, help="digits training epochs (cached per preset/size)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=20, help="timed calls per row per round at batch 1 (/B at batch B)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per row for cold start (0: skip)")
+    ap.add_argument("--reuse", action="store_true", help="reuse artifacts already exported under --out")
+    ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--out", default=str(ROOT / "artifacts/compare"))
+    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
+    ap.add_argument("--name", default="compare", help="stem of the result files")
+    args = ap.parse_args(argv)
+    for v in args.variants:
+        if v.count(":") != 1:
+            ap.error(f"--variants takes target:precision, got {v!r}")
+    machine = machine_info()
+    peaks = {}
+    for t in args.threads:
+        peaks[t] = gemm_peak_gflops(t, args.gemm_n)
+        print(f"fp32 GEMM peak at {t} thread(s): {peaks[t]:.1f} GFLOP/s", flush=True)
+    rows, metas = [], {}
+    for preset in args.presets:
+        size = tuple(args.image_size) if args.image_size else tuple(get_preset(preset).input_size)
+        acc = tuple(args.accuracy_size) if args.accuracy_size else size
+        r, meta = run_preset(preset, args, peaks, size, trained=acc == size, timing=True)
+        if acc != size:  # accuracy from the same recipes on a model trained at the smaller size
+            acc_rows, acc_meta = run_preset(preset, args, peaks, acc, trained=True, timing=False)
+            merge_accuracy(r, acc_rows, acc)
+            meta["accuracy"] = acc_meta
+        rows += r
+        metas[preset] = meta
+    for t in args.threads:  # the peak again at the end: a drift in machine load shows up as a difference
+        peaks[t] = max(peaks[t], gemm_peak_gflops(t, args.gemm_n))
+    summary = [summarize(rows, p, 1 if 1 in args.batches else args.batches[0], max(args.threads))
+               for p in args.presets]
+    data = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "gemm_peak_gflops": peaks, "gemm_n": args.gemm_n,
+            "presets": args.presets, "batches": args.batches, "threads": args.threads, "rounds": args.rounds,
+            "iters": args.iters, "accuracy_size": "x".join(map(str, args.accuracy_size or [])) or "the timed size",
+            "cold_runs": args.cold_runs, "digits_test": len(digits_split(0)[1]),
+            "versions": _versions(), "meta": metas, "summary": summary, "rows": rows}
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    (res / f"{args.name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_markdown(res / f"{args.name}.md", data)
+    plot(data, res / f"{args.name}.png")
+    print((res / f"{args.name}.md").read_text())
+    print(f"wrote {res / args.name}.json, .md, .png")
+    return 0
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for pkg in ("torch", "onnxruntime", "openvino", "nncf", "executorch", "vit-pytorch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

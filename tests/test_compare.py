@@ -1,0 +1,60 @@
+"""benchmarks/compare.py runs end to end on a tiny configuration and writes consistent results.
+
+No timing is asserted (timings live in the committed benchmark results): only that every requested row was
+measured, that the floor ratios are the script's own p50 / (FLOPs / GEMM peak), and that fp32 rows keep the
+eager model's digits top-1.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compare_module():
+    spec = importlib.util.spec_from_file_location("vitedge_compare_script", ROOT / "benchmarks" / "compare.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_flops_counter_counts_a_linear_layer():
+    import torch
+    cmp = _compare_module()
+    lin = torch.nn.Linear(16, 8, bias=False)
+    assert cmp.count_flops(lin, torch.zeros(3, 16)) == 2 * 3 * 16 * 8
+
+
+def test_compare_runs_on_a_tiny_model(tmp_path):
+    pytest.importorskip("onnxruntime")
+    cmp = _compare_module()
+    peers = ["eager", "ort", "ort_qdyn"]
+    res = tmp_path / "results"
+    rc = cmp.main(["--presets", "deit_tiny", "--image-size", "32", "32", "--accuracy-size", "32", "32",
+                   "--epochs", "2", "--batches", "1", "--threads", "1", "--variants", "onnx:fp32", "onnx:int8",
+                   "torchscript:fp32", "--peers", *peers, "--rounds", "1", "--iters", "2", "--warmup", "1",
+                   "--cold-runs", "1", "--gemm-n", "512", "--out", str(tmp_path / "out"), "--results", str(res)])
+    assert rc == 0
+    data = json.loads((res / "compare.json").read_text())
+    assert data["machine"]["flags"] is not None and data["gemm_peak_gflops"]["1"] > 0
+    flops = data["meta"]["deit_tiny"]["flops"]["1"]
+    assert flops > 0
+    rows = {r["key"]: r for r in data["rows"] if r.get("key")}
+    assert set(rows) == {"onnx:fp32", "onnx:int8", "torchscript:fp32", *peers}, rows.keys()
+    floor_ms = flops / (data["gemm_peak_gflops"]["1"] * 1e9) * 1e3
+    for key, r in rows.items():
+        assert "error" not in r, (key, r.get("error"))
+        assert r["p50_b1_t1"] > 0 and r["floor_b1_t1"] == pytest.approx(r["p50_b1_t1"] / floor_ms, rel=1e-6)
+        assert 0 <= r["top1"] <= 100
+    for key in ("onnx:fp32", "torchscript:fp32", "ort"):  # fp32 keeps the eager predictions
+        assert abs(rows[key]["drop_points"]) <= 0.5, (key, rows[key]["drop_points"])
+    for key in ("onnx:fp32", "ort"):  # a fresh process reached a first result
+        assert rows[key]["cold_start"]["first_result_ms"] > 0 and rows[key]["cold_start"]["peak_rss_mb"] > 0
+    assert rows["onnx:int8"]["precision"] == "int8" and rows["ort_qdyn"]["precision"] == "int8"
+    md = (res / "compare.md").read_text()
+    assert "deit_tiny" in md and "x floor" in md and "ONNX Runtime quantize_dynamic" in md
+    assert (res / "compare.png").stat().st_size > 1000
