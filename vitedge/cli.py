@@ -70,23 +70,14 @@ def cmd_export(args) -> int:
     import torch
 
     from .export import check_precision, export, prepare_preset
-    from .quantize import calibration_data
+    from .quantize import calibration_data, default_int8_options
     from .models.zoo import get_preset
-    from .quantize.onnx import default_int8_recipe
     if args.precision is None:  # Core ML computes in fp16 by default (coremltools' mlprogram default)
         args.precision = "fp16" if args.target == "coreml" else "fp32"
     check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
     recipe = {}
     if args.precision == "int8":
-        if args.target == "onnx":
-            recipe = default_int8_recipe(get_preset(args.preset).family)
-            if args.int8_mode and args.int8_mode != recipe["mode"]:
-                recipe = {"mode": args.int8_mode}
-        else:
-            from .targets import target_module
-            mod = target_module(args.target)
-            default = getattr(mod, "default_int8_mode", lambda family: mod.PRECISIONS["int8"][0])
-            recipe = {"mode": args.int8_mode or default(get_preset(args.preset).family)}
+        recipe = default_int8_options(args.target, get_preset(args.preset).family, args.int8_mode)
         if args.calib_method:
             recipe["method"] = args.calib_method
     static = recipe.get("mode") == "static"
