@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a preset to an artifact directory (file + manifest.json)")
     e.add_argument("preset")
-    e.add_argument("--target", required=True, help="torchscript | onnx | trt | coreml | executorch | aotinductor | openvino")
+    e.add_argument("--target", required=True,
+                   help="torchscript | onnx | trt | coreml | executorch | aotinductor | openvino")
     e.add_argument("--batch", default="dynamic",
                    help="fixed batch size, or 'dynamic' (default); for --target trt also MIN:OPT:MAX, the "
                         "optimization profile's batch range (e.g. 1:4:16; 'dynamic' means 1:1:16)")

@@ -52,7 +52,8 @@ PRECISIONS = {"fp32": None, "bf16": None, "int8": ("static",)}
 CONFIGS = {"fp32": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
            "bf16": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"},
            # int8 kernels are picked from the FakeQuantize nodes whatever the hint; f32 keeps the ops left in float
-           # (LayerNorm, Softmax, GELU, residual Adds) in f32: with no hint they ran in bf16 on an AVX512_BF16 CPU
+           # (LayerNorm, Softmax, GELU, residual Adds) in f32 on every CPU: with no hint they ran in bf16 on an
+           # AVX512_BF16 CPU. target_options={"int8_float_precision": "bf16"} asks for that (faster there).
            "int8": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}}
 # The compile-config keys and values a manifest may carry (a manifest is untrusted input).
 _ALLOWED_CONFIG = {"PERFORMANCE_HINT": {"LATENCY", "THROUGHPUT"},
@@ -301,7 +302,9 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     options: input_names, output_names, dynamic_batch, opset, precision (fp32 | bf16 | int8), spec (its family
     picks the int8 recipe) and, for int8, quantization = {"calibration": float32 (N, C, H, W) array, "method":
     "minmax" | "mean_minmax" | "percentile", "model_type", "preset", "smooth_quant", "ignored_types": overrides of
-    the family recipe}.
+    the family recipe}; target_options = {"int8_float_precision": "f32" (default) | "bf16"}: the precision of the
+    ops an int8 artifact keeps in float (LayerNorm, Softmax, GELU, ...); bf16 needs a CPU with bf16 support and is
+    faster there (the parity gate checks the result either way).
     Raises:
         UsageError: bf16 on a CPU without BF16 support; int8 without calibration images or with bad options.
         RuntimeMissingError: openvino (or, for int8, nncf) is not installed.
@@ -313,7 +316,18 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     precision = options.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise UsageError(f"target openvino cannot produce {precision} (it does: {', '.join(PRECISIONS)})")
-    if precision == "bf16" and "BF16" not in cpu_capabilities():
+    config = dict(CONFIGS[precision])
+    topts = dict(options.get("target_options") or {})
+    unknown = set(topts) - {"int8_float_precision"}
+    if unknown:
+        raise UsageError(f"unknown openvino target option(s) {', '.join(sorted(unknown))} (known: "
+                         "int8_float_precision)")
+    float_prec = topts.get("int8_float_precision")
+    if float_prec is not None:
+        if precision != "int8" or float_prec not in ("f32", "bf16"):
+            raise UsageError(f"int8_float_precision={float_prec!r}: 'f32' or 'bf16', for --precision int8 only")
+        config["INFERENCE_PRECISION_HINT"] = float_prec
+    if config.get("INFERENCE_PRECISION_HINT") == "bf16" and "BF16" not in cpu_capabilities():
         raise UsageError("this CPU has no bf16 support in OpenVINO (its CPU plugin does not report BF16: needs "
                          "AVX512_BF16 or AMX); a bf16 artifact would run in fp32 here")
     dynamic = options.get("dynamic_batch", True)
@@ -342,13 +356,13 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     saved = ov.Core().read_model(str(directory / FILENAME), str(directory / WEIGHTS))
     pshape = saved.inputs[0].get_partial_shape()
     if quant is not None:  # what the CPU plugin of this machine really runs in int8 (differs between CPUs)
-        quant["int8_layers_at_export"] = int8_layers(ov.Core().compile_model(saved, "CPU", CONFIGS["int8"]))
+        quant["int8_layers_at_export"] = int8_layers(ov.Core().compile_model(saved, "CPU", config))
     info = {"method": f"{onnx_info['export']['method']} -> openvino.convert_model -> "
                       "openvino.save_model(compress_to_fp16=False)",
             "onnx": {k: v for k, v in onnx_info["export"].items() if k != "ops"},
             "input_shape": str(pshape), "ops": _op_counts(saved)}
     return {"artifact": FILENAME, "backend": "openvino", "export": info, "quantization": quant,
-            "manifest": {"openvino": {"config": dict(CONFIGS[precision]), "weights": WEIGHTS,
+            "manifest": {"openvino": {"config": config, "weights": WEIGHTS,
                                       "device": "CPU", "version": ov.__version__}}}
 
 
