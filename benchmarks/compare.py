@@ -61,7 +61,7 @@ from vitedge.train import train_digits  # noqa: E402
 from vitedge.validate import validate  # noqa: E402
 
 VARIANTS = ["onnx:fp32", "onnx:int8", "torchscript:fp32", "aotinductor:fp32", "executorch:fp32", "executorch:int8",
-            "openvino:fp32", "openvino:bf16", "openvino:int8"]
+            "openvino:fp32", "openvino:bf16", "openvino:int8", "openvino:int8:int8_float_precision=bf16"]
 PEERS = ["eager", "jit", "ort", "openvino_f32", "openvino_default", "ort_qdyn"]
 PEER_NAMES = {"eager": "vit-pytorch eager", "jit": "vit-pytorch torch.jit.trace", "ort": "ONNX Runtime default",
               "openvino_f32": "OpenVINO f32 hint", "openvino_default": "OpenVINO default",
@@ -140,8 +140,10 @@ class OpenVinoPeer:
     """OpenVINO's CPU plugin on an ONNX file; ``config`` on top of the thread count (default precision if empty)."""
 
     def __init__(self, path: Path, threads: int, config: dict):
-        import openvino as ov
-        self.compiled = ov.Core().compile_model(str(path), "CPU", {**config, "INFERENCE_NUM_THREADS": threads})
+        from vitedge.targets.openvino import _without_usage_telemetry
+        with _without_usage_telemetry():  # openvino's import and compile send usage events unless CI=true
+            import openvino as ov
+            self.compiled = ov.Core().compile_model(str(path), "CPU", {**config, "INFERENCE_NUM_THREADS": threads})
         self.request = self.compiled.create_infer_request()
         self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
 
@@ -283,7 +285,8 @@ print(json.dumps({"peak_rss_mb": int(hwm[0].split()[1]) / 1024 if hwm else None}
 def cold_start(kind: str, path: Path, threads: int, shape: list[int], runs: int) -> dict:
     """Median wall time (ms) from spawning a Python process to its first result, and its peak RSS (MiB)."""
     times, rss = [], []
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1",
+           "CI": "true"}  # OpenVINO's usage telemetry off (it is declined in CI jobs)
     for _ in range(runs):
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", COLD_CHILD, kind, str(path), str(threads), json.dumps(shape)],
@@ -312,6 +315,10 @@ def size_mb(paths) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- the run
+def _dirname(variant: str) -> str:
+    return variant.replace(":", "-").replace("=", "-").replace(",", "-")
+
+
 def export_variants(variants, model, spec, pre, folder: Path, calib, reuse: bool = False) -> tuple[dict, list]:
     """Export each "target:precision" of ``variants``; returns ({variant: Artifact}, [error rows]).
     ``reuse``: keep an artifact already in ``folder`` whose manifest verifies (same checkpoint: the caller's folder
@@ -320,13 +327,14 @@ def export_variants(variants, model, spec, pre, folder: Path, calib, reuse: bool
     arts, errors = {}, []
     flags = set(machine_info()["flags"])
     for v in variants:
-        target, precision = v.split(":")
+        target, precision, *extra = v.split(":")
+        topts = dict(kv.split("=", 1) for kv in extra[0].split(",")) if extra else {}
         if precision == "bf16" and not flags & set(CPU_FLAGS_BF16):
-            errors.append({"name": f"{target} {precision}", "error": "the CPU has no BF16 instructions"})
+            errors.append({"name": f"{target} {precision}", "key": v, "error": "the CPU has no BF16 instructions"})
             continue
-        if reuse and (folder / v.replace(":", "-") / "manifest.json").exists():
+        if reuse and (folder / _dirname(v) / "manifest.json").exists():
             try:
-                arts[v] = read_manifest(folder / v.replace(":", "-"))
+                arts[v] = read_manifest(folder / _dirname(v))
                 continue
             except VitedgeError:
                 pass
@@ -337,11 +345,12 @@ def export_variants(variants, model, spec, pre, folder: Path, calib, reuse: bool
                 quant.update(calibration=calib[0].numpy(), calibration_info=calib[1])
         t0 = time.perf_counter()
         try:
-            art = export(model, torch.zeros(2, 3, *pre["size"]), target, folder / v.replace(":", "-"), spec=spec,
-                         preprocessing=pre, precision=precision, quantization=quant, labels=DIGITS_LABELS)
+            art = export(model, torch.zeros(2, 3, *pre["size"]), target, folder / _dirname(v), spec=spec,
+                         preprocessing=pre, precision=precision, quantization=quant, labels=DIGITS_LABELS,
+                         target_options=topts)
         except VitedgeError as e:
             print(f"  {v}: {e}", flush=True)
-            errors.append({"name": f"{target} {precision}", "error": str(e)[:300]})
+            errors.append({"name": f"{target} {precision}", "key": v, "error": str(e)[:300]})
             continue
         print(f"  exported {v} in {time.perf_counter() - t0:.0f} s", flush=True)
         arts[v] = art
@@ -387,7 +396,9 @@ def run_preset(preset: str, args, peaks: dict, size: tuple[int, int], trained: b
 
     entries = []  # one per row: how to open it at (batch, threads), its files, its cold-start kind
     for v, art in arts.items():
-        entries.append({"key": v, "who": "vitedge", "name": f"{art.manifest['target']} {art.manifest['precision']}",
+        opts = v.split(":")[2] if v.count(":") >= 2 else ""
+        name = f"{art.manifest['target']} {art.manifest['precision']}" + (f" ({opts})" if opts else "")
+        entries.append({"key": v, "who": "vitedge", "name": name,
                         "precision": art.manifest["precision"], "art": art,
                         "open": lambda b, t, art=art: open_artifact(art.path, threads=t)[1],
                         "files": [art.path], "cold": ("vitedge", art.path)})
@@ -454,10 +465,7 @@ def run_preset(preset: str, args, peaks: dict, size: tuple[int, int], trained: b
         if row["top1"] is not None and base is not None:
             row["drop_points"] = base - row["top1"]
         for key, s in res["latency"].items():
-            b, th = (int(v[1:]) for v in key.split("_"))
-            floor_ms = flops[b] / (peaks[th] * 1e9) * 1e3
-            row[f"p50_{key}"] = s["p50"]
-            row[f"floor_{key}"] = s["p50"] / floor_ms
+            row[f"p50_{key}"] = s["p50"]  # floor_{key} is added by add_floor once the run's GEMM peak is known
         if e["who"] == "vitedge":
             m = e["art"].manifest
             row["manifest"] = {k: m.get(k) for k in ("export", "quantization", "onnxruntime", "openvino", "executorch")
@@ -469,6 +477,14 @@ def run_preset(preset: str, args, peaks: dict, size: tuple[int, int], trained: b
     meta = {"preset": preset, "image_size": list(size), "trained": trained, "flops": flops,
             "checkpoint": str(ck) if ck else None, "peer_export": peer_info, "eager_top1": eager_top1}
     return rows, meta
+
+
+def add_floor(rows: list[dict], flops: dict, peaks: dict) -> None:
+    """``floor_b{B}_t{T}`` = p50 / (FLOPs at batch B / GEMM peak at T threads) on each timed row."""
+    for row in rows:
+        for key in [k for k in row if k.startswith("p50_b")]:
+            b, t = (int(v[1:]) for v in key[4:].split("_"))
+            row["floor" + key[3:]] = row[key] / (flops[b] / (peaks[t] * 1e9) * 1e3)
 
 
 def merge_accuracy(rows: list[dict], acc_rows: list[dict], acc_size) -> None:
@@ -524,8 +540,8 @@ def summarize(rows: list[dict], preset: str, b: int, t: int) -> dict:
         s["int8_beats_quantize_dynamic"] = ours8[key] < qdyn[key]
     if ours8 and peer32:
         s["int8_speedup_vs_best_peer_fp32"] = peer32[key] / ours8[key]
-    if peer_any and ours8:
-        s["best_peer_any"] = peer_any["name"]
+    if peer_any:
+        s.update(fastest_peer=f"{peer_any['name']} ({peer_any['precision']})", fastest_peer_ms=peer_any[key])
     return s
 
 
@@ -548,7 +564,8 @@ def write_markdown(path: Path, data: dict) -> None:
             ("drop", "best_int8_drop", "{:+.2f}"), ("int8 x our fp32", "int8_speedup_vs_our_fp32", "{:.2f}"),
             ("ORT quantize_dynamic ms", "ort_qdyn_ms", "{:.2f}"),
             ("int8 faster than quantize_dynamic", "int8_beats_quantize_dynamic", "{}"),
-            ("int8 x best peer fp32 (goal 1.6)", "int8_speedup_vs_best_peer_fp32", "{:.2f}")]
+            ("int8 x best peer fp32 (goal 1.6)", "int8_speedup_vs_best_peer_fp32", "{:.2f}"),
+            ("fastest peer, any precision", "fastest_peer", "{}"), ("ms", "fastest_peer_ms", "{:.2f}")]
     lines += [markdown_table(data["summary"], cols), ""]
     for preset in data["presets"]:
         meta = data["meta"][preset]
@@ -620,7 +637,9 @@ def main(argv=None) -> int:
                          "every row's recipe is exported a second time at this size for its accuracy")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--variants", nargs="*", default=VARIANTS, help="vitedge target:precision rows")
+    ap.add_argument("--variants", nargs="*", default=VARIANTS,
+                    help="vitedge rows, target:precision[:target_option=value,...] (options as in export's "
+                         "target_options)")
     ap.add_argument("--peers", nargs="*", default=PEERS, choices=PEERS)
     ap.add_argument("--epochs", type=int, default=4, help="digits training epochs (cached per preset/size)")
     ap.add_argument("--rounds", type=int, default=5)
@@ -634,8 +653,8 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="compare", help="stem of the result files")
     args = ap.parse_args(argv)
     for v in args.variants:
-        if v.count(":") != 1:
-            ap.error(f"--variants takes target:precision, got {v!r}")
+        if v.count(":") not in (1, 2):
+            ap.error(f"--variants takes target:precision[:option=value,...], got {v!r}")
     machine = machine_info()
     peaks = {}
     for t in args.threads:
@@ -652,8 +671,10 @@ def main(argv=None) -> int:
             meta["accuracy"] = acc_meta
         rows += r
         metas[preset] = meta
-    for t in args.threads:  # the peak again at the end: a drift in machine load shows up as a difference
+    for t in args.threads:  # the peak again at the end (the best of both counts: load only slows a GEMM down)
         peaks[t] = max(peaks[t], gemm_peak_gflops(t, args.gemm_n))
+    for preset in args.presets:
+        add_floor([r for r in rows if r["preset"] == preset], metas[preset]["flops"], peaks)
     summary = [summarize(rows, p, 1 if 1 in args.batches else args.batches[0], max(args.threads))
                for p in args.presets]
     data = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "gemm_peak_gflops": peaks, "gemm_n": args.gemm_n,
