@@ -29,3 +29,18 @@ def machine_info() -> dict:
         cores = os.cpu_count() or 1
     return {"cpu": cpu, "cores": cores, "flags": [f for f in ISA_FLAGS if f in flags],
             "os": f"{platform.system()} {platform.release()}", "arch": platform.machine()}
+
+
+def default_threads() -> int:
+    """The intra-op thread count a runtime gets when none is asked for: torch's setting if torch is already
+    imported (``torch.set_num_threads`` applies to every runtime alike), else the CPUs this process may use.
+    Runtimes that do not need torch (ONNX Runtime, OpenVINO) thus never import it, which keeps their cold start
+    short (importing torch costs about a second)."""
+    import sys
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -35,10 +35,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
+from ..machine import default_threads
 from ..manifest import Artifact
 
 FILENAME = "model.xml"
@@ -296,7 +295,7 @@ def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int,
     return quantized, info
 
 
-def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
+def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, options: dict) -> dict:
     """Export ``model`` to ``directory/model.xml`` + ``model.bin`` (OpenVINO IR).
 
     options: input_names, output_names, dynamic_batch, opset, precision (fp32 | bf16 | int8), spec (its family
@@ -386,7 +385,7 @@ class OpenVINORunner:
     def __init__(self, xml: Path, weights: Path, threads: int | None = None, config: dict | None = None,
                  input_shape: list[int] | None = None, output_names: list[str] | None = None):
         """Compile ``xml`` + ``weights`` for the CPU with ``config`` (OpenVINO properties), ``threads`` inference
-        threads (default: torch's setting) and one stream.
+        threads (default: :func:`vitedge.machine.default_threads`) and one stream.
 
         Raises:
             RuntimeMissingError: openvino is not installed.
@@ -400,7 +399,7 @@ class OpenVINORunner:
             raise ArtifactError(f"cannot read OpenVINO IR {xml}: {e.strerror or e}") from None
         if size > MAX_XML_BYTES:
             raise ArtifactError(f"OpenVINO IR {xml} is {size} bytes, above the {MAX_XML_BYTES}-byte limit for a graph")
-        self.config = {**(config or {}), "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        self.config = {**(config or {}), "INFERENCE_NUM_THREADS": int(threads or default_threads()),
                        "NUM_STREAMS": 1}
         try:
             core = ov.Core()
