@@ -19,7 +19,8 @@ For each preset (default ``deit_tiny``, ``mobilevit_xs``, ``levit_128s``, each a
   defaults ``vitedge export`` uses (int8: each target's default recipe, calibrated on 128 digits train images);
 * the floor: the preset's FLOPs (``torch.utils.flop_counter.FlopCounterMode`` on the eager model: 2 per
   multiply-add of matmuls, convolutions and attention) divided by the machine's fp32 peak, measured in this run
-  as the best of repeated large square fp32 GEMMs (``torch.mm``) at the same thread count.
+  as the best of repeated large square fp32 GEMMs (torch.mm, ONNX Runtime and OpenVINO MatMul) at the same thread
+  count, at the start and the end of the run.
   ``x floor`` = p50 / floor (1.0 would be a model running entirely at GEMM peak).
 
 Latency: p50 of ``--rounds`` interleaved rounds (every row once per round, :func:`vitedge.bench.time_interleaved`)
@@ -72,20 +73,59 @@ CPU_FLAGS_BF16 = ("avx512_bf16", "amx_bf16")
 
 
 # ---------------------------------------------------------------------------------------------- the machine floor
-def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> float:
-    """The best fp32 GFLOP/s of ``reps`` (n x n) @ (n x n) ``torch.mm`` calls at ``threads`` intra-op threads."""
+def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict:
+    """fp32 GEMM peak at ``threads`` threads: the best GFLOP/s of ``reps`` (n x n) @ (n x n) products in each of
+    torch.mm (MKL/oneDNN), ONNX Runtime's MatMul (MLAS) and OpenVINO's MatMul (oneDNN) where installed.
+    Returns {"torch": .., "onnxruntime": .., "openvino": .., "best": max}. The libraries' GEMMs differ by CPU
+    vendor (MKL's sgemm is not at its best on AMD), so the floor uses the best of them."""
+    g = np.random.default_rng(0)
+    a = g.standard_normal((n, n), dtype=np.float32)
+    b = g.standard_normal((n, n), dtype=np.float32)
+
+    def best_of(f) -> float:
+        for _ in range(2):
+            f()
+        t = math.inf
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f()
+            t = min(t, time.perf_counter() - t0)
+        return 2 * n ** 3 / t / 1e9
+    out = {}
     torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    out = torch.empty(n, n)
-    for _ in range(2):
-        torch.mm(a, b, out=out)
-    best = math.inf
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n, n)
+    out["torch"] = best_of(lambda: torch.mm(ta, tb, out=tc))
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                                  [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 9
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        out["onnxruntime"] = best_of(lambda: sess.run(None, {"a": a, "b": b}))
+        del onnx
+    except ImportError:
+        pass
+    try:
+        from vitedge.targets.openvino import _without_usage_telemetry
+        with _without_usage_telemetry():
+            import openvino as ov
+            import openvino.opset13 as ops
+            pa = ops.parameter([n, n], np.float32)
+            pb = ops.parameter([n, n], np.float32)
+            m = ov.Model([ops.matmul(pa, pb, False, False)], [pa, pb])
+            req = ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                     "INFERENCE_NUM_THREADS": threads}).create_infer_request()
+        out["openvino"] = best_of(lambda: req.infer({0: a, 1: b}))
+    except Exception:  # noqa: BLE001 - not installed, or no CPU plugin: the others still count
+        pass
+    out["best"] = max(out.values())
+    return out
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -549,7 +589,7 @@ def write_markdown(path: Path, data: dict) -> None:
     m = data["machine"]
     lines = [f"# vitedge vs the by-hand runtimes, one run ({data['date']})", "",
              f"{m['cpu']}, {m['cores']} cores, flags: {', '.join(m['flags'])}. fp32 GEMM peak (best {data['gemm_n']}^2 "
-             "torch.mm): " + ", ".join(f"{v:.0f} GFLOP/s at {t} thread(s)" for t, v in data["gemm_peak_gflops"].items())
+             "product of torch.mm, ONNX Runtime MatMul and OpenVINO MatMul, at the start and the end of the run): " + ", ".join(f"{v:.0f} GFLOP/s at {t} thread(s)" for t, v in data["gemm_peak_gflops"].items())
              + f". p50 of {data['rounds']} interleaved rounds; `x floor` = p50 / (FLOPs / GEMM peak); top-1 on the "
              f"{data['digits_test']} held-out digits, from the same recipe on the preset trained on the digits at "
              f"{data['accuracy_size']} (timing at the preset's own size; see the script's docstring); drop = "
@@ -656,10 +696,12 @@ def main(argv=None) -> int:
         if v.count(":") not in (1, 2):
             ap.error(f"--variants takes target:precision[:option=value,...], got {v!r}")
     machine = machine_info()
-    peaks = {}
+    peaks, gemm = {}, {}
     for t in args.threads:
-        peaks[t] = gemm_peak_gflops(t, args.gemm_n)
-        print(f"fp32 GEMM peak at {t} thread(s): {peaks[t]:.1f} GFLOP/s", flush=True)
+        gemm[t] = gemm_peak_gflops(t, args.gemm_n)
+        peaks[t] = gemm[t]["best"]
+        print(f"fp32 GEMM peak at {t} thread(s): " + ", ".join(f"{k} {v:.1f}" for k, v in gemm[t].items())
+              + " GFLOP/s", flush=True)
     rows, metas = [], {}
     for preset in args.presets:
         size = tuple(args.image_size) if args.image_size else tuple(get_preset(preset).input_size)
@@ -672,12 +714,14 @@ def main(argv=None) -> int:
         rows += r
         metas[preset] = meta
     for t in args.threads:  # the peak again at the end (the best of both counts: load only slows a GEMM down)
-        peaks[t] = max(peaks[t], gemm_peak_gflops(t, args.gemm_n))
+        again = gemm_peak_gflops(t, args.gemm_n)
+        gemm[t] = {k: max(v, again.get(k, 0)) for k, v in gemm[t].items()}
+        peaks[t] = gemm[t]["best"]
     for preset in args.presets:
         add_floor([r for r in rows if r["preset"] == preset], metas[preset]["flops"], peaks)
     summary = [summarize(rows, p, 1 if 1 in args.batches else args.batches[0], max(args.threads))
                for p in args.presets]
-    data = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "gemm_peak_gflops": peaks, "gemm_n": args.gemm_n,
+    data = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "gemm_peak_gflops": peaks, "gemm_by_library": gemm, "gemm_n": args.gemm_n,
             "presets": args.presets, "batches": args.batches, "threads": args.threads, "rounds": args.rounds,
             "iters": args.iters, "accuracy_size": "x".join(map(str, args.accuracy_size or [])) or "the timed size",
             "cold_runs": args.cold_runs, "digits_test": len(digits_split(0)[1]),
