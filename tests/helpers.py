@@ -194,3 +194,31 @@ def assert_same_init(ref_cls, ours_cls, kwargs) -> None:
     assert list(a) == list(b)
     assert all(a[k].shape == b[k].shape for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def assert_one_line_error(err: str, *needles) -> None:
+    """``err`` (a CLI's stderr) is one ``vitedge: error: ...`` line, no traceback, containing every needle."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("vitedge: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def train_on_digits(model: nn.Module, pre: dict, epochs: int = 6) -> nn.Module:
+    """Train ``model`` (10 classes) on the digits train split at ``pre``'s size with AdamW (lr 3e-3, batch 64,
+    seeded order): a few seconds for the tiny test configs. Returns it in eval mode."""
+    train, _ = vitedge.data.digits_split(0)
+    xtr, ytr = vitedge.data.digits_batch(train, pre)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        perm = torch.randperm(len(xtr), generator=g)
+        for i in range(0, len(xtr), 64):
+            idx = perm[i:i + 64]
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()

@@ -12,6 +12,7 @@ import torch
 
 from vitedge.cli import main
 from vitedge.data import bundled_photo_paths
+from helpers import assert_one_line_error
 
 
 def run_cli(*args, cwd=None):
@@ -19,14 +20,6 @@ def run_cli(*args, cwd=None):
     exe = Path(sys.executable).with_name("vitedge")
     p = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
     return p.returncode, p.stdout, p.stderr
-
-
-def assert_one_line_error(err: str, *needles):
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("vitedge: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("executorch.runtime", reason="executorch is not installed (pip install 'vitedge[executorch]')")
 
@@ -18,6 +17,7 @@ from vitedge.errors import ArtifactError, UsageError  # noqa: E402
 from vitedge.models.vit import ViT  # noqa: E402
 from vitedge.runtime import open_artifact  # noqa: E402
 from vitedge.targets import executorch as et  # noqa: E402
+from helpers import train_on_digits  # noqa: E402
 
 SIZE = (32, 32)
 
@@ -105,20 +105,7 @@ def test_corrupt_program_through_cli_exits_cleanly(fp32_artifact, tmp_path):
 def _train_tiny_digits(seconds_epochs: int = 6):
     """A depth-1 ViT trained on the digits train split at 32x32 (a few seconds); returns (model, pre, split)."""
     pre = make_preprocessing(SIZE)
-    train, test = digits_split(0)
-    xtr, ytr = digits_batch(train, pre)
-    model = tiny_vit(10).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(seconds_epochs):
-        perm = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval(), pre, (train, test)
+    return train_on_digits(tiny_vit(10), pre, seconds_epochs), pre, digits_split(0)
 
 
 def test_int8_pt2e_keeps_digits_accuracy(tmp_path):

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'vitedge[openvino]')")
 
@@ -25,6 +24,7 @@ from vitedge.quantize import calibration_data  # noqa: E402
 from vitedge.runtime import open_artifact  # noqa: E402
 from vitedge.targets import openvino as tov  # noqa: E402
 from vitedge.validate import validate  # noqa: E402
+from helpers import assert_one_line_error, train_on_digits  # noqa: E402
 
 SIZE = (32, 32)
 PRE = make_preprocessing(SIZE)
@@ -41,14 +41,6 @@ def _cli(*args):
     r = subprocess.run([sys.executable, "-m", "vitedge.cli", *map(str, args)], capture_output=True, text=True,
                        timeout=600)
     return r.returncode, r.stdout, r.stderr
-
-
-def _one_line_error(err: str, *needles):
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("vitedge: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -140,22 +132,22 @@ def test_corrupted_weights_are_refused_by_the_hash_check(fp32_artifact, tmp_path
         open_artifact(dst)
     rc, _, err = _cli("validate", dst)
     assert rc == 1
-    _one_line_error(err, "model.bin", "truncated" if how == "truncate" else "SHA-256")
+    assert_one_line_error(err, "model.bin", "truncated" if how == "truncate" else "SHA-256")
 
 
-def test_corrupted_ir_without_hash_check_is_a_one_line_error(fp32_artifact, tmp_path):
+def test_corrupted_ir_without_hash_check_is_aassert_one_line_error(fp32_artifact, tmp_path):
     """With --no-verify the bytes reach OpenVINO: a truncated .bin or a broken .xml is still one line, exit 1."""
     _, art = fp32_artifact
     dst = _copy(art, tmp_path)
     (dst / "model.bin").write_bytes((dst / "model.bin").read_bytes()[:100])
     rc, _, err = _cli("validate", dst, "--no-verify")
     assert rc == 1
-    _one_line_error(err, "cannot load OpenVINO IR")
+    assert_one_line_error(err, "cannot load OpenVINO IR")
     shutil.copy(art.path / "model.bin", dst / "model.bin")
     (dst / "model.xml").write_bytes((dst / "model.xml").read_bytes()[:500])
     rc, _, err = _cli("bench", dst, "--no-verify", "--iters", "1", "--no-progress")
     assert rc == 1
-    _one_line_error(err, "cannot load OpenVINO IR")
+    assert_one_line_error(err, "cannot load OpenVINO IR")
 
 
 def test_unlisted_weights_and_foreign_config_are_refused(fp32_artifact, tmp_path):
@@ -255,20 +247,7 @@ def test_usage_telemetry_is_off_only_inside_our_calls(monkeypatch):
 
 def _train_tiny_digits(epochs: int = 6):
     """A depth-2 ViT trained on the digits train split at 32x32 (seconds); returns the model in eval mode."""
-    train, _ = digits_split(0)
-    xtr, ytr = digits_batch(train, PRE)
-    model = tiny_vit(10).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        perm = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return train_on_digits(tiny_vit(10), PRE, epochs)
 
 
 @pytest.fixture(scope="module")
@@ -377,10 +356,10 @@ def test_cli_export_validate_bench(checkpoint, tmp_path, precision):
 def test_cli_refuses_bf16_for_other_targets_and_unknown_calib_method(checkpoint, tmp_path):
     rc, _, err = _cli("export", "deit_tiny", "--target", "onnx", "--precision", "bf16", "-o", tmp_path / "x")
     assert rc == 2
-    _one_line_error(err, "cannot produce bf16")
+    assert_one_line_error(err, "cannot produce bf16")
     pytest.importorskip("nncf", reason="nncf is not installed (pip install 'vitedge[openvino]')")
     rc, _, err = _cli("export", "deit_tiny", "--target", "openvino", "--checkpoint", checkpoint, "--precision",
                       "int8", "--calib-method", "entropy", "--calib-count", "8", "-o", tmp_path / "y")
     assert rc == 2
-    _one_line_error(err, "entropy")
+    assert_one_line_error(err, "entropy")
     assert not (tmp_path / "y").exists()
