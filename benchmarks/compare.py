@@ -96,7 +96,6 @@ def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict:
     ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.empty(n, n)
     out["torch"] = best_of(lambda: torch.mm(ta, tb, out=tc))
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper
         graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
@@ -108,12 +107,11 @@ def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict:
         so.intra_op_num_threads = threads
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         out["onnxruntime"] = best_of(lambda: sess.run(None, {"a": a, "b": b}))
-        del onnx
     except ImportError:
         pass
     try:
-        from vitedge.targets.openvino import _without_usage_telemetry
-        with _without_usage_telemetry():
+        from vitedge.targets.openvino import without_usage_telemetry
+        with without_usage_telemetry():
             import openvino as ov
             import openvino.opset13 as ops
             pa = ops.parameter([n, n], np.float32)
@@ -180,8 +178,8 @@ class OpenVinoPeer:
     """OpenVINO's CPU plugin on an ONNX file; ``config`` on top of the thread count (default precision if empty)."""
 
     def __init__(self, path: Path, threads: int, config: dict):
-        from vitedge.targets.openvino import _without_usage_telemetry
-        with _without_usage_telemetry():  # openvino's import and compile send usage events unless CI=true
+        from vitedge.targets.openvino import without_usage_telemetry
+        with without_usage_telemetry():  # openvino's import and compile send usage events unless CI=true
             import openvino as ov
             self.compiled = ov.Core().compile_model(str(path), "CPU", {**config, "INFERENCE_NUM_THREADS": threads})
         self.request = self.compiled.create_infer_request()
@@ -397,7 +395,7 @@ def export_variants(variants, model, spec, pre, folder: Path, calib, reuse: bool
     return arts, errors
 
 
-def run_preset(preset: str, args, peaks: dict, size: tuple[int, int], trained: bool, timing: bool) -> tuple:
+def run_preset(preset: str, args, size: tuple[int, int], trained: bool, timing: bool) -> tuple:
     """Rows of one preset at input ``size`` (see the module docstring): ``(rows, meta)``.
 
     ``trained``: weights trained on the digits at ``size`` (cached), top-1 measured; else the preset's seeded
@@ -693,22 +691,24 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="compare", help="stem of the result files")
     args = ap.parse_args(argv)
     for v in args.variants:
-        if v.count(":") not in (1, 2):
+        parts = v.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not all("=" in kv for kv in parts[2].split(","))):
             ap.error(f"--variants takes target:precision[:option=value,...], got {v!r}")
+    for preset in args.presets:  # an unknown preset fails here, before minutes of measuring
+        get_preset(preset)
     machine = machine_info()
-    peaks, gemm = {}, {}
+    gemm = {}
     for t in args.threads:
         gemm[t] = gemm_peak_gflops(t, args.gemm_n)
-        peaks[t] = gemm[t]["best"]
         print(f"fp32 GEMM peak at {t} thread(s): " + ", ".join(f"{k} {v:.1f}" for k, v in gemm[t].items())
               + " GFLOP/s", flush=True)
     rows, metas = [], {}
     for preset in args.presets:
         size = tuple(args.image_size) if args.image_size else tuple(get_preset(preset).input_size)
         acc = tuple(args.accuracy_size) if args.accuracy_size else size
-        r, meta = run_preset(preset, args, peaks, size, trained=acc == size, timing=True)
+        r, meta = run_preset(preset, args, size, trained=acc == size, timing=True)
         if acc != size:  # accuracy from the same recipes on a model trained at the smaller size
-            acc_rows, acc_meta = run_preset(preset, args, peaks, acc, trained=True, timing=False)
+            acc_rows, acc_meta = run_preset(preset, args, acc, trained=True, timing=False)
             merge_accuracy(r, acc_rows, acc)
             meta["accuracy"] = acc_meta
         rows += r
@@ -716,7 +716,7 @@ def main(argv=None) -> int:
     for t in args.threads:  # the peak again at the end (the best of both counts: load only slows a GEMM down)
         again = gemm_peak_gflops(t, args.gemm_n)
         gemm[t] = {k: max(v, again.get(k, 0)) for k, v in gemm[t].items()}
-        peaks[t] = gemm[t]["best"]
+    peaks = {t: g["best"] for t, g in gemm.items()}
     for preset in args.presets:
         add_floor([r for r in rows if r["preset"] == preset], metas[preset]["flops"], peaks)
     summary = [summarize(rows, p, 1 if 1 in args.batches else args.batches[0], max(args.threads))
@@ -747,5 +747,14 @@ def _versions() -> dict:
     return out
 
 
+def cli() -> int:
+    """``main`` with vitedge's errors (unknown preset, bad image size, missing runtime) as one line, exit 1."""
+    try:
+        return main()
+    except VitedgeError as e:
+        print(f"compare.py: error: {e}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

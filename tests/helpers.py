@@ -222,3 +222,13 @@ def train_on_digits(model: nn.Module, pre: dict, epochs: int = 6) -> nn.Module:
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def cli_digits_checkpoint(folder, epochs: int, preset: str = "deit_tiny", size: int = 32):
+    """``vitedge train`` of ``preset`` on the digits at ``size`` x ``size`` for ``epochs`` epochs (seconds for the
+    tiny presets), into ``folder``; returns the safetensors path."""
+    from vitedge.cli import main
+    out = folder / f"{preset}.safetensors"
+    assert main(["train", "--preset", preset, "--dataset", "digits", "--image-size", str(size), str(size),
+                 "--epochs", str(epochs), "-o", str(out)]) == 0
+    return out

@@ -16,7 +16,6 @@ import torch
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'vitedge[openvino]')")
 
 import vitedge.export  # noqa: E402
-from vitedge.cli import main  # noqa: E402
 from vitedge.data import digits_batch, digits_split, make_preprocessing  # noqa: E402
 from vitedge.errors import ArtifactError, UsageError  # noqa: E402
 from vitedge.models.vit import ViT  # noqa: E402
@@ -24,7 +23,7 @@ from vitedge.quantize import calibration_data  # noqa: E402
 from vitedge.runtime import open_artifact  # noqa: E402
 from vitedge.targets import openvino as tov  # noqa: E402
 from vitedge.validate import validate  # noqa: E402
-from helpers import assert_one_line_error, train_on_digits  # noqa: E402
+from helpers import assert_one_line_error, cli_digits_checkpoint, train_on_digits  # noqa: E402
 
 SIZE = (32, 32)
 PRE = make_preprocessing(SIZE)
@@ -240,7 +239,7 @@ def test_usage_telemetry_is_off_only_inside_our_calls(monkeypatch):
             monkeypatch.delenv("CI", raising=False)
         else:
             monkeypatch.setenv("CI", before)
-        with tov._without_usage_telemetry():
+        with tov.without_usage_telemetry():
             assert OptInChecker._run_in_ci()  # what the telemetry consent check reads
         assert __import__("os").environ.get("CI") == before
 
@@ -322,10 +321,7 @@ def test_int8_bad_options_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """deit_tiny trained on the digits for 3 epochs at 32x32 through the CLI (seconds)."""
-    out = tmp_path_factory.mktemp("ck") / "deit.safetensors"
-    assert main(["train", "--preset", "deit_tiny", "--dataset", "digits", "--image-size", "32", "32",
-                 "--epochs", "3", "-o", str(out)]) == 0
-    return out
+    return cli_digits_checkpoint(tmp_path_factory.mktemp("ck"), epochs=3)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -12,16 +12,13 @@ import pytest
 from vitedge.cli import main
 from vitedge.data import digits_split, make_preprocessing
 from vitedge.quantize import calibration_data
-from test_cli import assert_one_line_error
+from helpers import assert_one_line_error, cli_digits_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """deit_tiny trained on the digits for 4 epochs at 32x32 through the CLI (seconds)."""
-    out = tmp_path_factory.mktemp("ck") / "deit.safetensors"
-    assert main(["train", "--preset", "deit_tiny", "--dataset", "digits", "--image-size", "32", "32",
-                 "--epochs", "4", "-o", str(out)]) == 0
-    return out
+    return cli_digits_checkpoint(tmp_path_factory.mktemp("ck"), epochs=4)
 
 
 def test_train_writes_safetensors_and_sidecar(checkpoint):

@@ -17,7 +17,7 @@ precision the artifact was validated at is the one it runs at):
 
 OpenVINO (at ``import openvino`` and in ``convert_model``) and NNCF send usage telemetry unless the user opted out
 (``opt_in_out --opt_out``) or runs in CI, and count uses in ``~/intel``; vitedge imports and calls them with it
-off (:func:`_without_usage_telemetry`).
+off (:func:`without_usage_telemetry`).
 
 Safety: the IR is XML + raw little-endian weights (nothing is unpickled or executed); the manifest's SHA-256 of
 both files is checked before loading (``vitedge.manifest.read_manifest``), the weights file must be one the
@@ -107,9 +107,9 @@ def default_int8_recipe(family: str | None) -> dict:
 
 def _import_ov():
     """``import openvino`` with its usage telemetry off (the import itself reports an event; see
-    :func:`_without_usage_telemetry`). Raises RuntimeMissingError if it is not installed."""
+    :func:`without_usage_telemetry`). Raises RuntimeMissingError if it is not installed."""
     try:
-        with _without_usage_telemetry():
+        with without_usage_telemetry():
             import openvino as ov
     except ImportError as e:
         raise RuntimeMissingError(f"openvino is not installed ({INSTALL}): {e}") from None
@@ -117,7 +117,7 @@ def _import_ov():
 
 
 @contextlib.contextmanager
-def _without_usage_telemetry():
+def without_usage_telemetry():
     """Import / run OpenVINO and NNCF with their usage telemetry off. Both ask ``openvino_telemetry`` for consent,
     which is given by default (no consent file) and declined in CI jobs (``CI=true``); so ``CI`` is ``true`` for the
     duration of the block. The consent is decided when the telemetry object is (re)initialised: at the first
@@ -252,7 +252,7 @@ def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int,
     if recipe["method"] not in _METHODS:
         raise UsageError(f"--calib-method {recipe['method']} is not available for --target openvino (NNCF range "
                          f"estimators: {', '.join(_METHODS)})")
-    with _without_usage_telemetry():
+    with without_usage_telemetry():
         try:
             import nncf
             from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
@@ -334,7 +334,7 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
     tmp.mkdir()
     try:
         onnx_info = onnx_target.write(model, example, tmp, {**options, "precision": "fp32", "quantization": None})
-        with _without_usage_telemetry(), warnings.catch_warnings():
+        with without_usage_telemetry(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ov_model = ov.convert_model(str(tmp / onnx_target.FILENAME))
     finally:
