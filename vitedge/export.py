@@ -194,7 +194,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     out_names += [f"output_{i}" for i in range(len(out_names), n_out)]
     options = {"input_names": [INPUT_NAME], "output_names": out_names, "dynamic_batch": dynamic_batch, "opset": opset,
                "precision": precision, "quantization": quantization, "target_options": dict(target_options or {}),
-               "preprocessing": pre, "labels": labels, "spec": spec}
+               "preprocessing": pre, "labels": labels, "spec": spec,
+               "target": target}  # e.g. the ONNX writer adds ONNX Runtime-only fusions for target "onnx" alone
     tol = tolerance_for(precision, {"max_abs": tol_abs} if precision == "fp32" else None)
     tol.pop("max_drop_points", None)
 

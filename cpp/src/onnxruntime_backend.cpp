@@ -16,6 +16,7 @@
 // static state); every ORT object this backend creates is released by RAII holders.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -322,10 +323,28 @@ struct ManifestBits {
   std::string input;
   std::vector<std::string> outputs;
   std::vector<std::pair<std::string, std::string>> session_config;
+  ort::GraphOptimizationLevel level = ort::kEnableAll;
 };
 
-// The artifact's manifest.json (next to the model) holds quantization.session_config, which the Python
-// runner applies too (vitedge/targets/onnx.py); read it here so both sessions are configured alike.
+// Adds `where`.session_config (an object of strings) to `bits`; a key already there takes the new value.
+void read_session_config(const nlohmann::json& block, const std::string& where, const fs::path& manifest,
+                         ManifestBits& bits) {
+  const auto sc = block.find("session_config");
+  if (sc == block.end() || sc->is_null()) return;
+  if (!sc->is_object()) throw Error(manifest.string() + ": " + where + ".session_config must be an object");
+  for (const auto& [key, value] : sc->items()) {
+    if (!value.is_string())
+      throw Error(manifest.string() + ": " + where + ".session_config['" + key + "'] must be a string");
+    auto it = std::find_if(bits.session_config.begin(), bits.session_config.end(),
+                           [&key = key](const auto& kv) { return kv.first == key; });
+    if (it != bits.session_config.end()) it->second = value.get<std::string>();
+    else bits.session_config.emplace_back(key, value.get<std::string>());
+  }
+}
+
+// The artifact's manifest.json (next to the model) holds onnxruntime.{graph_optimization_level, session_config}
+// and, for int8 recipes, quantization.session_config (it wins on a shared key), which the Python runner applies
+// too (vitedge/targets/onnx.py runtime_settings); read them here so both sessions are configured alike.
 ManifestBits read_manifest_bits(const std::string& model_path) {
   const fs::path manifest = fs::path(model_path).parent_path() / "manifest.json";
   std::ifstream f(manifest);
@@ -337,18 +356,27 @@ ManifestBits read_manifest_bits(const std::string& model_path) {
       bits.input = j["inputs"][0].value("name", "");
     if (j.contains("outputs") && j["outputs"].is_array())
       for (const auto& o : j["outputs"]) bits.outputs.push_back(o.value("name", ""));
-    const auto q = j.find("quantization");
-    if (q != j.end() && q->is_object()) {
-      const auto sc = q->find("session_config");
-      if (sc != q->end() && !sc->is_null()) {
-        if (!sc->is_object()) throw Error(manifest.string() + ": quantization.session_config must be an object");
-        for (const auto& [key, value] : sc->items()) {
-          if (!value.is_string())
-            throw Error(manifest.string() + ": quantization.session_config['" + key + "'] must be a string");
-          bits.session_config.emplace_back(key, value.get<std::string>());
-        }
+    const auto o = j.find("onnxruntime");
+    if (o != j.end() && !o->is_null()) {
+      if (!o->is_object()) throw Error(manifest.string() + ": onnxruntime must be an object");
+      read_session_config(*o, "onnxruntime", manifest, bits);
+      const auto lv = o->find("graph_optimization_level");
+      if (lv != o->end() && !lv->is_null()) {
+        static const std::pair<const char*, ort::GraphOptimizationLevel> kLevels[] = {
+            {"ORT_DISABLE_ALL", ort::kDisableAll}, {"ORT_ENABLE_BASIC", ort::kEnableBasic},
+            {"ORT_ENABLE_EXTENDED", ort::kEnableExtended}, {"ORT_ENABLE_ALL", ort::kEnableAll}};
+        const auto* found = lv->is_string()
+            ? std::find_if(std::begin(kLevels), std::end(kLevels),
+                           [&](const auto& l) { return lv->get<std::string>() == l.first; })
+            : std::end(kLevels);
+        if (found == std::end(kLevels))
+          throw Error(manifest.string() + ": onnxruntime.graph_optimization_level must be one of ORT_DISABLE_ALL, "
+                      "ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED, ORT_ENABLE_ALL");
+        bits.level = found->second;
       }
     }
+    const auto q = j.find("quantization");
+    if (q != j.end() && q->is_object()) read_session_config(*q, "quantization", manifest, bits);
   } catch (const nlohmann::json::exception& e) {
     throw Error("cannot read " + manifest.string() + ": " + first_line(e.what()));
   }
@@ -372,11 +400,12 @@ class OnnxRuntimeBackend final : public Backend {
     check(api_, api_.CreateSessionOptions(&so_raw), "ONNX Runtime CreateSessionOptions failed");
     Owned<ort::SessionOptions> so = own(so_raw, api_.ReleaseSessionOptions);
     // As the Python runner: errors only in the log, intra-op threads as asked (0 = ORT's default),
-    // one inter-op thread, all graph optimizations, then the artifact's session config entries.
+    // one inter-op thread, the artifact's graph optimization level (all when it names none), then its session
+    // config entries.
     check(api_, api_.SetSessionLogSeverityLevel(so.get(), ort::kLogFatal), load_err);
     check(api_, api_.SetIntraOpNumThreads(so.get(), options.threads), load_err);
     check(api_, api_.SetInterOpNumThreads(so.get(), 1), load_err);
-    check(api_, api_.SetSessionGraphOptimizationLevel(so.get(), ort::kEnableAll), load_err);
+    check(api_, api_.SetSessionGraphOptimizationLevel(so.get(), bits.level), load_err);
     for (const auto& [key, value] : bits.session_config)
       check(api_, api_.AddSessionConfigEntry(so.get(), key.c_str(), value.c_str()),
             load_err + ": session config '" + key + "'");

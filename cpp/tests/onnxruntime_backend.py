@@ -9,8 +9,9 @@ onnxruntime_backend.py --bench PATH/vitedge-bench --workdir DIR
    Runtime, same session config) on the same artifact.
 4. vitedge-bench --image PNG --dump-output at batch 1 and 3: runtime "onnxruntime-cpp"; fp32 logits within 1e-4
    of Python's, int8 logits with the same top-1 and within INT8_TOL.
-5. The artifact's quantization.session_config reaches ONNX Runtime: with "session.load_model_format": "ORT"
-   (a real ORT key) both the Python and the C++ sessions refuse the .onnx file.
+5. The artifact's quantization.session_config and onnxruntime.session_config reach ONNX Runtime: with
+   "session.load_model_format": "ORT" (a real ORT key) both the Python and the C++ sessions refuse the .onnx file;
+   an unknown onnxruntime.graph_optimization_level is one clear error line.
 6. Bad input: corrupt / truncated model.onnx, VITEDGE_ONNXRUNTIME_LIB naming a missing file or a library that
    is not ONNX Runtime, and a manifest whose input name is not the graph's: exit 1, one clear error line,
    nothing on stdout, no crash.
@@ -138,6 +139,27 @@ def test(args) -> None:
         if "ORT model verification failed" not in str(e):
             raise Failure(f"Python ONNX Runtime refused the ORT-format config differently: {e}") from None
     expect_error("session_config applied", [exe, cfg, "--iters", 1, "--warmup", 0], "ORT model verification failed")
+
+    # The same through the manifest's onnxruntime block (the session settings stored with every ONNX artifact).
+    def ort_block_format(m):
+        m.setdefault("onnxruntime", {})["session_config"] = {"session.load_model_format": "ORT"}
+    cfg2 = copy_artifact(fp32, work / "onnxruntime_block_ort_format", ort_block_format)
+    try:
+        onnx_target.load(read_manifest(cfg2))
+        raise Failure("Python ONNX Runtime ignored onnxruntime.session_config")
+    except Failure:
+        raise
+    except Exception as e:  # noqa: BLE001 - the Python side's own error type
+        if "ORT model verification failed" not in str(e):
+            raise Failure(f"Python ONNX Runtime refused onnxruntime.session_config differently: {e}") from None
+    expect_error("onnxruntime.session_config applied", [exe, cfg2, "--iters", 1, "--warmup", 0],
+                 "ORT model verification failed")
+
+    def bad_level(m):
+        m.setdefault("onnxruntime", {})["graph_optimization_level"] = "FASTEST"
+    expect_error("unknown graph_optimization_level", [exe, copy_artifact(fp32, work / "bad_level", bad_level),
+                                                      "--iters", 1, "--warmup", 0],
+                 "onnxruntime.graph_optimization_level must be one of")
 
     # Bad inputs.
     # (--no-verify: past the runner's SHA-256 check, so that ONNX Runtime itself meets the corrupt file)

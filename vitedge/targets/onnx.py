@@ -3,10 +3,27 @@
 The current (dynamo) exporter is used with a batch-2 example and ``Dim("batch")``: with a batch-1 example
 it may specialise the batch to 1 (ENVIRONMENT.md). If it fails, the legacy TorchScript-based exporter
 (opset 17, ``dynamic_axes``) is the documented fallback, and the manifest records which one ran and why.
+
+For the ``onnx`` target (run by ONNX Runtime) the stored fp32 graph then gets ONNX Runtime-only fusions that ORT's
+own optimizer misses, chosen per model family by measurement (:data:`GRAPH_FUSIONS`): onnxscript's ORT fusion rules
+(``onnxscript.rewriter.ort_fusions``, the rules behind ``optimize_for_ort``) after its constant folding and shape
+simplification. The decomposed erf GELU the exporter writes (``x * (0.5 * (erf(x / sqrt 2) + 1))``) is an operand
+order ORT's GeluFusion does not match, so it becomes ``com.microsoft`` Gelu (then BiasGelu); attention
+(``MatMul -> Softmax -> MatMul`` from ``scaled_dot_product_attention``) can become ``com.microsoft``
+MultiHeadAttention. SkipLayerNormalization is left out (its CPU kernel measured slower than Add + LayerNormalization
+here). Graphs written for other runtimes (TensorRT, OpenVINO: ``options["target"]`` is not ``onnx``) and the graph
+int8/fp16 start from stay portable, standard-domain ONNX.
+
+The artifact's manifest records, under ``onnxruntime``, the session settings :func:`load` applies
+(``graph_optimization_level``, ``session_config``) and :func:`fusion_report`: the op counts of the stored graph and of
+the graph ONNX Runtime really runs (``SessionOptions.optimized_model_filepath`` at that level), the fused operators
+in it, and the decomposed patterns left unfused.
 """
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -14,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ArtifactError, RuntimeMissingError
+from ..errors import ArtifactError, RuntimeMissingError, UsageError
 from ..manifest import Artifact
 
 FILENAME = "model.onnx"
@@ -25,13 +42,47 @@ MAX_BATCH = 1024
 
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
 
+GRAPH_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
+GRAPH_LEVEL = "ORT_ENABLE_ALL"  # what load() opens new artifacts with (and what older artifacts always got)
+# Session config entries stored with new artifacts (ONNX Runtime's "session.*" keys, see
+# onnxruntime_session_options_config_keys.h), chosen by interleaved runs (scripts/onnx_fusion_bench.py, README ONNX
+# section): intra-op workers that block instead of spinning between parallel sections.
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+FUSIONS = ("gelu", "attention")
+# Per-family default fusions of the stored fp32 graph, kept where interleaved runs measured a win (README, ONNX
+# section; scripts/onnx_fusion_bench.py): ViT/DeiT gelu + attention, MobileViT attention (its SiLU already becomes
+# ORT's QuickGelu), LeViT none (no difference measured); families not measured ("default") keep ORT's own fusions.
+GRAPH_FUSIONS: dict[str, tuple[str, ...]] = {"vit": ("gelu", "attention"), "mobilevit": ("attention",), "levit": (),
+                                             "default": ()}
+
+# Operators that stand for a fused subgraph (ONNX Runtime contrib ops and the standard ops that replace a decomposed
+# pattern), reported by fusion_report when the graph ONNX Runtime runs holds them.
+FUSED_OPS = frozenset({
+    "LayerNormalization", "HardSwish", "Gelu", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger",
+    *(f"com.microsoft:{op}" for op in (
+        "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "GemmFastGelu", "BiasAdd", "BiasSoftmax",
+        "SkipLayerNormalization", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization",
+        "EmbedLayerNormalization", "FusedMatMul", "FusedConv", "FusedGemm", "NhwcConv", "NhwcFusedConv",
+        "Attention", "MultiHeadAttention", "GroupQueryAttention", "QGemm", "QLinearConv", "QLinearAdd",
+        "QLinearMul", "QLinearSigmoid", "QLinearSoftmax", "QLinearConcat", "QLinearAveragePool",
+        "QLinearGlobalAveragePool", "QLinearLeakyRelu", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+        "MatMulNBits", "QAttention")),
+    "com.microsoft.nchwc:Conv",
+})
+
 
 def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
     """Export ``model`` to ``directory/model.onnx``.
 
     options: input_names, output_names, dynamic_batch, opset, precision (fp32 | fp16 | int8) and, for int8,
     quantization = {"mode": "static"|"dynamic", "method": "minmax"|"percentile"|"entropy",
-    "calibration": float32 (N, C, H, W) array, ...} (see :func:`vitedge.quantize.onnx.quantize_int8`).
+    "calibration": float32 (N, C, H, W) array, ...} (see :func:`vitedge.quantize.onnx.quantize_int8`),
+    target (the export driver's target name: ``onnx`` gets the ONNX Runtime fusions of :func:`optimize_graph` on its
+    fp32 graph and the ``onnxruntime`` manifest block; another name, e.g. ``tensorrt``, a portable graph without that
+    block; absent: portable graph with the block), spec (its ``family`` picks :data:`GRAPH_FUSIONS`) and
+    target_options = {"fusions": None (family default) | list or comma-separated subset of :data:`FUSIONS`}.
+    Raises UsageError for an unknown fusion; exporter failures propagate (the driver reports them in one line).
     """
     import onnx
 
@@ -67,6 +118,17 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     for node in proto.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     info["ops"] = dict(sorted(ops.items()))
+    topts = options.get("target_options") or {}
+    optimizer = None
+    for_ort = options.get("target") == "onnx"  # the export driver names the target; TensorRT/OpenVINO keep it portable
+    if for_ort and precision == "fp32":  # ORT-only graph; int8/fp16 start from the portable one
+        family = (options.get("spec") or {}).get("family")
+        fusions = topts.get("fusions")
+        if fusions is None:
+            fusions = GRAPH_FUSIONS.get(family or "default", GRAPH_FUSIONS["default"])
+        elif isinstance(fusions, str):
+            fusions = tuple(f for f in fusions.split(",") if f)
+        optimizer = optimize_graph(path, path, tuple(fusions))
     quant = None
     if precision != "fp32":
         from ..quantize import onnx as oq
@@ -78,27 +140,222 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
             q.pop("calibration_info", None)
             quant = oq.quantize_int8(path, final, calibration=None if calib is None else np.asarray(calib), **q)
         path.unlink()
-    return {"artifact": FILENAME, "backend": "onnxruntime", "opset": info["opset"], "export": info,
-            "quantization": quant}
+    out = {"artifact": FILENAME, "backend": "onnxruntime", "opset": info["opset"], "export": info,
+           "quantization": quant}
+    if options.get("target") in (None, "onnx"):  # settings and fusion report for ONNX Runtime artifacts only
+        session_config = dict(SESSION_CONFIG)
+        run_config = {**session_config, **((quant or {}).get("session_config") or {})}
+        out["manifest"] = {"onnxruntime": {"graph_optimization_level": GRAPH_LEVEL, "session_config": session_config,
+                                           "graph_optimizer": optimizer,
+                                           "fusions": fusion_report(final, GRAPH_LEVEL, run_config)}}
+    return out
+
+
+def _op_name(node) -> str:
+    """``MatMul`` for the default ONNX domain, ``com.microsoft:FusedMatMul`` for the others."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+
+
+def op_counts(model) -> dict[str, int]:
+    """Operator counts of an ``onnx.ModelProto``'s main graph, named as :func:`_op_name` does, sorted."""
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[_op_name(n)] = counts.get(_op_name(n), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def optimize_graph(src: Path, dst: Path, fusions: tuple[str, ...]) -> dict:
+    """Apply ONNX Runtime fusions that ORT's own optimizer misses to the ONNX file ``src``, write ``dst``.
+
+    ``fusions``: a subset of :data:`FUSIONS`: ``gelu`` (decomposed erf GELU -> ``com.microsoft`` Gelu, then BiasGelu
+    with a preceding bias Add), ``attention`` (MatMul/Softmax/MatMul from ``scaled_dot_product_attention`` ->
+    ``com.microsoft`` MultiHeadAttention). Any fusion first runs onnxscript's constant folding and shape
+    simplification (Shape/Gather/Concat chains feeding Reshape become constants; the batch stays symbolic). Empty:
+    ``dst`` is ``src`` unchanged. Rules: ``onnxscript.rewriter.ort_fusions``, the passes of its ``optimize_for_ort``
+    without SkipLayerNormalization (measured slower on CPU); written against onnxscript 0.7.2 (constraints.txt),
+    whose per-rule functions are module-level but not its top-level API: if they are missing or a rule fails, ``dst``
+    gets the unfused graph and the result says why (``skipped``).
+
+    Returns the manifest's ``graph_optimizer`` dict: tool, fusions applied, per-rule match counts[, skipped].
+    Raises UsageError for an unknown fusion name.
+    """
+    unknown = [f for f in fusions if f not in FUSIONS]
+    if unknown:
+        raise UsageError(f"unknown ONNX fusion {unknown[0]!r} (known: {', '.join(FUSIONS)})")
+    if not fusions:
+        if Path(src) != Path(dst):
+            Path(dst).write_bytes(Path(src).read_bytes())
+        return {"tool": None, "fusions": [], "matches": {}}
+    tmp = Path(dst).with_name(Path(dst).name + ".fused.tmp")
+    try:
+        tool, matches = _onnxscript_fusions(Path(src), tmp, fusions)
+    except Exception as e:  # noqa: BLE001 - an optional speed-up: keep the exporter's graph, say why
+        tmp.unlink(missing_ok=True)
+        if Path(src) != Path(dst):
+            Path(dst).write_bytes(Path(src).read_bytes())
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return {"tool": None, "fusions": [], "matches": {}, "skipped": f"{type(e).__name__}: {reason[:300]}"}
+    os.replace(tmp, dst)
+    return {"tool": tool, "fusions": list(fusions), "matches": matches}
+
+
+def _onnxscript_fusions(src: Path, dst: Path, fusions: tuple[str, ...]) -> tuple[str, dict]:
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common_passes
+    import onnxscript
+    from onnxscript.optimizer import optimize
+    from onnxscript.rewriter import rewrite
+    from onnxscript.rewriter.ort_fusions import ORT_PATTERN_REWRITE_RULES, _core
+    from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
+
+    model = ir.load(str(src))
+    rewrite(model, [_gemm_to_matmul_add.gemm_to_matmul_add_rule])
+    model = _core._pre_optimize(model)  # shape inference, constant folding, shape simplification
+    n: dict[str, int] = {}
+    if "gelu" in fusions:
+        from onnxscript.rewriter.ort_fusions.erfgelu import fuse_erfgelu
+        n["erf_gelu"] = fuse_erfgelu(model)
+    if "attention" in fusions:
+        from onnxscript.rewriter.ort_fusions.attention import fuse_attention
+        from onnxscript.rewriter.ort_fusions.mha import fuse_mha1, fuse_mha2
+        from onnxscript.rewriter.ort_fusions.mha_bias import fuse_mha_bias
+        from onnxscript.rewriter.ort_fusions.mha_scale import fuse_mha_scale
+        from onnxscript.rewriter.ort_fusions.sdpa import fuse_sdpa
+        from onnxscript.rewriter.ort_fusions.sdpa_via_mha import replace_sdpa_by_mha
+        n["sdpa"] = fuse_sdpa(model, apply_shape_inference=True)
+        n["mha1"], n["mha2"] = fuse_mha1(model), fuse_mha2(model)
+        n["mha_scale"] = fuse_mha_scale(model)
+        if n["mha1"] or n["mha2"]:
+            n["mha_bias"], n["attention"] = fuse_mha_bias(model), fuse_attention(model)
+        n["sdpa_via_mha"] = replace_sdpa_by_mha(model)
+    if "gelu" in fusions:
+        from onnxscript.rewriter.ort_fusions.bias_gelu import fuse_bias_gelu
+        from onnxscript.rewriter.ort_fusions.gelu import fuse_gelu
+        n["tanh_gelu"], n["bias_gelu"] = fuse_gelu(model), fuse_bias_gelu(model)
+    optimize(model)  # inline what no later rule consumed, drop dead nodes
+    rewrite(model, ORT_PATTERN_REWRITE_RULES)
+    ir.passes.Sequential(common_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+                         common_passes.RemoveInitializersFromInputsPass(), common_passes.ShapeInferencePass())(model)
+    ir.save(model, str(dst))
+    tool = (f"onnxscript {onnxscript.__version__} rewriter.ort_fusions (constant folding, shape simplification, then "
+            "the fusions asked)")
+    return tool, {k: int(v) for k, v in n.items() if v}
+
+
+def _consumers(model) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def unfused_patterns(model) -> dict[str, int]:
+    """Decomposed patterns left in an ``onnx.ModelProto`` (counts, zeros omitted): ``erf_gelu`` (Erf: a GELU not
+    fused), ``tanh`` (Tanh: e.g. a tanh GELU), ``softmax_attention`` (a Softmax feeding a MatMul: attention outside
+    a fused attention kernel), ``add_layernorm`` (an Add feeding a LayerNormalization: residual + norm not fused into
+    SkipLayerNormalization), ``decomposed_layernorm`` (ReduceMean feeding Sub), ``sigmoid_mul`` (x * sigmoid(x):
+    SiLU not fused), ``hardsigmoid_mul`` (HardSwish decomposed), ``batchnorm`` (BatchNormalization not folded)."""
+    cons = _consumers(model)
+    produced = {o: n for n in model.graph.node for o in n.output}
+
+    def feeds(node, *ops):
+        return any(c.op_type in ops for o in node.output for c in cons.get(o, []))
+
+    def self_gate(node):  # x -> Sigmoid -> Mul(x, .)
+        return any(c.op_type == "Mul" and node.input[0] in c.input for o in node.output for c in cons.get(o, []))
+
+    found = {
+        "erf_gelu": sum(n.op_type == "Erf" for n in model.graph.node),
+        "tanh": sum(n.op_type == "Tanh" for n in model.graph.node),
+        "softmax_attention": sum(n.op_type == "Softmax" and feeds(n, "MatMul", "FusedMatMul")
+                                 for n in model.graph.node),
+        "add_layernorm": sum(n.op_type == "LayerNormalization" and n.input[0] in produced
+                             and produced[n.input[0]].op_type == "Add" for n in model.graph.node),
+        "decomposed_layernorm": sum(n.op_type == "ReduceMean" and feeds(n, "Sub") for n in model.graph.node),
+        "sigmoid_mul": sum(n.op_type == "Sigmoid" and self_gate(n) for n in model.graph.node),
+        "hardsigmoid_mul": sum(n.op_type == "HardSigmoid" and self_gate(n) for n in model.graph.node),
+        "batchnorm": sum(n.op_type == "BatchNormalization" for n in model.graph.node),
+    }
+    return {k: v for k, v in found.items() if v}
+
+
+def fusion_report(path: Path, level: str = GRAPH_LEVEL, session_config: dict | None = None) -> dict:
+    """What ONNX Runtime makes of the ONNX file at ``path``: it opens it with the CPU execution provider at
+    ``level`` with ``session_config`` (as :func:`load` would), writes the graph it optimized
+    (``SessionOptions.optimized_model_filepath``) to a temp file and reads it back.
+
+    Returns ``{"level", "onnxruntime", "ops_stored", "ops_optimized", "fused", "fused_by_onnxruntime",
+    "fused_activations", "unfused"}``: op counts before/after, the :data:`FUSED_OPS` in the optimized graph (those
+    ORT itself added apart), activations folded into convolution/GEMM kernels (``op+activation``: count), and
+    :func:`unfused_patterns` of the optimized graph. The optimized graph at ORT_ENABLE_ALL may hold
+    layout transforms for this CPU (NCHWc), so the report describes the machine it ran on.
+    Raises RuntimeMissingError without onnxruntime, ArtifactError if ORT cannot open the file.
+    """
+    import onnx
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RuntimeMissingError("onnxruntime is not installed (pip install onnxruntime)") from None
+    stored = onnx.load(str(path), load_external_data=False)
+    with tempfile.TemporaryDirectory(prefix="vitedge-ort-") as tmp:
+        so = session_options(1, level, session_config)
+        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        try:
+            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT's own exception types, long messages
+            raise ArtifactError(f"ONNX Runtime cannot open {path}: {str(e).strip().splitlines()[0][:300]}") from None
+        optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
+    before, after = op_counts(stored), op_counts(optimized)
+    fused = {k: v for k, v in after.items() if k in FUSED_OPS}
+    activations: dict[str, int] = {}  # activations folded into FusedConv / FusedGemm / NCHWc Conv kernels
+    for n in optimized.graph.node:
+        act = next((a.s.decode() for a in n.attribute if a.name == "activation"), None)
+        if act:
+            key = f"{_op_name(n)}+{act}"
+            activations[key] = activations.get(key, 0) + 1
+    return {"level": level, "onnxruntime": ort.__version__, "ops_stored": before, "ops_optimized": after,
+            "fused": fused, "fused_by_onnxruntime": {k: v - before.get(k, 0) for k, v in fused.items()
+                                                     if v > before.get(k, 0)},
+            "fused_activations": dict(sorted(activations.items())), "unfused": unfused_patterns(optimized)}
+
+
+def session_options(threads: int | None, level: str = GRAPH_LEVEL, session_config: dict | None = None):
+    """An ``onnxruntime.SessionOptions``: ``threads`` intra-op threads (None: torch's setting), one inter-op
+    thread, graph optimization ``level`` (a name in :data:`GRAPH_LEVELS`), errors-only logging, then the
+    ``session_config`` entries (ONNX Runtime ``session.*`` config keys, values as strings).
+    Raises ArtifactError for an unknown level or a config that is not a mapping of names to strings/numbers."""
+    import onnxruntime as ort
+    if level not in GRAPH_LEVELS:
+        raise ArtifactError(f"unknown ONNX Runtime graph optimization level {level!r} (known: {', '.join(GRAPH_LEVELS)})")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads or torch.get_num_threads()  # default: follow torch's setting
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    if not isinstance(session_config or {}, dict):
+        raise ArtifactError(f"ONNX Runtime session_config must be a mapping, got {type(session_config).__name__}")
+    for key, value in (session_config or {}).items():
+        if not isinstance(key, str) or isinstance(value, (dict, list, bool)) or value is None:
+            raise ArtifactError(f"ONNX Runtime session_config entry {key!r}: {value!r} is not name -> string")
+        so.add_session_config_entry(key, str(value))
+    return so
 
 
 class OnnxRuntimeRunner:
     """Runs an ONNX file with ONNX Runtime's CPU execution provider."""
 
     def __init__(self, path: Path, threads: int | None = None, session_config: dict | None = None,
-                 external_data: list[str] | None = None):
-        """``external_data``: the file's external-data locations if already checked by
+                 external_data: list[str] | None = None, graph_optimization_level: str = GRAPH_LEVEL):
+        """``session_config``: ONNX Runtime config entries stored with the artifact; ``graph_optimization_level``:
+        a name in :data:`GRAPH_LEVELS`. ``external_data``: the file's external-data locations if already checked by
         :func:`vitedge.safety.check_onnx_external_data`; None checks them here (ArtifactError if unsafe)."""
         try:
             import onnxruntime as ort
         except ImportError:
             raise RuntimeMissingError("onnxruntime is not installed (pip install onnxruntime)") from None
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.intra_op_num_threads = threads or torch.get_num_threads()  # default: follow torch's setting
-        so.inter_op_num_threads = 1
-        for key, value in (session_config or {}).items():  # stored with the artifact by its quantization recipe
-            so.add_session_config_entry(str(key), str(value))
+        so = session_options(threads, graph_optimization_level, session_config)
+        self.session_config = dict(session_config or {})
         if external_data is None:  # no location outside the folder: checked before ORT opens the file
             from ..safety import check_onnx_external_data
             external_data = check_onnx_external_data(path)
@@ -115,10 +372,27 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {self.input_name: x})
 
 
+def runtime_settings(manifest: dict) -> tuple[str, dict]:
+    """(graph optimization level, session config) a manifest asks ONNX Runtime for: ``onnxruntime`` (written since
+    the fusion report) merged with ``quantization.session_config`` (older int8 artifacts); a manifest with neither
+    gets :data:`GRAPH_LEVEL` and no entries, as before. Raises ArtifactError for a malformed ``onnxruntime`` block."""
+    ort_block = manifest.get("onnxruntime") or {}
+    quant = manifest.get("quantization") or {}
+    if not isinstance(ort_block, dict) or not isinstance(quant, dict):
+        raise ArtifactError("manifest 'onnxruntime' / 'quantization' is not a mapping")
+    configs = [ort_block.get("session_config") or {}, quant.get("session_config") or {}]
+    if not all(isinstance(c, dict) for c in configs):
+        raise ArtifactError("manifest session_config is not a mapping of ONNX Runtime config keys to strings")
+    level = ort_block.get("graph_optimization_level") or GRAPH_LEVEL
+    if level not in GRAPH_LEVELS:
+        raise ArtifactError(f"manifest asks for an unknown ONNX Runtime graph optimization level {level!r}")
+    return level, {**configs[0], **configs[1]}
+
+
 def load(artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
-    """Open the artifact's ONNX file in ONNX Runtime with the session config its manifest records.
-    Raises ArtifactError / RuntimeMissingError."""
-    quant = artifact.manifest.get("quantization") or {}
+    """Open the artifact's ONNX file in ONNX Runtime with the graph optimization level and session config its
+    manifest records (:func:`runtime_settings`). Raises ArtifactError / RuntimeMissingError."""
+    level, config = runtime_settings(artifact.manifest)
     from ..safety import check_onnx_external_data
     locations = check_onnx_external_data(artifact.file)  # before ONNX Runtime opens anything
     files = artifact.manifest.get("files") or {}  # empty only for the export driver's own parity run
@@ -127,4 +401,4 @@ def load(artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
     if unlisted:  # its bytes would reach the runtime without a SHA-256 check
         raise ArtifactError(f"ONNX file {artifact.file} reads external data {unlisted[0]!r}, which its manifest "
                             "does not list")
-    return OnnxRuntimeRunner(artifact.file, threads, quant.get("session_config"), locations)
+    return OnnxRuntimeRunner(artifact.file, threads, config, locations, level)
