@@ -35,3 +35,19 @@ def test_vit_matches_vit_pytorch_on_photos(name, photo_batch):
 def test_vit_rejects_indivisible_patch():
     with pytest.raises(ValueError, match="divisible"):
         ViT(image_size=30, patch_size=16, num_classes=2, dim=8, depth=1, heads=1, mlp_dim=8)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_last_block_for_the_first_tokens_only(n, photo_batch):
+    """Transformer.forward_first(x, n) == forward(x)[..., :n, :] (what a class-token head reads), for (B, N, dim)
+    and for extra leading dimensions; ViT(pool='cls') uses it and still matches the full pass."""
+    torch.manual_seed(0)
+    model = ViT(image_size=32, patch_size=8, num_classes=10, dim=64, depth=3, heads=4, mlp_dim=128, dim_head=16).eval()
+    x = photo_batch((32, 32), 3)
+    with torch.no_grad():
+        tokens = model.embed(x)                                          # (3, 17, 64)
+        full = model.transformer(tokens)
+        assert torch.allclose(model.transformer.forward_first(tokens, n), full[:, :n], atol=1e-5)
+        grouped = tokens.unflatten(0, (1, 3))                            # (1, 3, 17, 64)
+        assert torch.allclose(model.transformer.forward_first(grouped, n), full[:, :n].unflatten(0, (1, 3)), atol=1e-5)
+        assert torch.allclose(model(x), model.mlp_head(full[:, 0]), atol=1e-5)

@@ -95,6 +95,9 @@ class ViT(nn.Module):
         return self.mlp_head(self.to_latent(x))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if self.mlp_head is not None and self.pool == 'cls':  # only the class token is read after the last block
+            cls = self.transformer.forward_first(self.embed(img), 1)[:, 0]
+            return self.mlp_head(self.to_latent(cls))
         x = self.transformer(self.embed(img))
         if self.mlp_head is None:
             return x
