@@ -60,8 +60,9 @@ def check_parity(ref: nn.Module, ours: nn.Module, x: torch.Tensor, atol: float =
         assert torch.isfinite(tb).all()
         assert ta.std() > 1e-3, "degenerate logits"
         worst = max(worst, (ta - tb).abs().max().item())
-    print(f"max abs diff {worst:.3g} (logit scale {a[0].abs().max().item():.3g})")
-    assert worst <= atol, worst
+    scale = a[0].abs().max().item()
+    print(f"max abs diff {worst:.3g} (logit scale {scale:.3g})")
+    assert worst <= atol * max(1.0, scale), worst  # float32 rounding grows with the logits (BatchNorm folded here)
     return worst
 
 
@@ -105,6 +106,28 @@ def test_parity_variants(kw):
         with torch.no_grad():
             out, distill = ours(x)
         assert out.shape == (4, kw["num_classes"]) and distill.shape == (4, kw["num_distill_classes"])
+
+
+def test_train_mode_matches_vit_pytorch():
+    """Our channel-last token path runs each BatchNorm as the module in train mode: the same outputs (batch
+    statistics), the same running-statistic updates and the same gradients as the reference's NCHW convolutions."""
+    ref, ours = build_pair(**SMALL)
+    ref.train()
+    ours.train()
+    x = photos(SMALL["image_size"])
+    a, b = as_tuple(ref(x)), as_tuple(ours(x))
+    for ta, tb in zip(a, b):
+        assert (ta - tb).abs().max().item() <= 1e-4
+    sum(t.sum() for t in a).backward()
+    sum(t.sum() for t in b).backward()
+    theirs, mine = ref.state_dict(), ours.state_dict()
+    for k in theirs:  # running means/vars moved alike
+        assert torch.allclose(theirs[k].float(), mine[k].float(), atol=1e-5), k
+    grads = {k: p.grad for k, p in ref.named_parameters() if p.grad is not None}
+    total = torch.sqrt(sum(g.square().sum() for g in grads.values()))  # some are 0 up to rounding (k's bias)
+    for k, p in ours.named_parameters():
+        if k in grads:
+            assert (grads[k] - p.grad).norm().item() <= 1e-4 * total.item(), k
 
 
 def test_invalid_arguments():

@@ -7,7 +7,11 @@ buffer), the same outputs. Written for export:
 
 * attention is :func:`torch.nn.functional.scaled_dot_product_attention` with the learned relative-position
   bias passed as the additive ``attn_mask`` (gathered from a static index buffer, nothing data-dependent);
-* heads are split with flatten/unflatten/transpose on rank-4 tensors, the batch dimension stays symbolic;
+* after the convolutional patch embedding, every stage runs on channel-last tokens, the rows of one (B*N, C)
+  matrix: the reference's 1x1 convolutions are 2-D matrix products (no layout reorders or transposes around
+  them; runtimes fuse their bias), each BatchNorm is folded into its product in eval mode, and q, k, v share
+  one product;
+* heads are split with unflatten/transpose on the trailing dimensions, the batch dimension stays symbolic;
 * no einops, lambdas or ``always(None)``: whether ``forward`` returns a distillation output is decided
   at construction.
 """
@@ -19,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GlobalAvgPool
+from .layers import GlobalAvgPool, merge_heads, split_heads
 
 __all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTTransformer", "GlobalAvgPool"]
 
@@ -35,10 +39,40 @@ def _down(n: int) -> int:
     return (n + 1) // 2
 
 
+def conv1x1_tokens(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -> torch.Tensor:
+    """A 1x1 ``conv`` (stride 1), then ``bn``, applied to tokens: (..., C_in) -> (..., C_out), float32.
+
+    The same function as ``bn(conv(x))`` on the (B, C, H, W) map the tokens come from, computed as one matrix
+    product on the channel-last tokens. In eval mode the BatchNorm is folded into the product's weight and bias
+    (``w * gamma / sqrt(var + eps)``, ``(b - mean) * gamma / sqrt(var + eps) + beta``), a computation on
+    parameters only that exporters and runtimes constant-fold; in training mode ``bn`` runs as a module (batch
+    statistics, running-stat updates).
+    """
+    w = conv.weight.flatten(1)
+    if bn is None:
+        return F.linear(x, w, conv.bias)
+    if bn.training:
+        y = F.linear(x, w, conv.bias)
+        c = y.shape[-1]
+        z = bn(y.reshape(1, -1, c).transpose(1, 2).unsqueeze(-1))             # (1, C, tokens, 1): BatchNorm2d's input
+        return z.squeeze(-1).transpose(1, 2).reshape(y.shape)
+    w, b = _fold_bn(w, conv.bias, bn)
+    return F.linear(x, w, b)
+
+
+def _fold_bn(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C_out, C_in) weight and optional bias of a linear map followed by eval-mode ``bn`` -> one linear map."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    return w * scale[:, None], shift if b is None else b * scale + shift
+
+
 class LeViTFeedForward(nn.Module):
     """Conv MLP: 1x1 Conv2d(dim, dim*mult) -> Hardswish -> Dropout -> 1x1 Conv2d(dim*mult, dim) -> Dropout.
 
-    Shape (B, dim, H, W) -> (B, dim, H, W), float32. Keys ``net.0``, ``net.3`` as vit-pytorch.
+    Keys ``net.0``, ``net.3`` as vit-pytorch. Runs on tokens: (..., dim) -> (..., dim), float32 (LeViT passes
+    (B*N, dim)), the channel-last form of the reference's (B, dim, H, W) map (1x1 convolutions are per-token
+    linear maps).
     """
 
     def __init__(self, dim: int, mult: int, dropout: float = 0.0):
@@ -49,7 +83,9 @@ class LeViTFeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        net = self.net
+        x = net[2](net[1](conv1x1_tokens(x, net[0])))
+        return net[4](conv1x1_tokens(x, net[3]))
 
 
 class LeViTAttention(nn.Module):
@@ -60,8 +96,12 @@ class LeViTAttention(nn.Module):
     ``bias / scale``), softmax, times v, then GELU -> 1x1 Conv2d -> BatchNorm (weight initialised to 0,
     as in the reference) -> Dropout.
 
-    Input: float32 (B, dim, fmap_size, fmap_size). Output: float32 (B, dim_out, S, S) with S = fmap_size,
-    or ceil(fmap_size / 2) when ``downsample``.
+    Runs on the tokens of all images as rows of one matrix (the channel-last, row-major flattening of the
+    reference's feature maps, so every projection is one 2-D matrix product): input float32
+    (B * fmap_size**2, dim), output float32 (B * S**2, dim_out) with S = fmap_size, or ceil(fmap_size / 2) when
+    ``downsample`` (the stride-2 1x1 query convolution is a [::2, ::2] subsampling of the token grid). In eval
+    mode each BatchNorm is folded into its projection and, without downsampling, q, k and v are one product with
+    the three weights stacked (fewer, larger matrix products).
     """
 
     def __init__(self, dim: int, fmap_size: int, heads: int = 8, dim_key: int = 32, dim_value: int = 64,
@@ -75,7 +115,10 @@ class LeViTAttention(nn.Module):
         self.heads = heads
         self.scale = dim_key ** -0.5
         self.attn_dropout = dropout
+        self.downsample = downsample
+        self.fmap_size = fmap_size
         self.q_size = _down(fmap_size) if downsample else fmap_size
+        self.inner_dim_key = inner_dim_key
         self.inner_dim_value = inner_dim_value
 
         self.to_q = nn.Sequential(nn.Conv2d(dim, inner_dim_key, 1, stride=stride, bias=False),
@@ -102,28 +145,35 @@ class LeViTAttention(nn.Module):
         """Additive attention mask (heads, Nq, Nk), float32, in units of the already-scaled logits."""
         return self.pos_bias(self.pos_indices).permute(2, 0, 1) / self.scale
 
-    @staticmethod
-    def _tokens(t: torch.Tensor, heads: int) -> torch.Tensor:
-        """(B, heads*D, X, Y) -> (B, heads, X*Y, D)."""
-        return t.flatten(2).unflatten(1, (heads, -1)).transpose(-1, -2)
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B*Nq, heads*dim_key), k (B*N, heads*dim_key), v (B*N, heads*dim_value) from tokens (B*N, dim)."""
+        if self.downsample:
+            s = self.fmap_size
+            xq = x.unflatten(0, (-1, s, s))[:, ::2, ::2].flatten(0, 2)
+            return conv1x1_tokens(xq, *self.to_q), conv1x1_tokens(x, *self.to_k), conv1x1_tokens(x, *self.to_v)
+        if self.training:
+            return tuple(conv1x1_tokens(x, *m) for m in (self.to_q, self.to_k, self.to_v))
+        folded = [_fold_bn(conv.weight.flatten(1), None, bn) for conv, bn in (self.to_q, self.to_k, self.to_v)]
+        qkv = F.linear(x, torch.cat([w for w, _ in folded]), torch.cat([b for _, b in folded]))
+        return qkv.split([self.inner_dim_key, self.inner_dim_key, self.inner_dim_value], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.heads
-        q = self._tokens(self.to_q(x), h)
-        k = self._tokens(self.to_k(x), h)
-        v = self._tokens(self.to_v(x), h)
+        h, n, nq = self.heads, self.fmap_size ** 2, self.q_size ** 2
+        q, k, v = self._projections(x)
+        q = split_heads(q.unflatten(0, (-1, nq)), h)                                # b, h, Nq, dk
+        k, v = (split_heads(t.unflatten(0, (-1, n)), h) for t in (k, v))            # b, h, N, d
         p = self.attn_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attention_bias(), dropout_p=p,
                                              scale=self.scale)                    # b, h, Nq, dv
-        out = out.transpose(-1, -2).reshape(-1, self.inner_dim_value, self.q_size, self.q_size)
-        return self.to_out(out)
+        gelu, conv, bn, drop = self.to_out
+        return drop(conv1x1_tokens(gelu(merge_heads(out).flatten(0, 1)), conv, bn))
 
 
 class LeViTTransformer(nn.Module):
     """``depth`` x (attention [+ residual] -> conv MLP + residual) at one resolution.
 
-    The attention residual is used only when neither downsampling nor changing the width. Shape
-    (B, dim, S, S) -> (B, dim_out, S', S') with S' = ceil(S / 2) when ``downsample`` else S.
+    The attention residual is used only when neither downsampling nor changing the width. Shape on the tokens of
+    all images as rows, (B*S*S, dim) -> (B*S'*S', dim_out) with S' = ceil(S / 2) when ``downsample`` else S.
     """
 
     def __init__(self, dim: int, fmap_size: int, depth: int, heads: int, dim_key: int, dim_value: int,
@@ -200,7 +250,7 @@ class LeViT(nn.Module):
                                                dim_out=dims[ind + 1], downsample=True))
                 fmap_size = ceil(fmap_size / 2)
         self.backbone = nn.Sequential(*layers)
-        self.pool = GlobalAvgPool()
+        self.final_tokens = fmap_size * fmap_size
 
         self.has_distill = num_distill_classes is not None
         if self.has_distill:
@@ -210,8 +260,10 @@ class LeViT(nn.Module):
         self.output_names = ("logits", "distill_logits") if self.has_distill else ("logits",)
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
-        """Pooled features: (B, 3, S, S) -> (B, dim[-1]) float32."""
-        return self.pool(self.backbone(self.conv_embedding(img)))
+        """Pooled features: (B, 3, S, S) -> (B, dim[-1]) float32. After the convolutional patch embedding the
+        transformer stages run on channel-last tokens, (B*N, C); the pool is the mean over each image's tokens."""
+        tokens = self.conv_embedding(img).flatten(2).transpose(1, 2).flatten(0, 1)      # (B*N, C)
+        return self.backbone(tokens).unflatten(0, (-1, self.final_tokens)).mean(dim=1)
 
     def forward(self, img: torch.Tensor):
         x = self.features(img)
