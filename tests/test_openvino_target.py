@@ -78,6 +78,21 @@ def test_dynamic_batch_runs_in_f32(fp32_artifact, photo_batch, batch):
     assert np.abs(got[0] - ref).max() <= 1e-4
 
 
+def test_each_batch_size_gets_a_static_compile_up_to_the_cap(fp32_artifact, photo_batch, monkeypatch):
+    model, art = fp32_artifact
+    monkeypatch.setattr(tov, "MAX_STATIC_BATCHES", 2)
+    _, runner = open_artifact(art.path, threads=1)
+    assert runner.compiled_batches == [1]  # compiled for batch 1 when opened
+    assert runner.compiled.inputs[0].get_partial_shape().is_static
+    x = photo_batch(SIZE, 6)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    for b, compiled in [(3, [1, 3]), (1, [1, 3]), (6, [1, 3, None]), (3, [1, 3, None]), (5, [1, 3, None])]:
+        got = runner.run(np.ascontiguousarray(x[:b].numpy()))[0]
+        assert runner.compiled_batches == compiled, b  # beyond the cap one dynamic-batch compile serves the rest
+        assert got.shape == (b, 5) and np.abs(got - ref[:b]).max() <= 1e-4
+
+
 def test_outputs_are_copies(fp32_artifact, photo_batch):
     _, art = fp32_artifact
     _, runner = open_artifact(art.path, threads=1)
