@@ -106,9 +106,9 @@ def _edited(art, tmp_path, edit) -> Path:
 def test_old_manifest_without_onnxruntime_block_loads(artifacts, tmp_path, photo_batch):
     art = artifacts["vit"]
     d = _edited(art, tmp_path, lambda m: (m.pop("onnxruntime"), m.update(quantization={"session_config": {
-        "session.intra_op.allow_spinning": "1"}})))
+        "session.intra_op.allow_spinning": "0"}})))
     old = onnx_target.load(read_manifest(d), threads=1)
-    assert old.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert old.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     x = photo_batch((32, 32), 3).numpy()
     np.testing.assert_allclose(old.run(x)[0], onnx_target.load(art, threads=1).run(x)[0], atol=1e-6)
 

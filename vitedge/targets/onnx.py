@@ -27,12 +27,16 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from ..errors import ArtifactError, RuntimeMissingError, UsageError
+from ..machine import default_threads
 from ..manifest import Artifact
+
+if TYPE_CHECKING:  # torch is imported by write() only: loading and running an artifact needs no torch
+    import torch
 
 FILENAME = "model.onnx"
 DEFAULT_OPSET = 18
@@ -45,9 +49,11 @@ PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
 GRAPH_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 GRAPH_LEVEL = "ORT_ENABLE_ALL"  # what load() opens new artifacts with (and what older artifacts always got)
 # Session config entries stored with new artifacts (ONNX Runtime's "session.*" keys, see
-# onnxruntime_session_options_config_keys.h), chosen by interleaved runs (scripts/onnx_fusion_bench.py, README ONNX
-# section): intra-op workers that block instead of spinning between parallel sections.
-SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+# onnxruntime_session_options_config_keys.h), chosen by interleaved runs: intra-op workers spin between parallel
+# sections (ORT's default, stored explicitly). Blocking ("0") won only while other processes loaded every core
+# (DeiT-Ti 34 -> 23 ms, scripts/onnx_fusion_bench.py); on an idle 2-core Xeon it cost 26-36% (LeViT-128S b1:
+# 4.96 -> 6.56 ms, ViT-style ONNX alike), and apps measure latency on a quiet device.
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "1"}
 
 FUSIONS = ("gelu", "attention")
 # Per-family default fusions of the stored fp32 graph, kept where interleaved runs measured a win (README, ONNX
@@ -72,7 +78,7 @@ FUSED_OPS = frozenset({
 })
 
 
-def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
+def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, options: dict) -> dict:
     """Export ``model`` to ``directory/model.onnx``.
 
     options: input_names, output_names, dynamic_batch, opset, precision (fp32 | fp16 | int8) and, for int8,
@@ -84,6 +90,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     target_options = {"fusions": None (family default) | list or comma-separated subset of :data:`FUSIONS`}.
     Raises UsageError for an unknown fusion; exporter failures propagate (the driver reports them in one line).
     """
+    import torch
     import onnx
 
     precision = options.get("precision", "fp32")
@@ -321,7 +328,7 @@ def fusion_report(path: Path, level: str = GRAPH_LEVEL, session_config: dict | N
 
 
 def session_options(threads: int | None, level: str = GRAPH_LEVEL, session_config: dict | None = None):
-    """An ``onnxruntime.SessionOptions``: ``threads`` intra-op threads (None: torch's setting), one inter-op
+    """An ``onnxruntime.SessionOptions``: ``threads`` intra-op threads (None: :func:`vitedge.machine.default_threads`), one inter-op
     thread, graph optimization ``level`` (a name in :data:`GRAPH_LEVELS`), errors-only logging, then the
     ``session_config`` entries (ONNX Runtime ``session.*`` config keys, values as strings).
     Raises ArtifactError for an unknown level or a config that is not a mapping of names to strings/numbers."""
@@ -330,7 +337,7 @@ def session_options(threads: int | None, level: str = GRAPH_LEVEL, session_confi
         raise ArtifactError(f"unknown ONNX Runtime graph optimization level {level!r} (known: {', '.join(GRAPH_LEVELS)})")
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    so.intra_op_num_threads = threads or torch.get_num_threads()  # default: follow torch's setting
+    so.intra_op_num_threads = threads or default_threads()  # torch's setting if torch is loaded
     so.inter_op_num_threads = 1
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     if not isinstance(session_config or {}, dict):
