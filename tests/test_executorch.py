@@ -180,3 +180,23 @@ def test_dynamic_int8_needs_no_calibration_and_stays_close(tmp_path, photo_batch
     assert art.manifest["quantization"]["mode"] == "dynamic"
     assert art.manifest["parity"]["batch_3"]["cosine"] >= 0.99
     assert et.default_int8_mode("mobilevit") == "dynamic" and et.default_int8_mode("levit") == "static"
+
+
+def test_int8_weights_computed_from_parameters_are_folded_first(tmp_path, photo_batch):
+    """LeViT folds its BatchNorms into its projections' weights inside forward (eval mode); those weights are
+    computed from parameters, and XNNPACK's per-channel int8 weights must be constants, so the target constant-folds
+    the exported graph before PT2E quantization (else: "ExportedProgram must be provided to extract per channel
+    params"). Every projection ends up as an int8 weight: the program is much smaller than fp32's."""
+    from vitedge.models.levit import LeViT
+    from vitedge.quantize import calibration_data
+    torch.manual_seed(0)
+    model = LeViT(image_size=112, num_classes=10, dim=(32, 48, 64), depth=1, heads=(2, 3, 4), mlp_mult=2).eval()
+    pre = make_preprocessing((112, 112))
+    calib, info = calibration_data("digits", pre, 16)
+    kw = dict(preprocessing=pre, target_options={"max_batch": 8})
+    art = vitedge.export.export(model, torch.zeros(2, 3, 112, 112), "executorch", tmp_path / "int8", precision="int8",
+                                quantization={"mode": "static", "calibration": calib.numpy(), "calibration_info": info},
+                                **kw)
+    fp32 = vitedge.export.export(model, torch.zeros(2, 3, 112, 112), "executorch", tmp_path / "fp32", **kw)
+    assert art.manifest["parity"]["batch_1"]["samples"] == 1
+    assert art.file.stat().st_size < 0.5 * fp32.file.stat().st_size

@@ -7,10 +7,11 @@ buffer), the same outputs. Written for export:
 
 * attention is :func:`torch.nn.functional.scaled_dot_product_attention` with the learned relative-position
   bias passed as the additive ``attn_mask`` (gathered from a static index buffer, nothing data-dependent);
-* after the convolutional patch embedding, every stage runs on channel-last tokens, the rows of one (B*N, C)
-  matrix: the reference's 1x1 convolutions are 2-D matrix products (no layout reorders or transposes around
-  them; runtimes fuse their bias), each BatchNorm is folded into its product in eval mode, and q, k, v share
-  one product;
+* after the convolutional patch embedding, every stage runs on channel-last tokens (B, N, C): the reference's
+  1x1 convolutions are per-token matrix products (no NCHW layout reorders or transposes around them), each
+  BatchNorm is folded into its product in eval mode, and q, k, v share one product. (Tokens stay 3-D: with the
+  tokens of all images flattened into one (B*N, C) matrix, OpenVINO's int8 pipeline fails to compile the
+  quantized graph, a ReshapeTransformation shape-inference error in 2026.4);
 * heads are split with unflatten/transpose on the trailing dimensions, the batch dimension stays symbolic;
 * no einops, lambdas or ``always(None)``: whether ``forward`` returns a distillation output is decided
   at construction.
@@ -70,9 +71,8 @@ def _fold_bn(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tup
 class LeViTFeedForward(nn.Module):
     """Conv MLP: 1x1 Conv2d(dim, dim*mult) -> Hardswish -> Dropout -> 1x1 Conv2d(dim*mult, dim) -> Dropout.
 
-    Keys ``net.0``, ``net.3`` as vit-pytorch. Runs on tokens: (..., dim) -> (..., dim), float32 (LeViT passes
-    (B*N, dim)), the channel-last form of the reference's (B, dim, H, W) map (1x1 convolutions are per-token
-    linear maps).
+    Keys ``net.0``, ``net.3`` as vit-pytorch. Runs on tokens: (B, N, dim) -> (B, N, dim), float32, the channel-last
+    form of the reference's (B, dim, H, W) map (1x1 convolutions are per-token linear maps).
     """
 
     def __init__(self, dim: int, mult: int, dropout: float = 0.0):
@@ -96,9 +96,8 @@ class LeViTAttention(nn.Module):
     ``bias / scale``), softmax, times v, then GELU -> 1x1 Conv2d -> BatchNorm (weight initialised to 0,
     as in the reference) -> Dropout.
 
-    Runs on the tokens of all images as rows of one matrix (the channel-last, row-major flattening of the
-    reference's feature maps, so every projection is one 2-D matrix product): input float32
-    (B * fmap_size**2, dim), output float32 (B * S**2, dim_out) with S = fmap_size, or ceil(fmap_size / 2) when
+    Runs on tokens, the channel-last, row-major flattening of the reference's feature map: input float32
+    (B, fmap_size**2, dim), output float32 (B, S**2, dim_out) with S = fmap_size, or ceil(fmap_size / 2) when
     ``downsample`` (the stride-2 1x1 query convolution is a [::2, ::2] subsampling of the token grid). In eval
     mode each BatchNorm is folded into its projection and, without downsampling, q, k and v are one product with
     the three weights stacked (fewer, larger matrix products).
@@ -146,10 +145,10 @@ class LeViTAttention(nn.Module):
         return self.pos_bias(self.pos_indices).permute(2, 0, 1) / self.scale
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (B*Nq, heads*dim_key), k (B*N, heads*dim_key), v (B*N, heads*dim_value) from tokens (B*N, dim)."""
+        """q (B, Nq, heads*dim_key), k (B, N, heads*dim_key), v (B, N, heads*dim_value) from tokens (B, N, dim)."""
         if self.downsample:
             s = self.fmap_size
-            xq = x.unflatten(0, (-1, s, s))[:, ::2, ::2].flatten(0, 2)
+            xq = x.unflatten(1, (s, s))[:, ::2, ::2].flatten(1, 2)
             return conv1x1_tokens(xq, *self.to_q), conv1x1_tokens(x, *self.to_k), conv1x1_tokens(x, *self.to_v)
         if self.training:
             return tuple(conv1x1_tokens(x, *m) for m in (self.to_q, self.to_k, self.to_v))
@@ -158,22 +157,19 @@ class LeViTAttention(nn.Module):
         return qkv.split([self.inner_dim_key, self.inner_dim_key, self.inner_dim_value], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, n, nq = self.heads, self.fmap_size ** 2, self.q_size ** 2
-        q, k, v = self._projections(x)
-        q = split_heads(q.unflatten(0, (-1, nq)), h)                                # b, h, Nq, dk
-        k, v = (split_heads(t.unflatten(0, (-1, n)), h) for t in (k, v))            # b, h, N, d
+        q, k, v = (split_heads(t, self.heads) for t in self._projections(x))        # b, h, n, d
         p = self.attn_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attention_bias(), dropout_p=p,
                                              scale=self.scale)                    # b, h, Nq, dv
         gelu, conv, bn, drop = self.to_out
-        return drop(conv1x1_tokens(gelu(merge_heads(out).flatten(0, 1)), conv, bn))
+        return drop(conv1x1_tokens(gelu(merge_heads(out)), conv, bn))
 
 
 class LeViTTransformer(nn.Module):
     """``depth`` x (attention [+ residual] -> conv MLP + residual) at one resolution.
 
-    The attention residual is used only when neither downsampling nor changing the width. Shape on the tokens of
-    all images as rows, (B*S*S, dim) -> (B*S'*S', dim_out) with S' = ceil(S / 2) when ``downsample`` else S.
+    The attention residual is used only when neither downsampling nor changing the width. Shape on tokens
+    (B, S*S, dim) -> (B, S'*S', dim_out) with S' = ceil(S / 2) when ``downsample`` else S.
     """
 
     def __init__(self, dim: int, fmap_size: int, depth: int, heads: int, dim_key: int, dim_value: int,
@@ -250,7 +246,6 @@ class LeViT(nn.Module):
                                                dim_out=dims[ind + 1], downsample=True))
                 fmap_size = ceil(fmap_size / 2)
         self.backbone = nn.Sequential(*layers)
-        self.final_tokens = fmap_size * fmap_size
 
         self.has_distill = num_distill_classes is not None
         if self.has_distill:
@@ -261,9 +256,9 @@ class LeViT(nn.Module):
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
         """Pooled features: (B, 3, S, S) -> (B, dim[-1]) float32. After the convolutional patch embedding the
-        transformer stages run on channel-last tokens, (B*N, C); the pool is the mean over each image's tokens."""
-        tokens = self.conv_embedding(img).flatten(2).transpose(1, 2).flatten(0, 1)      # (B*N, C)
-        return self.backbone(tokens).unflatten(0, (-1, self.final_tokens)).mean(dim=1)
+        transformer stages run on channel-last tokens (B, N, C); the pool is the mean over the tokens."""
+        tokens = self.conv_embedding(img).flatten(2).transpose(1, 2)                    # (B, N, C)
+        return self.backbone(tokens).mean(dim=1)
 
     def forward(self, img: torch.Tensor):
         x = self.features(img)

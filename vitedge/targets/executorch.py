@@ -85,12 +85,21 @@ def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarr
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.constant_fold import constant_fold
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    def exported(m):
+        """The exported graph with parameter-only computations folded into constants (e.g. LeViT's eval-mode
+        BatchNorm folding, ``w * gamma / sqrt(var + eps)``): XNNPACK's per-channel int8 weights must be constants
+        ("ExportedProgram must be provided to extract per channel params" otherwise)."""
+        gm = torch.export.export(m, (example,), dynamic_shapes=dynamic_shapes, strict=False).module()
+        constant_fold(gm)
+        return gm
 
     if mode == "dynamic":  # int8 weights; activations quantized per run by XNNPACK (Linear layers only)
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                      is_dynamic=True))
-        graph = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes, strict=False).module()
+        graph = exported(model)
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
             prepared(example)
@@ -104,7 +113,7 @@ def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarr
     if tuple(calib.shape[1:]) != tuple(example.shape[1:]):
         raise UsageError(f"calibration images are {tuple(calib.shape[1:])}, the model takes {tuple(example.shape[1:])}")
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes, strict=False).module()
+    graph = exported(model)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for i in range(0, len(calib), batch):
