@@ -124,36 +124,28 @@ def test(args) -> None:
         raise Failure(f"{ENV}={libs[-1]}: exit {r.returncode}: {r.stderr.strip()}")
     print(f"ok   {ENV} naming the wheel's library")
 
-    # session_config from the manifest is applied (both runners refuse the .onnx file as an ORT-format model).
-    def ort_format(m):
-        m["quantization"] = {"session_config": {"session.load_model_format": "ORT"}}
-    cfg = copy_artifact(fp32, work / "session_config_ort_format", ort_format)
+    # session_config from the manifest is applied (both runners refuse the .onnx file as an ORT-format model), from
+    # quantization.session_config (older int8 artifacts) and from the onnxruntime block (stored with every ONNX one).
     from vitedge.manifest import read_manifest
     from vitedge.targets import onnx as onnx_target
-    try:
-        onnx_target.load(read_manifest(cfg))
-        raise Failure("Python ONNX Runtime accepted the .onnx file with session.load_model_format=ORT")
-    except Failure:
-        raise
-    except Exception as e:  # noqa: BLE001 - the Python side's own error type
-        if "ORT model verification failed" not in str(e):
-            raise Failure(f"Python ONNX Runtime refused the ORT-format config differently: {e}") from None
-    expect_error("session_config applied", [exe, cfg, "--iters", 1, "--warmup", 0], "ORT model verification failed")
 
-    # The same through the manifest's onnxruntime block (the session settings stored with every ONNX artifact).
-    def ort_block_format(m):
+    def in_quantization(m):
+        m["quantization"] = {"session_config": {"session.load_model_format": "ORT"}}
+
+    def in_onnxruntime_block(m):
         m.setdefault("onnxruntime", {})["session_config"] = {"session.load_model_format": "ORT"}
-    cfg2 = copy_artifact(fp32, work / "onnxruntime_block_ort_format", ort_block_format)
-    try:
-        onnx_target.load(read_manifest(cfg2))
-        raise Failure("Python ONNX Runtime ignored onnxruntime.session_config")
-    except Failure:
-        raise
-    except Exception as e:  # noqa: BLE001 - the Python side's own error type
-        if "ORT model verification failed" not in str(e):
-            raise Failure(f"Python ONNX Runtime refused onnxruntime.session_config differently: {e}") from None
-    expect_error("onnxruntime.session_config applied", [exe, cfg2, "--iters", 1, "--warmup", 0],
-                 "ORT model verification failed")
+    for where, edit in (("quantization.session_config", in_quantization),
+                        ("onnxruntime.session_config", in_onnxruntime_block)):
+        cfg = copy_artifact(fp32, work / where.replace(".", "_"), edit)
+        try:
+            onnx_target.load(read_manifest(cfg))
+            raise Failure(f"Python ONNX Runtime ignored {where} (session.load_model_format=ORT)")
+        except Failure:
+            raise
+        except Exception as e:  # noqa: BLE001 - the Python side's own error type
+            if "ORT model verification failed" not in str(e):
+                raise Failure(f"Python ONNX Runtime refused {where} differently: {e}") from None
+        expect_error(f"{where} applied", [exe, cfg, "--iters", 1, "--warmup", 0], "ORT model verification failed")
 
     def bad_level(m):
         m.setdefault("onnxruntime", {})["graph_optimization_level"] = "FASTEST"
