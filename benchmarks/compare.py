@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from vitedge.bench import time_interleaved  # noqa: E402
 from vitedge.data import DIGITS_LABELS, digits_batch, digits_split  # noqa: E402
-from vitedge.errors import VitedgeError  # noqa: E402
+from vitedge.errors import VitedgeError, first_line  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.models.upstream import upstream_class  # noqa: E402
@@ -155,7 +155,7 @@ def export_peer_onnx(ref: torch.nn.Module, batch: int, chw: tuple, path: Path) -
             torch.onnx.export(ref, (x,), str(path), input_names=["input"], output_names=["logits"], verbose=False)
             return {"exporter": "torch.onnx.export (default)"}
         except Exception as e:  # noqa: BLE001 - record it and try the other exporter, as a user would
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            reason = first_line(e, 200)
             torch.onnx.export(ref, (x,), str(path), input_names=["input"], output_names=["logits"], dynamo=False)
             return {"exporter": "torch.onnx.export(dynamo=False)", "default_exporter_failed": reason}
 
@@ -226,7 +226,7 @@ def build_peers(which: list[str], ref, chw, batches, folder: Path) -> tuple[dict
                 info["onnx"] = export_peer_onnx(ref, b, chw, p)
                 files["onnx"][b] = p
             except Exception as e:  # noqa: BLE001 - a peer that cannot export is a result
-                info["onnx"] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:300]}
+                info["onnx"] = {"error": first_line(e)}
                 break
     if "ort_qdyn" in which and files.get("onnx"):
         from onnxruntime.quantization import quantize_dynamic
@@ -246,7 +246,7 @@ def build_peers(which: list[str], ref, chw, batches, folder: Path) -> tuple[dict
                     root.setLevel(level)
                 files["ort_qdyn"][b] = q
             except Exception as e:  # noqa: BLE001
-                info["ort_qdyn"] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0][:300]}
+                info["ort_qdyn"] = {"error": first_line(e)}
                 break
     return files, info
 
@@ -465,7 +465,7 @@ def run_preset(preset: str, args, size: tuple[int, int], trained: bool, timing: 
                 try:
                     runners[(e["key"], b)] = e["open"](b, t)
                 except Exception as ex:  # noqa: BLE001 - a runtime that cannot open this is a result
-                    results[e["key"]]["errors"][f"b{b}_t{t}"] = (str(ex).strip().splitlines() or ["?"])[0][:300]
+                    results[e["key"]]["errors"][f"b{b}_t{t}"] = first_line(ex)
                     continue
                 inputs[(e["key"], b)] = np.ascontiguousarray(xte[np.arange(b) % len(xte)])
                 iters[(e["key"], b)] = max(3, args.iters // b)
@@ -492,7 +492,7 @@ def run_preset(preset: str, args, size: tuple[int, int], trained: bool, timing: 
                 if e["key"] == "eager":
                     eager_top1 = res["top1"]
         except Exception as ex:  # noqa: BLE001
-            res["errors"]["accuracy"] = (str(ex).strip().splitlines() or ["?"])[0][:300]
+            res["errors"]["accuracy"] = first_line(ex)
 
     for e in entries:
         res = results[e["key"]]

@@ -374,3 +374,10 @@ def test_cli_refuses_bf16_for_other_targets_and_unknown_calib_method(checkpoint,
     assert rc == 2
     assert_one_line_error(err, "entropy")
     assert not (tmp_path / "y").exists()
+
+
+def test_empty_batch_uses_the_dynamic_compile(fp32_artifact):
+    _, art = fp32_artifact
+    _, runner = open_artifact(art.path, threads=1)
+    out = runner.run(np.zeros((0, 3, *SIZE), np.float32))[0]
+    assert out.shape == (0, 5) and runner.compiled_batches == [1, None]

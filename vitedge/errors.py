@@ -38,3 +38,17 @@ class PartialArtifactError(RuntimeMissingError):
     holds the ONNX graph and the trtexec command, but no engine). Exit code 3."""
 
     exit_code = 3
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first informative line of ``e``'s message, at most ``limit`` characters; the exception's type name if the
+    message is empty.
+
+    Runtime libraries put their reason below location lines: OpenVINO's messages start with a stack of "Exception
+    from src/...cpp:117:" lines (seen: an int8 compile failure whose first line was only that), so those and blank
+    lines are skipped.
+    """
+    import re
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    useful = [ln for ln in lines if ln and not re.fullmatch(r"Exception from \S+:\d+:?", ln)]
+    return (useful[0] if useful else type(e).__name__)[:limit]

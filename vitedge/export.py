@@ -13,7 +13,7 @@ from torch import nn
 
 from .checkpoint import apply_checkpoint, load_state_dict
 from .data import bundled_photo_paths, load_batch, make_preprocessing
-from .errors import ExportError, UsageError, VitedgeError
+from .errors import ExportError, UsageError, VitedgeError, first_line
 from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, read_manifest, sha256_file, utc_now, versions, \
     write_manifest
 from .models.zoo import create_model, family_class, get_preset, size_arg
@@ -210,8 +210,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             except (VitedgeError, KeyboardInterrupt):
                 raise
             except Exception as e:  # noqa: BLE001 - exporter internals: one line, the rest is noise to a user
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ExportError(f"{target} export failed: {msg[:400]}") from None
+                raise ExportError(f"{target} export failed: {first_line(e, 400)}") from None
             batches = list(info.get("parity_batches") or batches)  # e.g. inside a TensorRT optimization profile
             art = Artifact(tmp, {"artifact": info["artifact"], "files": {}, "quantization": info.get("quantization"),
                                  **(info.get("manifest") or {})})

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, first_line
 from ..manifest import Artifact
 
 FILENAME = "model.pt2"
@@ -95,8 +95,7 @@ class AOTInductorRunner:
                 warnings.simplefilter("ignore")
                 self.model = torch._inductor.aoti_load_package(str(path))
         except Exception as e:  # noqa: BLE001 - libtorch raises RuntimeError with a long C++ trace
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArtifactError(f"cannot load AOTInductor package {path}: {msg}") from None
+            raise ArtifactError(f"cannot load AOTInductor package {path}: {first_line(e)}") from None
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first)."""

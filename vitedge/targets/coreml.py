@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
+from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError, first_line
 from ..manifest import Artifact
 
 FILENAME = "model.mlpackage"
@@ -220,11 +220,6 @@ def _compress(mlmodel, weights: str):
         "api": "coremltools.optimize.coreml.palettize_weights"}
 
 
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0] if s else type(e).__name__)[:400]
-
-
 def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
     """Trace ``model`` on ``example`` (float32 (B, C, H, W)), convert to an mlprogram, save
     ``directory/model.mlpackage`` and verify the saved package with :func:`inspect`.
@@ -274,7 +269,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         except Exception as e:  # noqa: BLE001 - RangeDim failure: fall back to enumerated shapes, recording why
             if mode != "range":
                 raise
-            fallback = _first_line(e)
+            fallback = first_line(e, 400)
     compression = None
     if precision == "int8":
         with quiet():
@@ -390,7 +385,7 @@ def inspect(path: str | Path) -> dict:
             spec = m.get_spec()
             prog = milproto_load(spec, spec.specificationVersion, m.weights_dir)
     except Exception as e:  # noqa: BLE001 - protobuf / coremltools errors
-        raise ArtifactError(f"cannot read Core ML package {path}: {_first_line(e)}") from None
+        raise ArtifactError(f"cannot read Core ML package {path}: {first_line(e, 400)}") from None
     if spec.WhichOneof("Type") != "mlProgram":
         raise ArtifactError(f"{path} is not an mlprogram (it is {spec.WhichOneof('Type')})")
     d = spec.description
@@ -518,7 +513,7 @@ class CoreMLRunner:
             with quiet():
                 self.model = ct.models.MLModel(str(artifact.file), compute_units=getattr(ct.ComputeUnit, compute_units))
         except Exception as e:  # noqa: BLE001 - Core ML framework errors
-            raise ArtifactError(f"cannot load Core ML package {artifact.file}: {_first_line(e)}") from None
+            raise ArtifactError(f"cannot load Core ML package {artifact.file}: {first_line(e, 400)}") from None
         self.image = cm.get("input") == "image"
         self.batch_mode = cm.get("batch_mode", "one")
         self.classifier = cm.get("classifier")

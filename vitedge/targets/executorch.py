@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ArtifactError, RuntimeMissingError, UsageError
+from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..manifest import Artifact
 
 FILENAME = "model.pte"
@@ -246,8 +246,7 @@ class ExecuTorchRunner:
         except OSError as e:
             raise ArtifactError(f"cannot read ExecuTorch program {path}: {e.strerror or e}") from None
         except Exception as e:  # noqa: BLE001 - the bindings raise RuntimeError with ExecuTorch error codes
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArtifactError(f"cannot load ExecuTorch program {path}: {msg[:300]}") from None
+            raise ArtifactError(f"cannot load ExecuTorch program {path}: {first_line(e, 300)}") from None
         try:
             from executorch.version import __version__ as version
         except ImportError:
@@ -275,8 +274,7 @@ class ExecuTorchRunner:
         try:
             outs = self.method.execute([torch.from_numpy(np.ascontiguousarray(x))])
         except Exception as e:  # noqa: BLE001 - runtime errors come back as RuntimeError with an error code
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArtifactError(f"ExecuTorch execution failed: {msg[:300]}") from None
+            raise ArtifactError(f"ExecuTorch execution failed: {first_line(e, 300)}") from None
         return [o.detach().numpy().copy() for o in outs]
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ArtifactError, RuntimeMissingError, UsageError
+from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..machine import default_threads
 from ..manifest import Artifact
 
@@ -112,7 +112,7 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
                               optimize=True, verbose=False)
             info = {"method": "torch.onnx.export(dynamo=True)", "opset": opset}
         except Exception as e:  # noqa: BLE001 - fall back to the legacy exporter, recording why
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             path.unlink(missing_ok=True)
             axes = {n: {0: "batch"} for n in in_names + out_names} if dynamic else None
             torch.onnx.export(model, (example,), str(path), input_names=in_names, output_names=out_names,
@@ -200,8 +200,7 @@ def optimize_graph(src: Path, dst: Path, fusions: tuple[str, ...]) -> dict:
         tmp.unlink(missing_ok=True)
         if Path(src) != Path(dst):
             Path(dst).write_bytes(Path(src).read_bytes())
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return {"tool": None, "fusions": [], "matches": {}, "skipped": f"{type(e).__name__}: {reason[:300]}"}
+        return {"tool": None, "fusions": [], "matches": {}, "skipped": f"{type(e).__name__}: {first_line(e)}"}
     os.replace(tmp, dst)
     return {"tool": tool, "fusions": list(fusions), "matches": matches}
 

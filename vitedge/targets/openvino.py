@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
+from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError, first_line
 from ..machine import default_threads
 from ..manifest import Artifact
 
@@ -157,7 +157,7 @@ def runs_here() -> str | None:
         if "CPU" not in ov.Core().available_devices:
             return "OpenVINO has no CPU plugin here"
     except Exception as e:  # noqa: BLE001 - plugin discovery errors come back as RuntimeError
-        return f"OpenVINO cannot list its devices: {str(e).strip().splitlines()[0][:200] if str(e).strip() else e}"
+        return f"OpenVINO cannot list its devices: {first_line(e, 200)}"
     return None
 
 
@@ -416,7 +416,7 @@ class OpenVINORunner:
         try:
             self._core = ov.Core()
             self._model = self._core.read_model(str(xml), str(weights))
-            shape = self._model.inputs[0].get_partial_shape()
+            shape = self._ir_shape = self._model.inputs[0].get_partial_shape()
             # static compiles only for an IR whose one input is (dynamic B, static C, H, W)
             self._static = (len(self._model.inputs) == 1 and shape.rank.is_static and shape.rank.get_length() == 4
                             and shape[0].is_dynamic and all(d.is_static for d in list(shape)[1:]))
@@ -424,8 +424,7 @@ class OpenVINORunner:
         except ArtifactError:
             raise
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with multi-line C++ context
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArtifactError(f"cannot load OpenVINO IR {xml}: {msg[:300]}") from None
+            raise ArtifactError(f"cannot load OpenVINO IR {xml}: {first_line(e, 300)}") from None
         self.input_shape = input_shape
         names = {}
         for i, out in enumerate(self.compiled.outputs):
@@ -457,10 +456,9 @@ class OpenVINORunner:
         if not self._static:
             return self.request
         try:
-            return self._compile(batch)[1]
+            return self._compile(batch if batch >= 1 else None)[1]  # an empty batch: the dynamic compile
         except Exception as e:  # noqa: BLE001 - RuntimeError from the plugin
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArtifactError(f"cannot compile OpenVINO IR {self._xml} for batch {batch}: {msg[:300]}") from None
+            raise ArtifactError(f"cannot compile OpenVINO IR {self._xml} for batch {batch}: {first_line(e, 300)}") from None
 
     @property
     def compiled_batches(self) -> list[int | None]:
@@ -480,15 +478,13 @@ class OpenVINORunner:
         if want and (any(w not in (-1, g) for w, g in zip(want, x.shape))):
             shown = ["B" if w == -1 else str(w) for w in want]
             raise UsageError(f"input shape {tuple(x.shape)} does not fit the model's input ({', '.join(shown)})")
-        ir_shape = self._model.inputs[0].get_partial_shape()
-        if not want and not ir_shape.compatible(self._partial_shape(list(x.shape))):
-            raise UsageError(f"input shape {tuple(x.shape)} does not fit the model's input {ir_shape}")
+        if not want and not self._ir_shape.compatible(self._partial_shape(list(x.shape))):
+            raise UsageError(f"input shape {tuple(x.shape)} does not fit the model's input {self._ir_shape}")
         request = self._request(int(x.shape[0]))
         try:
             res = request.infer({0: np.ascontiguousarray(x)}, share_inputs=False, share_outputs=True)
         except Exception as e:  # noqa: BLE001 - RuntimeError from the plugin
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ArtifactError(f"OpenVINO inference failed: {msg[:300]}") from None
+            raise ArtifactError(f"OpenVINO inference failed: {first_line(e, 300)}") from None
         outs = res.to_tuple()  # views of the request's output tensors (share_outputs): copied before returning
         return [np.array(outs[i], dtype=np.float32, copy=True) for i in self.order]
 
