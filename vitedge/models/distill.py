@@ -71,7 +71,7 @@ class DistillableViT(ViT):
                 raise ValueError(f"distill_token must be (1, {self.dim}), got {tuple(distill_token.shape)}")
             x = torch.cat((x, distill_token.unsqueeze(0).expand(x.shape[0], -1, -1)), dim=1)
         if not distilling and self.mlp_head is not None and self.pool == 'cls':  # as ViT: the class token only
-            return self.mlp_head(self.to_latent(self.transformer.forward_first(self.dropout(x), 1)[:, 0]))
+            return self.class_token_logits(self.dropout(x))
         x = self.transformer(self.dropout(x))
         if not distilling:
             return x if self.mlp_head is None else self.head(x)

@@ -94,10 +94,15 @@ class ViT(nn.Module):
         x = tokens.mean(dim=1) if self.pool == 'mean' else tokens[:, 0]
         return self.mlp_head(self.to_latent(x))
 
+    def class_token_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits from embedded tokens (B, N, dim) -> (B, num_classes), float32, for ``pool='cls'`` with a head: the
+        transformer's last block runs for the class token only (:meth:`Transformer.forward_first`), the one token
+        the head reads; the same logits as ``head(transformer(tokens))``."""
+        return self.mlp_head(self.to_latent(self.transformer.forward_first(tokens, 1)[:, 0]))
+
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if self.mlp_head is not None and self.pool == 'cls':  # only the class token is read after the last block
-            cls = self.transformer.forward_first(self.embed(img), 1)[:, 0]
-            return self.mlp_head(self.to_latent(cls))
+        if self.mlp_head is not None and self.pool == 'cls':
+            return self.class_token_logits(self.embed(img))
         x = self.transformer(self.embed(img))
         if self.mlp_head is None:
             return x
