@@ -59,6 +59,7 @@ def test_fp32_export_writes_ir_and_matches_eager_on_photos(fp32_artifact):
     assert m["openvino"]["config"] == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     assert m["inputs"][0]["shape"] == [-1, 3, *SIZE] and m["export"]["input_shape"] == "[?,3,32,32]"
     assert "openvino.convert_model" in m["export"]["method"] and m["export"]["ops"]["MatMul"] > 0
+    assert m["export"]["graph_rewrites"] == {"key_transpose": 2, "attention_scale": 2}  # one of each per block
     for b in (1, 3, 8):  # the driver ran these on the bundled photos
         assert m["parity"][f"batch_{b}"]["max_abs"] <= 1e-4 and m["parity"][f"batch_{b}"]["samples"] == b
     assert b"<net" in art.file.read_bytes()[:200]  # an IR XML, not a pickle
@@ -381,3 +382,64 @@ def test_empty_batch_uses_the_dynamic_compile(fp32_artifact):
     _, runner = open_artifact(art.path, threads=1)
     out = runner.run(np.zeros((0, 3, *SIZE), np.float32))[0]
     assert out.shape == (0, 5) and runner.compiled_batches == [1, None]
+
+
+def _ort_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_attention_rewrite_keeps_outputs_and_removes_the_3d_key_transpose(tmp_path, photo_batch):
+    """The exporter's SDPA lowering (key transposed through a 3-D Reshape/Transpose/Reshape, query and key each
+    scaled by sqrt(scale)) becomes one Transpose of the last two axes and one scale after Q @ K^T; same outputs."""
+    import onnx
+    from vitedge.targets import onnx as onnx_target
+
+    onnx_target.write(tiny_vit(), torch.zeros(2, 3, *SIZE), tmp_path,
+                      {"input_names": ["pixel_values"], "output_names": ["logits"], "target": "openvino"})
+    src = tmp_path / "model.onnx"
+    before = onnx.load(str(src))
+    rewritten = tmp_path / "rewritten.onnx"
+    shutil.copy(src, rewritten)
+    assert tov._rewrite_onnx_file(rewritten) == {"key_transpose": 2, "attention_scale": 2}
+    after = onnx.load(str(rewritten))
+
+    def perms(model):
+        return [list(a.ints) for n in model.graph.node if n.op_type == "Transpose" for a in n.attribute]
+
+    assert perms(before).count([0, 2, 1]) == 2 and [0, 2, 1] not in perms(after)
+    assert perms(after).count([0, 1, 3, 2]) == 2
+    count = lambda model, op: sum(n.op_type == op for n in model.graph.node)  # noqa: E731
+    assert count(after, "Mul") == count(before, "Mul") - 2  # one scale per block instead of two
+    x = photo_batch(SIZE, 3).numpy()
+    np.testing.assert_allclose(_ort_outputs(rewritten, x), _ort_outputs(src, x), rtol=0, atol=1e-5)
+
+
+def test_attention_rewrite_leaves_other_reshape_transposes_alone(tmp_path):
+    """A Reshape/Transpose(0, 2, 1)/Reshape chain that regroups the leading axes is not a last-two-axes swap: it is
+    left as it is (and a MatMul of a Mul by a non-scalar keeps its Mul)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["k", "s1"], ["k3"]), helper.make_node("Transpose", ["k3"], ["t"], perm=[0, 2, 1]),
+         helper.make_node("Reshape", ["t", "s2"], ["kt"]), helper.make_node("Mul", ["q", "w"], ["qs"]),
+         helper.make_node("Mul", ["kt", "c"], ["ks"]), helper.make_node("MatMul", ["qs", "ks"], ["y"])],
+        "g", [helper.make_tensor_value_info("k", TensorProto.FLOAT, [2, 3, 4, 5]),
+              helper.make_tensor_value_info("q", TensorProto.FLOAT, [3, 2, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("s1", TensorProto.INT64, [3], [6, 4, 5]),
+         helper.make_tensor("s2", TensorProto.INT64, [4], [3, 2, 5, 4]),  # leading axes regrouped: (2, 3) -> (3, 2)
+         helper.make_tensor("w", TensorProto.FLOAT, [5], [1.0, 2.0, 3.0, 4.0, 5.0]),
+         helper.make_tensor("c", TensorProto.FLOAT, [], [0.5])])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = {"k": np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32),
+         "q": np.random.default_rng(1).standard_normal((3, 2, 4, 5)).astype(np.float32)}
+    import onnxruntime as ort
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert tov._rewrite_onnx_file(path) == {}
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Reshape", "Transpose", "Reshape", "Mul", "Mul",
+                                                                    "MatMul"]
+    assert np.array_equal(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0], ref)
