@@ -26,6 +26,8 @@ For each preset (default ``deit_tiny``, ``mobilevit_xs``, ``levit_128s``, each a
 
 Latency: p50 of ``--rounds`` interleaved rounds (every row once per round, :func:`vitedge.bench.time_interleaved`)
 at each (batch, threads) in ``--batches`` x ``--threads``; rows of one thread count share one interleaved group.
+In each round a row's timed calls follow ``--settle`` untimed ones (default 2): the first calls after another
+runtime pay for that runtime's still-spinning threads, which no app running one model pays.
 Cold start: wall time from spawning a fresh Python process to its first batch-1 result (imports + load + first
 run), and that process's peak RSS (MiB), one process per row, ``--cold-runs`` times (median).
 Outputs ``--results``/compare.{json,md,png} (``--name`` changes the stem): JSON with the CPU model and ISA flags,
@@ -470,7 +472,8 @@ def run_preset(preset: str, args, size: tuple[int, int], trained: bool, timing: 
                 inputs[(e["key"], b)] = np.ascontiguousarray(xte[np.arange(b) % len(xte)])
                 iters[(e["key"], b)] = max(3, args.iters // b)
         print(f"{tag}: timing {len(runners)} runners at {t} thread(s) ...", flush=True)
-        for (k, b), s in time_interleaved(runners, inputs, args.rounds, iters, warmup=args.warmup).items():
+        timed = time_interleaved(runners, inputs, args.rounds, iters, warmup=args.warmup, settle=args.settle)
+        for (k, b), s in timed.items():
             results[k]["latency"][f"b{b}_t{t}"] = s
         del runners
 
@@ -590,7 +593,8 @@ def write_markdown(path: Path, data: dict) -> None:
     lines = [f"# vitedge vs the by-hand runtimes, one run ({data['date']})", "",
              f"{m['cpu']}, {m['cores']} cores, flags: {', '.join(m['flags'])}. fp32 GEMM peak (best {data['gemm_n']}^2 "
              "product of torch.mm, ONNX Runtime MatMul and OpenVINO MatMul, at the start and the end of the run): " + ", ".join(f"{v:.0f} GFLOP/s at {t} thread(s)" for t, v in data["gemm_peak_gflops"].items())
-             + f". p50 of {data['rounds']} interleaved rounds; `x floor` = p50 / (FLOPs / GEMM peak); top-1 on the "
+             + f". p50 of {data['rounds']} interleaved rounds ({data.get('settle', 0)} untimed calls before each row's "
+             "timed calls in a round); `x floor` = p50 / (FLOPs / GEMM peak); top-1 on the "
              f"{data['digits_test']} held-out digits, from the same recipe on the preset trained on the digits at "
              f"{data['accuracy_size']} (timing at the preset's own size; see the script's docstring); drop = "
              "eager top-1 minus the row's. Cold start = spawn to first batch-1 result, median of "
@@ -685,6 +689,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20, help="timed calls per row per round at batch 1 (/B at batch B)")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--settle", type=int, default=2, help="untimed calls before each row's timed calls in every "
+                    "round (see the module docstring)")
     ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per row for cold start (0: skip)")
     ap.add_argument("--reuse", action="store_true", help="reuse artifacts already exported under --out")
     ap.add_argument("--gemm-n", type=int, default=2048)
@@ -725,7 +731,8 @@ def main(argv=None) -> int:
                for p in args.presets]
     data = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "gemm_peak_gflops": peaks, "gemm_by_library": gemm, "gemm_n": args.gemm_n,
             "presets": args.presets, "batches": args.batches, "threads": args.threads, "rounds": args.rounds,
-            "iters": args.iters, "accuracy_size": "x".join(map(str, args.accuracy_size or [])) or "the timed size",
+            "iters": args.iters, "settle": args.settle,
+            "accuracy_size": "x".join(map(str, args.accuracy_size or [])) or "the timed size",
             "cold_runs": args.cold_runs, "digits_test": len(digits_split(0)[1]),
             "versions": _versions(), "meta": metas, "summary": summary, "rows": rows}
     res = Path(args.results)

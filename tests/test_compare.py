@@ -29,6 +29,16 @@ def test_flops_counter_counts_a_linear_layer():
     assert cmp.count_flops(lin, torch.zeros(3, 16)) == 2 * 3 * 16 * 8
 
 
+def test_interleaved_timing_calls_each_runner_in_turn_with_settle_calls():
+    from vitedge.bench import time_interleaved
+    log = []
+    runners = {k: (lambda x, k=k: log.append((k, x))) for k in ("a", "b")}
+    stats = time_interleaved(runners, {"a": 1, "b": 2}, rounds=2, iters={"a": 3, "b": 1}, warmup=1, settle=2)
+    assert [k for k, _ in log] == ["a", "b"] + 2 * (["a"] * 5 + ["b"] * 3)  # warmup; per round: settle + timed
+    assert all(x == {"a": 1, "b": 2}[k] for k, x in log)
+    assert stats["a"]["p50"] >= 0 and stats["b"]["p50"] >= 0
+
+
 def test_compare_runs_on_a_tiny_model(tmp_path):
     pytest.importorskip("onnxruntime")
     cmp = _compare_module()
