@@ -200,3 +200,7 @@ def test_int8_weights_computed_from_parameters_are_folded_first(tmp_path, photo_
     fp32 = vitedge.export.export(model, torch.zeros(2, 3, 112, 112), "executorch", tmp_path / "fp32", **kw)
     assert art.manifest["parity"]["batch_1"]["samples"] == 1
     assert art.file.stat().st_size < 0.5 * fp32.file.stat().st_size
+    # fp32 folds them too (fold_constants): every matmul is XNNPACK's, none left to the portable kernels
+    assert fp32.manifest["export"]["constants_folded"] > 0
+    left = fp32.manifest["export"]["non_delegated_ops"]
+    assert not [op for op in left if "mm" in op or "linear" in op or "rsqrt" in op], left
