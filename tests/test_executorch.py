@@ -204,3 +204,22 @@ def test_int8_weights_computed_from_parameters_are_folded_first(tmp_path, photo_
     assert fp32.manifest["export"]["constants_folded"] > 0
     left = fp32.manifest["export"]["non_delegated_ops"]
     assert not [op for op in left if "mm" in op or "linear" in op or "rsqrt" in op], left
+
+
+def test_levit_with_a_1x1_last_stage_runs_at_any_batch(tmp_path):
+    """At 64x64 LeViT's last stage is 1x1: its attention bias is a permuted (heads, 1, 1) view, folded into a constant.
+    Stored with the view's strides, ExecuTorch read it with another dim order and the program failed at every batch
+    ("expanded size (1) must match the existing size (8)"); fp32 and int8 now run at batches 1, 3 and 8 (parity)."""
+    from vitedge.models.levit import LeViT
+    from vitedge.quantize import calibration_data
+    torch.manual_seed(0)
+    model = LeViT(image_size=64, num_classes=10, dim=(32, 48, 64), depth=1, heads=(2, 3, 4), mlp_mult=2).eval()
+    pre = make_preprocessing((64, 64))
+    calib, info = calibration_data("digits", pre, 16)
+    kw = dict(preprocessing=pre, target_options={"max_batch": 8})
+    for precision, quant in (("fp32", None), ("int8", {"mode": "static", "calibration": calib.numpy(),
+                                                       "calibration_info": info})):
+        art = vitedge.export.export(model, torch.zeros(2, 3, 64, 64), "executorch", tmp_path / precision,
+                                    precision=precision, quantization=quant, **kw)
+        assert art.manifest["executorch"]["max_batch"] == 8
+        assert [art.manifest["parity"][f"batch_{b}"]["samples"] for b in (1, 3, 8)] == [1, 3, 8]

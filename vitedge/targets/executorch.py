@@ -92,9 +92,21 @@ def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarr
     def exported(m):
         """The exported graph with parameter-only computations folded into constants (e.g. LeViT's eval-mode
         BatchNorm folding, ``w * gamma / sqrt(var + eps)``): XNNPACK's per-channel int8 weights must be constants
-        ("ExportedProgram must be provided to extract per channel params" otherwise)."""
+        ("ExportedProgram must be provided to extract per channel params" otherwise); in canonical layout, for the
+        reasons given in :func:`fold_constants`."""
         gm = torch.export.export(m, (example,), dynamic_shapes=dynamic_shapes, strict=False).module()
         constant_fold(gm)
+        for node in gm.graph.nodes:  # folded constants in canonical layout, as in fold_constants
+            if node.op == "get_attr" and isinstance(t := getattr(gm, node.target, None), torch.Tensor):
+                *path, leaf = node.target.split(".")
+                owner = gm.get_submodule(".".join(path)) if path else gm
+                canonical = t.detach().clone(memory_format=torch.contiguous_format)
+                if isinstance(t, nn.Parameter):
+                    canonical = nn.Parameter(canonical, requires_grad=False)
+                if leaf in owner._buffers:
+                    owner._buffers[leaf] = canonical
+                else:
+                    setattr(owner, leaf, canonical)
         return gm
 
     if mode == "dynamic":  # int8 weights; activations quantized per run by XNNPACK (Linear layers only)
@@ -137,9 +149,10 @@ def fold_constants(program: "torch.export.ExportedProgram") -> tuple["torch.expo
     XNNPACK takes a Linear or Conv only when its weight is a constant: a weight computed in the graph stays on the
     portable kernels (LeViT's eval-mode BatchNorm folding ``w * gamma / sqrt(var + eps)`` and its stacked q/k/v
     weight: 212 ms per LeViT-128S image at 224x224 unfolded, 11 ms folded, on 2 Xeon cores). Each new constant is
-    stored as a contiguous copy: ExecuTorch 1.5.1 serializes a folded view from the start of its storage, so a
-    slice at an offset (ViT's last block reads ``to_qkv.weight[inner:]``) came out as the wrong rows (max_abs 0.17
-    on a tiny ViT).
+    stored as a copy in the canonical contiguous layout, working around two ways ExecuTorch 1.5.1 mis-serializes a
+    folded view: from the start of its storage (ViT's last block reads ``to_qkv.weight[inner:]``: the wrong rows,
+    max_abs 0.17 on a tiny ViT), and with the dim order of its strides (LeViT's permuted attention bias of a 1x1
+    stage, shape (heads, 1, 1): "The expanded size of the tensor (1) must match the existing size (8)" at any batch).
     """
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
@@ -149,7 +162,7 @@ def fold_constants(program: "torch.export.ExportedProgram") -> tuple["torch.expo
     with torch.no_grad():
         for name in made:
             if isinstance(program.constants[name], torch.Tensor):
-                program.constants[name] = program.constants[name].detach().contiguous().clone()
+                program.constants[name] = program.constants[name].detach().clone(memory_format=torch.contiguous_format)
     return program, len(made)
 
 
