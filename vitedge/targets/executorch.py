@@ -99,14 +99,9 @@ def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarr
         for node in gm.graph.nodes:  # folded constants in canonical layout, as in fold_constants
             if node.op == "get_attr" and isinstance(t := getattr(gm, node.target, None), torch.Tensor):
                 *path, leaf = node.target.split(".")
-                owner = gm.get_submodule(".".join(path)) if path else gm
-                canonical = t.detach().clone(memory_format=torch.contiguous_format)
-                if isinstance(t, nn.Parameter):
-                    canonical = nn.Parameter(canonical, requires_grad=False)
-                if leaf in owner._buffers:
-                    owner._buffers[leaf] = canonical
-                else:
-                    setattr(owner, leaf, canonical)
+                copy = _canonical_copy(t)
+                setattr(gm.get_submodule(".".join(path)), leaf,
+                        nn.Parameter(copy, requires_grad=False) if isinstance(t, nn.Parameter) else copy)
         return gm
 
     if mode == "dynamic":  # int8 weights; activations quantized per run by XNNPACK (Linear layers only)
@@ -159,11 +154,17 @@ def fold_constants(program: "torch.export.ExportedProgram") -> tuple["torch.expo
     before = set(program.constants)
     program = constant_prop_pass(program)
     made = [name for name in program.constants if name not in before]
-    with torch.no_grad():
-        for name in made:
-            if isinstance(program.constants[name], torch.Tensor):
-                program.constants[name] = program.constants[name].detach().clone(memory_format=torch.contiguous_format)
+    for name in made:
+        if isinstance(program.constants[name], torch.Tensor):
+            program.constants[name] = _canonical_copy(program.constants[name])
     return program, len(made)
+
+
+def _canonical_copy(t: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``t`` with its own storage and row-major strides (``Tensor.contiguous`` keeps a view's
+    storage offset, and the strides of size-1 dimensions, both of which ExecuTorch 1.5.1 serializes wrongly)."""
+    with torch.no_grad():
+        return t.detach().clone(memory_format=torch.contiguous_format)
 
 
 def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
