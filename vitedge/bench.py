@@ -76,7 +76,7 @@ def _input(art, batch: int, images, input_size) -> np.ndarray:
 
 def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10, iters: int = 50,
           images=None, input_size: tuple[int, int] | None = None, progress: bool = False,
-          verify: bool = True) -> dict:
+          verify: bool = True, trusted_keys=None, trust_code: bool = False) -> dict:
     """Time ``iters`` runs of the artifact at ``path`` after ``warmup`` runs, on real preprocessed photos.
 
     Args:
@@ -85,11 +85,12 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
         images: folder of images to use instead of the bundled photos.
         input_size: (H, W) of a synthetic normal input instead of photos (checked against the artifact).
         progress: show a progress bar on stderr.
+        trusted_keys, trust_code: the trust rule of :func:`vitedge.runtime.open_artifact`.
     Returns:
         A dict in the benchmark schema (module docstring).
     Raises:
         UsageError: batch/iters out of range, or an input that does not fit the artifact.
-        ArtifactError, ImageError, RuntimeMissingError.
+        ArtifactError (SignatureError, UntrustedCodeError), ImageError, RuntimeMissingError.
     """
     from .errors import UsageError
     from .runtime import open_artifact
@@ -98,11 +99,13 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
         raise UsageError(f"need batch >= 1, iters >= 1, warmup >= 0 (got {batch}, {iters}, {warmup})")
     machine = machine_info()
     threads = threads or machine["cores"]
-    art, runner = open_artifact(path, threads=threads, verify=verify)
+    art, checked = open_artifact(path, threads=threads, verify=verify, trusted_keys=trusted_keys,
+                                 trust_code=trust_code)
     fixed = art.manifest["inputs"][0]["shape"][0]
     if fixed > 0 and batch != fixed:
         raise UsageError(f"this artifact has a fixed batch of {fixed}; re-export with --batch dynamic to use {batch}")
     x = _input(art, batch, images, input_size)
+    runner = checked.inner  # _input checked x once (check_input); the timed loop calls the bare runner
     for _ in range(warmup):
         runner.run(x)
     times = []

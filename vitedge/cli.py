@@ -1,4 +1,4 @@
-"""``vitedge`` command line: zoo, train, export, validate, bench.
+"""``vitedge`` command line: zoo, train, export, validate, bench, verify, keygen.
 
 Every user-facing failure is one line on stderr (``vitedge: error: ...``) and a non-zero exit: 2 for bad
 usage, 3 when ``export`` wrote an artifact without the part that needs a runtime missing here (``--target trt``
@@ -75,6 +75,9 @@ def cmd_export(args) -> int:
     if args.precision is None:  # Core ML computes in fp16 by default (coremltools' mlprogram default)
         args.precision = "fp16" if args.target == "coreml" else "fp32"
     check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
+    if args.sign:
+        from .signing import check_private_key
+        check_private_key(args.sign)
     recipe = {}
     if args.precision == "int8":
         recipe = default_int8_options(args.target, get_preset(args.preset).family, args.int8_mode)
@@ -123,7 +126,7 @@ def cmd_export(args) -> int:
     labels = (spec.get("training") or {}).get("labels")
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
                  opset=args.opset, precision=args.precision, quantization=quant, labels=labels,
-                 target_options=target_options)
+                 target_options=target_options, sign_key=args.sign)
     trt = art.manifest.get("tensorrt") or {}
     if args.target == "trt" and not trt.get("engine"):
         from .errors import PartialArtifactError
@@ -158,7 +161,7 @@ def cmd_validate(args) -> int:
     tol = {"max_abs": args.max_abs, "top1_agreement": args.min_top1, "cosine": args.min_cosine,
            "max_drop_points": args.max_drop}
     r = validate(args.artifact, images=args.images, tolerance=tol, threads=args.threads,
-                 verify=not args.no_verify, dataset=args.dataset)
+                 verify=not args.no_verify, dataset=args.dataset, trusted_keys=args.key, trust_code=args.trust_code)
     _write_json(args.json, r)
     m = r["metrics"]
     from rich.table import Table
@@ -185,7 +188,8 @@ def cmd_bench(args) -> int:
     from .bench import bench
     r = bench(args.artifact, batch=args.batch, threads=args.threads, warmup=args.warmup, iters=args.iters,
               images=args.images, input_size=tuple(args.input_size) if args.input_size else None,
-              progress=not args.no_progress and sys.stderr.isatty(), verify=not args.no_verify)
+              progress=not args.no_progress and sys.stderr.isatty(), verify=not args.no_verify,
+              trusted_keys=args.key, trust_code=args.trust_code)
     _write_json(args.json, r)
     from rich.table import Table
     lat = r["latency_ms"]
@@ -198,6 +202,36 @@ def cmd_bench(args) -> int:
               f"{r['artifact_mb']:.2f}")
     _console().print(t)
     return 0
+
+
+def cmd_verify(args) -> int:
+    from .manifest import MANIFEST, read_manifest
+    from .runtime import _check_signed_manifest
+    from .signing import SIGNATURE, verify_artifact
+    r = verify_artifact(args.artifact, args.key)
+    if MANIFEST in r["files"]:  # a vitedge artifact: its manifest must also record the signed digests
+        _check_signed_manifest(read_manifest(args.artifact, verify=False), r)
+    print(f"verified {Path(args.artifact) / SIGNATURE}: signed by {r['key']} (fingerprint {r['fingerprint'][:16]}), "
+          f"{len(r['files'])} files match")
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    from .signing import generate_keypair
+    priv, pub = generate_keypair(args.output)
+    print(f"wrote {priv} (private, mode 0600: sign with vitedge export --sign {priv}) and {pub} (public: check with "
+          f"--key {pub})")
+    return 0
+
+
+def _trust_args(p, required_key: bool = False) -> None:
+    p.add_argument("--key", action="append", metavar="PUB.pem", required=required_key,
+                   help="trusted public key (PEM, P-256/P-384/P-521; repeatable): the artifact's model.sig must "
+                        "verify with one of them before anything is loaded")
+    if not required_key:
+        p.add_argument("--trust-code", action="store_true",
+                       help="load an unsigned TorchScript or AOTInductor artifact (they run code when loaded): only "
+                            "for artifacts from a source you trust")
 
 
 def cmd_train(args) -> int:
@@ -263,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--coreml-license", help="model metadata: license of the weights")
     cm.add_argument("--coreml-version", help="model metadata: version string (default: vitedge's)")
     e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET)")
+    e.add_argument("--sign", metavar="KEY.pem",
+                   help="sign the artifact (model.sig, OpenSSF model-signing) with this elliptic-curve private key "
+                        "before it appears (vitedge keygen makes one)")
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("validate", help="parity of an artifact vs eager PyTorch on real images")
@@ -276,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-drop", type=float, help="max top-1 drop in points vs fp32 eager (default 1.0)")
     v.add_argument("--threads", type=int)
     v.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
+    _trust_args(v)
     v.set_defaults(func=cmd_validate)
 
     t = sub.add_parser("train", help="train a preset on a bundled labelled data set (safetensors checkpoint)")
@@ -298,7 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the result JSON here")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
+    _trust_args(b)
     b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("verify", help="check an artifact's signature (model.sig) against trusted public keys")
+    s.add_argument("artifact")
+    _trust_args(s, required_key=True)
+    s.set_defaults(func=cmd_verify)
+
+    k = sub.add_parser("keygen", help="write a new P-256 key pair for vitedge export --sign")
+    k.add_argument("-o", "--output", required=True, metavar="PREFIX",
+                   help="writes PREFIX.pem (private, mode 0600) and PREFIX.pub.pem (public); never overwrites")
+    k.set_defaults(func=cmd_keygen)
     return ap
 
 

@@ -17,6 +17,16 @@ class ArtifactError(VitedgeError):
     """A missing, corrupt, truncated or unsupported artifact or manifest."""
 
 
+class SignatureError(ArtifactError):
+    """An artifact whose signature (``model.sig``) is missing, malformed, made by a key that is not trusted, or
+    does not cover the folder's files as they are now (a file modified, added or removed after signing)."""
+
+
+class UntrustedCodeError(ArtifactError):
+    """A code-bearing artifact (TorchScript, AOTInductor) that is neither signed by a trusted key nor trusted
+    explicitly (``--trust-code``); loading it would run code from its author."""
+
+
 class CheckpointError(VitedgeError):
     """A missing or unreadable checkpoint, or one that does not fit the model."""
 

@@ -156,7 +156,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
            spec: dict | None = None, preprocessing: dict | None = None, labels: list[str] | None = None,
            dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4,
            precision: str = "fp32", quantization: dict | None = None,
-           target_options: dict | None = None) -> Artifact:
+           target_options: dict | None = None, sign_key: str | os.PathLike | None = None) -> Artifact:
     """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
 
     Args:
@@ -171,15 +171,21 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, DESIGN.md tolerances).
         quantization: int8 options for the target (ONNX: mode, method, calibration images (N, C, H, W), ...).
         target_options: options only one target understands (see the target module's ``write``).
+        sign_key: elliptic-curve private key PEM (``vitedge keygen``): the artifact is signed
+            (``model.sig``, :func:`vitedge.signing.sign_artifact`) in its temporary folder before it is swapped
+            into place, so it is never visible unsigned.
     Returns:
         The written :class:`Artifact`.
     Raises:
-        UsageError: unknown target, a precision or int8 mode the target cannot do, or an example that is not
-            float32 NCHW.
+        UsageError: unknown target, a precision or int8 mode the target cannot do, an example that is not
+            float32 NCHW, or a ``sign_key`` that is not a readable P-256/P-384/P-521 private key (checked first).
         ExportError: the exporter failed, or the artifact is outside its precision's tolerance against fp32
             eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
     mod = target_module(target)
+    if sign_key is not None:
+        from .signing import check_private_key
+        check_private_key(sign_key)  # before the export's minutes of work
     check_precision(target, precision, (quantization or {}).get("mode"))
     if example.dtype != torch.float32 or example.dim() != 4:
         raise UsageError(f"example input must be float32 (B, C, H, W), got {example.dtype} {tuple(example.shape)}")
@@ -262,6 +268,9 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                 manifest["opset"] = info["opset"]
             manifest.update(info.get("manifest") or {})
             write_manifest(tmp, manifest)
+            if sign_key is not None:
+                from .signing import sign_artifact
+                sign_artifact(tmp, sign_key)
     except OSError as e:
         raise ExportError(f"cannot write artifact to {out_dir}: {e.strerror or e}") from None
     return read_manifest(out_dir)

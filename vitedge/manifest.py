@@ -46,6 +46,8 @@ class Artifact:
 
     path: Path
     manifest: dict
+    #: hex SHA-256 of the manifest.json bytes that were parsed into :attr:`manifest` (None if not read from disk)
+    manifest_sha256: str | None = None
 
     @property
     def file(self) -> Path:
@@ -189,7 +191,8 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     try:
         if mpath.stat().st_size > MAX_MANIFEST_BYTES:
             raise ArtifactError(f"manifest {mpath} is larger than {MAX_MANIFEST_BYTES} bytes")
-        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
+        raw = mpath.read_bytes()
+        manifest = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtifactError(f"corrupt manifest {mpath}: {msg[:200]}") from None
@@ -214,7 +217,7 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
                                 f"{e.strerror or e}") from None
         if present and not is_inside(directory, f):
             raise ArtifactError(f"manifest {mpath} names {name!r}, which resolves outside {directory} (symlink?)")
-    art = Artifact(directory, manifest)
+    art = Artifact(directory, manifest, hashlib.sha256(raw).hexdigest())
     if verify:
         main = manifest["artifact"].rstrip("/")
         if main not in files and not any(n.startswith(main + "/") for n in files):

@@ -2,30 +2,114 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError, RuntimeMissingError, UsageError
-from .manifest import Artifact, read_manifest
+from .errors import ArtifactError, RuntimeMissingError, SignatureError, UntrustedCodeError, UsageError
+from .manifest import MANIFEST, Artifact, read_manifest
 from .targets import runs_here, target_module
 
-__all__ = ["check_input", "open_artifact"]
+__all__ = ["CheckedRunner", "check_input", "code_bearing", "open_artifact"]
 
 
-def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify: bool = True):
+def code_bearing(target: str) -> str | None:
+    """What a ``target``'s artifact file is (e.g. "TorchScript file") when loading it runs code from the
+    artifact's author (the target module's ``CODE_BEARING``), else None (a data format)."""
+    try:
+        return getattr(target_module(target), "CODE_BEARING", None)
+    except UsageError:
+        return None
+
+
+def _artifact_dir(path) -> Path:
+    """The artifact folder ``path`` designates, as :func:`~vitedge.manifest.read_manifest` resolves it."""
+    p = Path(path)
+    if p.is_file() and p.name != MANIFEST:
+        p = p.parent
+    return p.parent if p.name == MANIFEST else p
+
+
+def _check_signed_manifest(art: Artifact, signed: dict) -> None:
+    """The manifest that was parsed is the one the signature covers, and it records the signed digests."""
+    want = signed["files"].get(MANIFEST)
+    if want is None or art.manifest_sha256 != want:
+        raise SignatureError(f"{art.path / MANIFEST} is not the manifest the signature covers (changed while "
+                             "loading?)")
+    for name, entry in art.manifest["files"].items():
+        if signed["files"].get(name) != entry["sha256"]:
+            raise SignatureError(f"manifest {art.path / MANIFEST} lists {name!r} with a SHA-256 that the signature "
+                                 "does not record")
+
+
+class CheckedRunner:
+    """A loaded artifact whose ``run`` checks its input first (:func:`check_input`: numpy float32 array of the
+    artifact's (B, C, H, W), finite values) and then runs the target's runner (:attr:`inner`).
+
+    Every other attribute (``runtime``, ``device``, ...) is the inner runner's. Timing loops that have checked
+    their input once may call ``inner.run`` directly.
+    """
+
+    def __init__(self, art: Artifact, inner):
+        self.art = art
+        self.inner = inner
+
+    def run(self, x):
+        """float32 (B, C, H, W) numpy array -> list of float32 numpy outputs (logits (B, classes) first).
+
+        Raises:
+            UsageError: ``x`` is not a numpy array, not the artifact's dtype or shape, or holds NaN/Inf.
+        """
+        check_input(self.art, x)
+        return self.inner.run(x)
+
+    def __getattr__(self, name):
+        if name in ("art", "inner"):  # not yet set (e.g. during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify: bool = True,
+                  trusted_keys=None, trust_code: bool = False):
     """Read the manifest (verifying file hashes unless ``verify`` is False) and load the runner.
 
-    Returns (Artifact, Runner). Raises ArtifactError (missing/corrupt/unknown target) or RuntimeMissingError.
+    Trust rule: with ``trusted_keys`` (a PEM path or a list of them), the folder's ``model.sig`` must verify with
+    one of them (:func:`vitedge.signing.verify_artifact`) before anything else is read, for any target; the
+    manifest that is then parsed must be the signed one (same SHA-256) and list the signed digests, and the
+    file hashes are verified whatever ``verify`` says. Without keys, a code-bearing artifact (TorchScript,
+    AOTInductor: loading it runs its author's code) is refused unless ``trust_code`` is True; data formats
+    (ONNX, OpenVINO, ExecuTorch, Core ML, TensorRT) load as before.
+
+    Returns:
+        (Artifact, CheckedRunner): the runner's ``run(x)`` checks ``x`` with :func:`check_input` first.
+    Raises:
+        SignatureError: a missing, malformed or untrusted signature, or files that differ from the signed ones.
+        UntrustedCodeError: a code-bearing artifact with neither a trusted key nor ``trust_code``.
+        ArtifactError (missing/corrupt/unknown target), RuntimeMissingError, UsageError (bad key file).
     """
+    keys = [trusted_keys] if isinstance(trusted_keys, (str, os.PathLike)) else list(trusted_keys or [])
+    signed = None
+    if keys:
+        from .signing import verify_artifact
+        signed = verify_artifact(_artifact_dir(path), keys)
+        verify = True
     art = read_manifest(path, verify=verify)
+    if signed is not None:
+        _check_signed_manifest(art, signed)
     try:
         mod = target_module(art.manifest["target"])
     except UsageError as e:
         raise ArtifactError(f"{art.path}: {e}") from None
+    what = getattr(mod, "CODE_BEARING", None)
+    if what and signed is None and not trust_code:
+        raise UntrustedCodeError(
+            f"refusing to load {art.manifest['target']} artifact {art.path}: a {what} runs code when it is loaded "
+            "and it is not signed by a trusted key; pass --key PUB.pem to check its signature, or --trust-code if "
+            "you trust its source")
     cannot = runs_here(mod)
     if cannot:
         raise RuntimeMissingError(f"{art.manifest['target']} artifact {art.path} cannot run here: {cannot}")
-    return art, mod.load(art, threads)
+    return art, CheckedRunner(art, mod.load(art, threads))
 
 
 def check_input(art: Artifact, x: np.ndarray) -> None:

@@ -85,7 +85,7 @@ def _run_pairs(eager, runner, x: "torch.Tensor", fixed: int, art=None):
 
 def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None, model=None,
              tolerance: dict | None = None, threads: int | None = None, verify: bool = True,
-             dataset: str | None = None) -> dict:
+             dataset: str | None = None, trusted_keys=None, trust_code: bool = False) -> dict:
     """Run an artifact in its runtime and eager PyTorch on the same preprocessed real images.
 
     Args:
@@ -96,18 +96,22 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
         verify: check the manifest's SHA-256 of every file before loading.
         dataset: ``"digits"``: instead of photos, the held-out digits test split: top-1 of the artifact and of
             the fp32 eager model against the labels, and the drop in points (plus the parity metrics).
+        trusted_keys, trust_code: the trust rule of :func:`vitedge.runtime.open_artifact` (public key PEM
+            path(s) whose signature must verify; or load an unsigned code-bearing artifact anyway).
     Returns:
         ``{"artifact", "target", "runtime", "precision", "images" | "dataset", "metrics": {...}, "tolerance",
         "failures": [...], "passed": bool}``; with a dataset, metrics also hold ``top1``, ``eager_top1``,
         ``drop_points``.
     Raises:
-        ArtifactError, ImageError, RuntimeMissingError, VitedgeError: with a one-line message.
+        ArtifactError (SignatureError, UntrustedCodeError), ImageError, RuntimeMissingError, VitedgeError:
+            with a one-line message.
     """
     from .data import bundled_photo_paths, image_paths, load_batch
     from .export import build_model
     from .runtime import open_artifact
 
-    art, runner = open_artifact(path, threads=threads, verify=verify)
+    art, runner = open_artifact(path, threads=threads, verify=verify, trusted_keys=trusted_keys,
+                                trust_code=trust_code)
     eager = model.eval() if model is not None else build_model(art.manifest.get("model") or {})
     pre = art.manifest["preprocessing"]
     fixed = art.manifest["inputs"][0]["shape"][0]

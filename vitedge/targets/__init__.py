@@ -5,6 +5,9 @@ Optional module attributes:
     ``runs_here() -> str | None``: None when this machine can run the target's artifacts, else the one-line
         reason it cannot (e.g. "Core ML prediction needs macOS"). Export then writes the artifact without the
         parity run (recorded as skipped, with the reason), and ``validate``/``bench`` refuse it with the reason.
+    ``CODE_BEARING = "<what the file is>"``: loading the target's artifact runs code its author chose
+        (TorchScript, AOTInductor); :func:`vitedge.runtime.open_artifact` loads it only when it is signed by a
+        trusted key or the caller passes ``trust_code=True`` (``--trust-code``).
 The dict ``write`` returns may hold ``"manifest": {...}``: extra top-level manifest keys (e.g. ``"coreml"``).
 Target-specific options reach ``write`` as ``options["target_options"]`` (a dict; see each target).
 """

@@ -30,6 +30,7 @@ from ..errors import ArtifactError, first_line
 from ..manifest import Artifact
 
 FILENAME = "model.pt2"
+CODE_BEARING = "AOTInductor package"  # a shared library: its constructors run on load (runtime.open_artifact)
 MAX_BATCH = 1024
 PRECISIONS = {"fp32": None, "fp16": None}
 INDUCTOR_CONFIGS = {"freezing": True, "aot_inductor.package_constants_in_so": True}
