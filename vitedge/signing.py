@@ -325,7 +325,7 @@ def verify_artifact(directory: str | os.PathLike, public_keys) -> dict:
                              "the signature is not this key's") from None
     except (ValueError, KeyError, TypeError, OSError) as e:
         msg = str(e)
-        m = re.search(r"Hash mismatch for '([^']+)'", msg)
+        m = re.search(r"Hash mismatch for \\*'([^'\\]+)\\*'", msg)  # the list's repr may escape the quotes
         if m:
             raise SignatureError(f"signed artifact {d}: {m.group(1)} does not match its signed SHA-256 (modified "
                                  "after signing)") from None
