@@ -1,6 +1,10 @@
 """The main job (`make demo`): export mobilevit_xs and levit_128s to TorchScript and ONNX, validate each on the
 bundled photos, benchmark each in Python and (TorchScript) in the C++ tool, print one table.
 
+Every artifact is signed at export (`--sign`, with a key pair that `vitedge keygen` writes once under
+artifacts/keys) and loaded only after its signature verifies (`--key`, in Python and in the C++ tool): a
+TorchScript file runs code when it is loaded, so the demo shows the way to load one without `--trust-code`.
+
 Everything runs through the same commands a user types (`vitedge export|validate|bench`, `vitedge-bench`), so
 the demo proves the CLI. Results go to benchmarks/results/main_job.{json,md} with the machine's CPU flags.
 Weights are each preset's seeded random initialisation (no pretrained weights can be downloaded here), so
@@ -23,6 +27,7 @@ from vitedge.report import main_rows, markdown_table, print_table  # noqa: E402
 
 VITEDGE = [sys.executable, "-m", "vitedge.cli"]
 CPP_BENCH = ROOT / "build/cpp/cpp/vitedge-bench"
+KEY = ROOT / "artifacts/keys/main_job"  # KEY.pem (private) and KEY.pub.pem, made by `vitedge keygen` if absent
 
 
 def sh(cmd: list) -> None:
@@ -50,19 +55,24 @@ def main() -> int:
     photo = next(p for p in bundled_photo_paths() if p.name == "astronaut.png")
     timing = ["--batch", args.batch, "--threads", args.threads, "--warmup", args.warmup, "--iters", args.iters]
     rows, records = [], []
+    priv, pub = Path(f"{KEY}.pem"), Path(f"{KEY}.pub.pem")
+    if not (priv.exists() and pub.exists()):
+        sh(VITEDGE + ["keygen", "-o", KEY])
     for preset in args.presets:
         for target in args.targets:
             name = f"{preset}-{target}"
             art = out / name
-            sh(VITEDGE + ["export", preset, "--target", target, "-o", art])
-            sh(VITEDGE + ["validate", art, "--json", runs / f"{name}.validate.json"])
-            sh(VITEDGE + ["bench", art, "--no-progress", "--json", runs / f"{name}.bench.json"] + timing)
+            sh(VITEDGE + ["export", preset, "--target", target, "-o", art, "--sign", priv])
+            sh(VITEDGE + ["validate", art, "--key", pub, "--json", runs / f"{name}.validate.json"])
+            sh(VITEDGE + ["bench", art, "--key", pub, "--no-progress", "--json", runs / f"{name}.bench.json"]
+               + timing)
             v = json.loads((runs / f"{name}.validate.json").read_text())
             benches = [json.loads((runs / f"{name}.bench.json").read_text())]
             if target == "torchscript":
                 if not CPP_BENCH.exists():
                     sys.exit(f"main job: {CPP_BENCH} not built (run `make setup`)")
-                sh([CPP_BENCH, art, "--image", photo, "--json", runs / f"{name}.cpp-bench.json"] + timing)
+                sh([CPP_BENCH, art, "--key", pub, "--image", photo, "--json", runs / f"{name}.cpp-bench.json"]
+                   + timing)
                 benches.append(json.loads((runs / f"{name}.cpp-bench.json").read_text()))
             for b in benches:
                 rows.append(main_rows(v, b, name))

@@ -95,3 +95,23 @@ def test_fp16(tmp_path, photo_batch):
         ref = tiny_vit()(x).numpy()
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
     assert got.dtype == np.float32 and cos.min() >= 0.999
+
+
+def test_unsigned_package_is_refused_unless_trusted(artifact, tmp_path, monkeypatch, photo_batch):
+    """A .pt2 holds a shared library whose constructors run on load: open_artifact refuses it without a trusted
+    key or trust_code, before aoti_load_package is reached; signed with a key it loads with that key."""
+    from vitedge.errors import UntrustedCodeError
+    from vitedge.runtime import open_artifact
+    from vitedge.signing import generate_keypair, sign_artifact
+    real, calls = torch._inductor.aoti_load_package, []
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with pytest.raises(UntrustedCodeError, match="AOTInductor package runs code when it is loaded"):
+        open_artifact(artifact.path)
+    assert calls == []
+    x = photo_batch(SIZE, 2).numpy()
+    assert open_artifact(artifact.path, trust_code=True)[1].run(x)[0].shape == (2, 7)
+    signed = tmp_path / "signed"
+    shutil.copytree(artifact.path, signed)
+    priv, pub = generate_keypair(tmp_path / "k")
+    sign_artifact(signed, priv)
+    assert open_artifact(signed, trusted_keys=[pub])[1].run(x)[0].shape == (2, 7)

@@ -44,11 +44,12 @@ def copy_artifact(src: Path, dst: Path) -> Path:
 
 def test_happy_path_validate_and_bench(artifacts, tmp_path, capsys):
     for target in ("torchscript", "onnx"):
-        assert main(["validate", str(artifacts[target]), "--json", str(tmp_path / f"v-{target}.json")]) == 0
+        trust = ["--trust-code"] if target == "torchscript" else []  # exported by this test: its own code
+        assert main(["validate", str(artifacts[target]), "--json", str(tmp_path / f"v-{target}.json"), *trust]) == 0
         v = json.loads((tmp_path / f"v-{target}.json").read_text())
         assert v["passed"] and v["metrics"]["top1_agreement"] == 1.0
         assert main(["bench", str(artifacts[target]), "--iters", "3", "--warmup", "1", "--batch", "2",
-                     "--json", str(tmp_path / f"b-{target}.json")]) == 0
+                     "--json", str(tmp_path / f"b-{target}.json"), *trust]) == 0
         b = json.loads((tmp_path / f"b-{target}.json").read_text())
         assert set(b) == {"artifact", "runtime", "device", "batch", "threads", "warmup", "iters", "latency_ms",
                           "throughput_ips", "peak_rss_mb", "artifact_mb", "machine"}
@@ -107,7 +108,7 @@ def test_truncated_artifact(artifacts, tmp_path, target, fname, verify):
     art = copy_artifact(artifacts[target], tmp_path / "a")
     data = (art / fname).read_bytes()
     (art / fname).write_bytes(data[: len(data) // 3])
-    args = ["validate", art] + ([] if verify else ["--no-verify"])
+    args = ["validate", art, "--trust-code"] + ([] if verify else ["--no-verify"])
     rc, _, err = run_cli(*args)
     assert rc == 1
     assert_one_line_error(err, "truncated" if verify else "cannot load")
@@ -131,7 +132,7 @@ def test_text_file_as_image(artifacts, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "notes.jpg").write_text("this is not a picture\n")
-    rc, _, err = run_cli("validate", artifacts["torchscript"], "--images", folder)
+    rc, _, err = run_cli("validate", artifacts["torchscript"], "--images", folder, "--trust-code")
     assert rc == 1
     assert_one_line_error(err, "cannot decode image", "notes.jpg")
 

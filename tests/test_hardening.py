@@ -83,7 +83,7 @@ def test_stripped_files_list_does_not_skip_verification(arts, tmp_path, capsys):
     edit_manifest(art, lambda m: m.update(files={}))
     assert main(["validate", str(art)]) == 1
     one_line_error(capsys, "does not cover its artifact 'model.pt'")
-    assert main(["validate", str(art), "--no-verify"]) == 0  # the explicit opt-out still works
+    assert main(["validate", str(art), "--no-verify", "--trust-code"]) == 0  # the explicit opt-out still works
     capsys.readouterr()
 
 
@@ -383,7 +383,7 @@ def test_torchscript_file_with_escaping_member_is_refused_before_libtorch(arts, 
     edit_manifest(art, lambda m: None, rehash=True)
     loaded = []
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loaded.append(a))
-    assert main(["validate", str(art)]) == 1
+    assert main(["validate", str(art), "--trust-code"]) == 1  # even when the code is trusted, the zip is checked
     one_line_error(capsys, "model.pt", "escapes its folder")
     assert loaded == [] and not (tmp_path / "pwned.txt").exists()
 
@@ -466,7 +466,7 @@ def test_bomb_image_via_cli(tmp_path, capsys, arts):
     folder = tmp_path / "imgs"
     folder.mkdir()
     (folder / "huge.png").write_bytes(_png_header(100_000, 100_000))
-    assert main(["validate", str(arts["torchscript"]), "--images", str(folder)]) == 1
+    assert main(["validate", str(arts["torchscript"]), "--images", str(folder), "--trust-code"]) == 1
     one_line_error(capsys, "huge.png", "decompression bomb")
 
 

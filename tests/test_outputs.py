@@ -42,7 +42,7 @@ def test_extra_outputs_are_named_graph_outputs(target, tmp_path, photo_batch):
     art = export(net, torch.zeros(2, 3, 32, 48), target, tmp_path / "a")
     assert [o["name"] for o in art.manifest["outputs"]] == ["logits", "attentions", "embeddings"]
     assert art.manifest["outputs"][1]["shape"] == [-1, 2, 2, 25, 25]
-    _, runner = open_artifact(art.path)
+    _, runner = open_artifact(art.path, trust_code=True)
     x = photo_batch((32, 48), 3)
     got = runner.run(x.numpy())
     with torch.no_grad():

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from .errors import SignatureError, UsageError, first_line
 
-__all__ = ["MAX_SIGNATURE_BYTES", "SIGNATURE", "check_private_key", "generate_keypair", "key_fingerprint", "sign_artifact",
-           "verify_artifact"]
+__all__ = ["MAX_SIGNATURE_BYTES", "SIGNATURE", "check_private_key", "generate_keypair", "key_fingerprint",
+           "sign_artifact", "verify_artifact"]
 
 SIGNATURE = "model.sig"
 MAX_SIGNATURE_BYTES = 16 * 2**20  # a bundle is a few KiB; same cap as a manifest

@@ -18,7 +18,7 @@ from ..errors import ArtifactError
 from ..manifest import Artifact
 
 FILENAME = "model.pt"
-CODE_BEARING = "TorchScript file"  # loading runs TorchScript code (e.g. a scripted __setstate__): see runtime.open_artifact
+CODE_BEARING = "TorchScript file"  # loading runs its code (a scripted __setstate__): runtime.open_artifact gates it
 
 
 def _quiet():
