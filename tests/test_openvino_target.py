@@ -111,8 +111,10 @@ def test_wrong_inputs_are_usage_errors(fp32_artifact, photo_batch):
         runner.run(photo_batch((48, 48), 1).numpy())
     with pytest.raises(UsageError, match="float32"):
         runner.run(photo_batch(SIZE, 1).numpy().astype(np.float64))
-    with pytest.raises(UsageError, match="float32 \\(B, C, H, W\\)"):
+    with pytest.raises(UsageError, match="does not fit the artifact's input \\(B, 3"):  # open_artifact's check
         runner.run(np.zeros((3, *SIZE), np.float32))
+    with pytest.raises(UsageError, match="float32 \\(B, C, H, W\\)"):  # the OpenVINO runner's own
+        runner.inner.run(np.zeros((3, *SIZE), np.float32))
 
 
 def test_validate_and_bench(fp32_artifact, tmp_path):
