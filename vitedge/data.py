@@ -129,6 +129,12 @@ def read_image_file(path: str | os.PathLike) -> bytes:
         os.close(fd)
 
 
+# Bytes per value of the TIFF field types Pillow's ImageFileDirectory_v2 reads; other types are skipped.
+_TIFF_UNIT = {1: 1, 2: 1, 6: 1, 7: 1, 3: 2, 8: 2, 4: 4, 9: 4, 11: 4, 13: 4, 5: 8, 10: 8, 12: 8, 16: 8}
+# Integer types: struct format of one value (Pillow reads BYTE as bytes, so it is not one of them).
+_TIFF_INT = {3: "H", 4: "I", 13: "I", 6: "b", 8: "h", 9: "i", 16: "Q"}
+
+
 def _tiff_orientation(t: bytes) -> int:
     for _ in range(2):  # Pillow strips "Exif\0\0" once or twice (Image.Exif.load)
         if t[:6] == b"Exif\0\0":
@@ -145,18 +151,32 @@ def _tiff_orientation(t: bytes) -> int:
     if ifd + 2 > len(t):
         return 1
     (count,) = struct.unpack_from(e + "H", t, ifd)
+    stored, total = set(), 0  # IFD0's entries in order, as Pillow's ImageFileDirectory_v2.load reads them
     for k in range(count):
         at = ifd + 2 + 12 * k
         if at + 12 > len(t):
-            return 1  # a truncated IFD: the complete entries before it count (as Pillow)
+            return 1  # an incomplete entry ends the IFD
         tag, typ, n = struct.unpack_from(e + "HHI", t, at)
+        if tag in stored:
+            continue  # a repeated tag: the first stored one counts
+        size = _TIFF_UNIT.get(typ, 0) * n
+        if size == 0:
+            continue  # unknown type, or no value: skipped
+        at += 8  # the value, inline when it fits in 4 bytes
+        if size > 4:
+            total += size
+            if total > len(t):
+                continue  # more value bytes than the block holds: this entry skipped
+            (at,) = struct.unpack_from(e + "I", t, at)
+            if at + size > len(t):
+                return 1  # a value past the end ends the IFD
+        stored.add(tag)
         if tag != 0x0112:
             continue
-        if n != 1:
+        if typ not in _TIFF_INT:
             return 1
-        v = struct.unpack_from(e + "H", t, at + 8)[0] if typ == 3 else \
-            struct.unpack_from(e + "I", t, at + 8)[0] if typ == 4 else 0
-        return v if 1 <= v <= 8 else 1  # the first 0x0112 entry decides
+        (v,) = struct.unpack_from(e + _TIFF_INT[typ], t, at)  # the first value
+        return v if 1 <= v <= 8 else 1
     return 1
 
 
@@ -166,10 +186,14 @@ def exif_orientation(data: bytes) -> int:
     The rule, identical in the C++ runner (cpp/src/image.cpp ``exif_orientation``): JPEG (starts FF D8): the APP1
     segments whose payload starts ``Exif\\0\\0``, walked from SOI up to the first SOS or EOI, their TIFF data
     concatenated (as Pillow); PNG: the last ``eXIf`` chunk before IEND (before or after IDAT). In that TIFF data
-    (``II*\\0`` or ``MM\\0*``, then the IFD0 offset): the first complete IFD0 entry with tag 0x0112, type SHORT or
-    LONG, count 1 and value 1..8. Every offset is bounds-checked and only IFD0 is read (no IFD chain, so no loop).
-    Not read (by either side, though Pillow's ``ImageOps.exif_transpose`` reads them): XMP ``tiff:Orientation``,
-    PNG text chunks ("Raw profile type exif", "exif").
+    (``II*\\0`` or ``MM\\0*``, then the IFD0 offset), IFD0's entries are walked as Pillow's ImageFileDirectory_v2
+    walks them: an incomplete entry or an out-of-line value past the end ends the walk; an unknown type, a count of
+    0, or out-of-line values adding up to more than the block are skipped; a repeated tag is skipped. The first
+    0x0112 entry kept gives the orientation when its type is an integer (SHORT, LONG, SBYTE, SSHORT, SLONG, IFD,
+    LONG8) and its first value is 1..8; anything else is 1. Every offset is bounds-checked and only IFD0 is read
+    (no IFD chain, so no loop). Not read by either side, though Pillow's ``ImageOps.exif_transpose`` reads them:
+    XMP ``tiff:Orientation``, PNG text chunks ("Raw profile type exif", "exif"), BigTIFF-form EXIF, and
+    orientations stored as FLOAT/DOUBLE/RATIONAL.
     """
     n = len(data)
     if data[:2] == b"\xff\xd8":

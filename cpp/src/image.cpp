@@ -221,6 +221,17 @@ struct Bytes {
 
 constexpr char kExifPrefix[] = "Exif\0\0";  // 6 bytes (the literal's own NUL not counted)
 
+// Bytes per value of the TIFF field types Pillow's ImageFileDirectory_v2 reads (0: a type it skips).
+size_t tiff_unit(unsigned type) {
+  switch (type) {
+    case 1: case 2: case 6: case 7: return 1;    // BYTE, ASCII, SBYTE, UNDEFINED
+    case 3: case 8: return 2;                    // SHORT, SSHORT
+    case 4: case 9: case 11: case 13: return 4;  // LONG, SLONG, FLOAT, IFD
+    case 5: case 10: case 12: case 16: return 8; // RATIONAL, SRATIONAL, DOUBLE, LONG8
+    default: return 0;
+  }
+}
+
 int tiff_orientation(Bytes t) {
   // Pillow strips "Exif\0\0" once or twice from the start of the EXIF data (Image.Exif.load); one was
   // removed by the caller (JPEG) or never there (PNG), so strip up to two here: the same result.
@@ -233,15 +244,41 @@ int tiff_orientation(Bytes t) {
   const size_t ifd = t.u32(4, le);
   if (!t.has(ifd, 2)) return 1;
   const size_t count = t.u16(ifd, le);
+  // IFD0's entries in order, as Pillow's ImageFileDirectory_v2.load reads them (only IFD0: no chain to loop on).
+  std::vector<bool> stored(65536, false);
+  uint64_t total = 0;  // bytes of out-of-line values so far
   for (size_t k = 0; k < count; ++k) {
-    const size_t e = ifd + 2 + 12 * k;  // <= 2^32 + 2 + 12 * 65535: no overflow in size_t (64-bit)
-    if (!t.has(e, 12)) return 1;        // a truncated IFD: the complete entries before it count (as Pillow)
-    if (t.u16(e, le) != 0x0112) continue;
-    const unsigned type = t.u16(e + 2, le);
-    const uint32_t n = t.u32(e + 4, le);
-    if (n != 1) return 1;
-    const uint32_t v = type == 3 ? t.u16(e + 8, le) : type == 4 ? t.u32(e + 8, le) : 0;
-    return v >= 1 && v <= 8 ? static_cast<int>(v) : 1;  // the first 0x0112 entry decides
+    const size_t e = ifd + 2 + 12 * k;  // <= 2^32 + 2 + 12 * 65535: no overflow in a 64-bit size_t
+    if (!t.has(e, 12)) return 1;        // an incomplete entry ends the IFD
+    const unsigned tag = t.u16(e, le), type = t.u16(e + 2, le);
+    if (stored[tag]) continue;          // a repeated tag: the first stored one counts
+    const uint64_t unit = tiff_unit(type), size = unit * t.u32(e + 4, le);
+    if (unit == 0 || size == 0) continue;  // unknown type, or no value: skipped
+    size_t at = e + 8;                     // the value, inline when it fits in 4 bytes
+    if (size > 4) {
+      total += size;
+      if (total > t.n) continue;  // more value bytes than the block holds: this entry skipped
+      at = t.u32(e + 8, le);
+      if (!t.has(at, size)) return 1;  // a value past the end ends the IFD
+    }
+    stored[tag] = true;
+    if (tag != 0x0112) continue;
+    int64_t v = 0;  // the first value; only integer types count (Pillow's BYTE reads as bytes)
+    switch (type) {
+      case 3: v = t.u16(at, le); break;
+      case 4: case 13: v = t.u32(at, le); break;
+      case 6: v = static_cast<int8_t>(t.p[at]); break;
+      case 8: v = static_cast<int16_t>(t.u16(at, le)); break;
+      case 9: v = static_cast<int32_t>(t.u32(at, le)); break;
+      case 16: {
+        const uint64_t a = t.u32(at, le), b = t.u32(at + 4, le);
+        const uint64_t u = le ? (a | (b << 32)) : ((a << 32) | b);
+        v = u <= 8 ? static_cast<int64_t>(u) : 0;
+        break;
+      }
+      default: return 1;
+    }
+    return v >= 1 && v <= 8 ? static_cast<int>(v) : 1;
   }
   return 1;
 }

@@ -8,11 +8,13 @@
 namespace vitedge {
 
 /// The EXIF Orientation (1..8) of an encoded JPEG or PNG image, by the rule vitedge/data.py's
-/// exif_orientation applies too (CONVENTIONS.md, "EXIF orientation"): JPEG, the APP1 "Exif\0\0" segments
-/// before the first scan (their TIFF data concatenated, as Pillow does); PNG, the last eXIf chunk. In the TIFF
-/// data ("II*\0" or "MM\0*", then the IFD0 offset): the first complete IFD0 entry with tag 0x0112, type SHORT
-/// or LONG, count 1, value 1..8. Anything else, a malformed or truncated block included, is orientation 1.
-/// Every offset is bounds-checked; only IFD0 is read, so IFD chains cannot loop.
+/// exif_orientation applies too (CONVENTIONS.md, preprocessing step 3): JPEG, the APP1 "Exif\0\0" segments
+/// before the first scan (their TIFF data concatenated, as Pillow does); PNG, the last eXIf chunk. IFD0's entries
+/// are walked as Pillow's ImageFileDirectory_v2 walks them (an incomplete entry or an out-of-line value past the
+/// end ends the walk; unknown types, count 0, oversized values and repeated tags are skipped); the first 0x0112
+/// entry kept gives the orientation if its type is an integer one and its first value is 1..8. Anything else, a
+/// malformed or truncated block included, is orientation 1. Every offset is bounds-checked; only IFD0 is read,
+/// so IFD chains cannot loop.
 int exif_orientation(const unsigned char* bytes, size_t size);
 
 /// Apply `orientation` (1..8, as exif_orientation returns) to 8-bit RGB pixels (`h` x `w` x 3, row-major) in

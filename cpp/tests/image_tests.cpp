@@ -94,9 +94,11 @@ Bytes tiff(const std::vector<Entry>& entries, bool le, uint32_t ifd = 8, int cou
     put16(t, e.tag, le);
     put16(t, e.type, le);
     put32(t, e.count, le);
-    if (e.type == 3) {
+    if (e.type == 3 || e.type == 8) {  // 2-byte values, left-justified in the 4-byte field
       put16(t, e.value, le);
       put16(t, 0, le);
+    } else if (e.type == 1 || e.type == 6) {
+      t.insert(t.end(), {static_cast<unsigned char>(e.value), 0, 0, 0});
     } else {
       put32(t, e.value, le);
     }
@@ -190,8 +192,11 @@ void test_exif_parser() {
   CHECK(orient(plain) == 1);
   for (bool le : {true, false})
     for (unsigned o = 1; o <= 8; ++o) {
-      // A camera-like IFD0: other tags (with values stored out of line) before the orientation.
-      const Bytes t = tiff({{0x010F, 2, 20, 200}, {0x0110, 2, 20, 220}, {0x0112, 3, 1, o}, {0x011A, 5, 1, 240}}, le);
+      // A camera-like IFD0: other tags (with values stored out of line, after the IFD) before the orientation.
+      const uint32_t base = 8 + 2 + 12 * 4 + 4;
+      Bytes t = tiff({{0x010F, 2, 20, base}, {0x0110, 2, 20, base + 20}, {0x0112, 3, 1, o}, {0x011A, 5, 1, base + 40}}, le);
+      t = cat(t, str(std::string("vitedge test camera\0issue 17 rotated\0\0\0", 40)));
+      t.insert(t.end(), {0, 0, 0, 72, 0, 0, 0, 1});
       CHECK(orient(jpeg(8, 6, {cat(kExif, t)})) == static_cast<int>(o));
       CHECK(orient(png(1, 1, 8, 0, {0, 0}, {chunk("eXIf", t)})) == static_cast<int>(o));
       CHECK(orient(png(1, 1, 8, 0, {0, 0}, {}, {chunk("eXIf", t)})) == static_cast<int>(o));  // after IDAT
@@ -202,7 +207,21 @@ void test_exif_parser() {
   CHECK(j(tiff({{0x0112, 3, 1, 0}}, true)) == 1);
   CHECK(j(tiff({{0x0112, 3, 1, 9}}, true)) == 1);
   CHECK(j(tiff({{0x0112, 2, 1, 6}}, true)) == 1);                  // ASCII
-  CHECK(j(tiff({{0x0112, 3, 2, 6}}, true)) == 1);                  // count 2
+  CHECK(j(tiff({{0x0112, 3, 2, 6}}, true)) == 6);                  // count 2: the first value (as Pillow)
+  CHECK(j(tiff({{0x0112, 8, 1, 6}}, false)) == 6);                 // SSHORT
+  CHECK(j(tiff({{0x0112, 9, 1, 0xFFFFFFFAu}}, true)) == 1);        // SLONG -6
+  CHECK(j(tiff({{0x0112, 1, 1, 6}}, true)) == 1);                  // BYTE (Pillow reads bytes: not applied)
+  CHECK(j(tiff({{0x0112, 11, 1, 0x40C00000u}}, true)) == 1);       // FLOAT 6.0: not an integer type
+  CHECK(j(tiff({{0x0112, 99, 1, 6}, {0x0112, 3, 1, 3}}, true)) == 3);  // unknown type skipped, the next one counts
+  CHECK(j(tiff({{0x0112, 3, 0, 6}, {0x0112, 3, 1, 3}}, true)) == 3);   // count 0 skipped
+  CHECK(j(tiff({{0x0112, 2, 1, 6}, {0x0112, 3, 1, 3}}, true)) == 1);   // ASCII kept: the later one is a repeat
+  // An earlier tag's out-of-line value past the end ends the IFD (Pillow: "Truncated File Read"); one whose
+  // size alone exceeds the block is skipped.
+  CHECK(j(tiff({{0x010F, 2, 20, 100}, {0x0112, 3, 1, 6}}, true)) == 1);
+  CHECK(j(tiff({{0x010F, 2, 200, 8}, {0x0112, 3, 1, 6}}, true)) == 6);
+  CHECK(j(tiff({{0x010F, 2, 5, 8}, {0x0112, 3, 1, 6}}, true)) == 6);
+  CHECK(j(tiff({{0x0112, 3, 3, 1000}}, true)) == 1);               // its own values past the end
+  CHECK(j(tiff({{0x0112, 4, 2, 26}, {0x0112, 3, 1, 3}}, true)) == 1);  // LONG x 2 at offset 26: first value 1
   CHECK(j(tiff({{0x0112, 3, 1, 6}}, true, 0xFFFFFFF0u)) == 1);     // IFD0 offset past the end
   CHECK(j(tiff({{0x0112, 3, 1, 6}}, false, 0x7FFFFFFFu)) == 1);
   CHECK(j(tiff({{0x0112, 3, 1, 6}}, true, 8, 65535)) == 6);        // count past the end: complete entries count
@@ -236,7 +255,7 @@ void test_exif_parser() {
   png_bad[33] = 0x7F;  // the eXIf chunk's length (after the 8-byte signature and 25-byte IHDR chunk)
   CHECK(orient(png_bad) == 1);
   // Every prefix of a valid file: no crash, no out-of-bounds read (checked by ASan in cpp-sanitize).
-  const Bytes full_j = jpeg(4, 4, {cat(kExif, tiff({{0x010F, 2, 20, 200}, {0x0112, 3, 1, 7}}, false))});
+  const Bytes full_j = jpeg(4, 4, {cat(kExif, cat(tiff({{0x010F, 2, 8, 38}, {0x0112, 3, 1, 7}}, false), str(std::string("camera\0\0", 8))))});
   const Bytes full_p = png(1, 1, 8, 0, {0, 0}, {chunk("eXIf", tiff({{0x0112, 3, 1, 5}}, true))});
   for (const Bytes* full : {&full_j, &full_p})
     for (size_t n = 0; n <= full->size(); ++n) {
