@@ -1,6 +1,6 @@
 """One preprocessing definition (issue 17): the same image files through C++ and Python give the same numbers.
 
-image_parity.py --tool PATH/vitedge_image_tests --workdir DIR
+image_parity.py --tool PATH/vitedge_image_tests --workdir DIR [--bench PATH/vitedge-bench --classify PATH/classify]
 
 The C++ side is vitedge::load_image (what vitedge-bench --image, classify, vitedge-load and the C ABI's
 vitedge_preprocess_file call), driven by ``vitedge_image_tests --dump IMG H W OUT``; the Python side is
@@ -19,6 +19,9 @@ vitedge.data.load_batch. Preprocessing: scale 1/255, mean 0, std 1, so a differe
    real EXIF header, C++ (--orientation) vs Python.
 5. A FIFO, /dev/zero, a directory and a sparse 3 GiB file are refused quickly by both (subprocess timeouts, so
    a regression fails instead of hanging); a FIFO inside an --images folder is refused by image_paths.
+6. With --bench/--classify: the same four refused by vitedge-bench --image and classify on a tiny ONNX artifact
+   (a data format: loads without a signature), one line and exit 1, and an orientation-6 JPEG classified as the
+   upright photo (same top-1 and softmax within 1e-3 as the explicitly rotated PNG).
 """
 from __future__ import annotations
 
@@ -291,10 +294,46 @@ def check_refusals(s: Sides, photos: dict) -> None:
     print("refusals: FIFO, /dev/zero, directory, sparse 3 GiB file (C++ and Python), FIFO in a folder (Python)")
 
 
+def check_tools(s: Sides, photos: dict, bench: Path, classify: Path) -> None:
+    import torch
+    from _common import PREPROCESSING, tiny_vit
+    from vitedge.export import export
+    art = export(tiny_vit(), torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), "onnx",
+                 s.work / "art-onnx", preprocessing=dict(PREPROCESSING)).path
+    bad = [(s.work / "fifo.jpg", "a FIFO"), (Path("/dev/zero"), "a character device"),
+           (s.work / "imgs", "a directory"), (s.work / "big.png", "over the limit")]
+    for path, needle in bad:
+        for cmd in ([bench, art, "--image", path, "--iters", 1, "--warmup", 0], [classify, art, path]):
+            t0 = time.monotonic()
+            r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=TIMEOUT + 40)
+            lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+            if r.returncode != 1 or len(lines) != 1 or needle not in lines[0]:
+                raise Failure(f"{Path(cmd[0]).name} on {path}: rc {r.returncode} in {time.monotonic() - t0:.1f} s, "
+                              f"stderr {r.stderr.strip()[-300:]!r} (want rc 1, one line with {needle!r})")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photos["chelsea"].save(s.work / "cat-o6.jpg", quality=95, exif=exif)
+    ImageOps.exif_transpose(Image.open(s.work / "cat-o6.jpg")).save(s.work / "cat-upright.png")
+
+    def top(path: Path) -> tuple[int, float]:
+        r = subprocess.run([str(classify), str(art), str(path)], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise Failure(f"classify {path.name}: {r.stderr.strip()}")
+        first = r.stdout.splitlines()[1].split()
+        return int(first[0]), float(first[-1])
+    (a, pa), (b, pb) = top(s.work / "cat-o6.jpg"), top(s.work / "cat-upright.png")
+    if a != b or abs(pa - pb) > 1e-3:
+        raise Failure(f"classify: orientation-6 JPEG gives class {a} ({pa:.4f}), the upright PNG {b} ({pb:.4f})")
+    print("tools: vitedge-bench --image and classify refuse FIFO, /dev/zero, a directory, 3 GiB; rotated JPEG == "
+          f"upright (class {a}, {pa:.4f} vs {pb:.4f})")
+
+
 def run_all() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tool", required=True, type=Path)
     ap.add_argument("--workdir", required=True, type=Path)
+    ap.add_argument("--bench", type=Path)
+    ap.add_argument("--classify", type=Path)
     a = ap.parse_args()
     shutil.rmtree(a.workdir, ignore_errors=True)
     a.workdir.mkdir(parents=True)
@@ -302,12 +341,21 @@ def run_all() -> None:
     photos = {"chelsea": Image.fromarray(skimage.data.chelsea()).convert("RGB"),
               "astronaut": Image.fromarray(skimage.data.astronaut()).convert("RGB")}
     s = Sides(a.tool, a.workdir)
+    try:
+        checks(s, photos, a)
+    except subprocess.TimeoutExpired as e:  # a blocking open or read: a failure, not a stuck test
+        raise Failure(f"timed out after {e.timeout} s (blocked?): {' '.join(map(str, e.cmd))[:300]}") from None
+    shutil.rmtree(a.workdir, ignore_errors=True)
+
+
+def checks(s: Sides, photos: dict, a) -> None:
     check_orientation_png(s, photos)
     check_orientation_jpeg(s, photos)
     check_16bit(s, photos)
     check_parsers_agree(s)
     check_refusals(s, photos)
-    shutil.rmtree(a.workdir, ignore_errors=True)
+    if a.bench and a.classify:
+        check_tools(s, photos, a.bench, a.classify)
 
 
 if __name__ == "__main__":

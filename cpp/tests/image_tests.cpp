@@ -12,6 +12,7 @@
 
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -23,10 +24,6 @@
 #include <iostream>
 #include <string>
 #include <vector>
-
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STBI_WRITE_NO_STDIO
-#include <stb/stb_image_write.h>
 
 #include "image.h"  // internal (src/): exif_orientation, apply_orientation, read_image_file
 #include "vitedge/runner.h"
@@ -114,17 +111,35 @@ Bytes cat(Bytes a, const Bytes& b) {
 Bytes str(const std::string& s) { return Bytes(s.begin(), s.end()); }
 const Bytes kExif = {'E', 'x', 'i', 'f', 0, 0};
 
-// A JPEG (stb_image_write, quality 95) of a w x h gradient, with `app1` payloads inserted after SOI.
-Bytes jpeg(int w, int h, const std::vector<Bytes>& app1 = {}) {
-  std::vector<unsigned char> rgb(static_cast<size_t>(w) * h * 3);
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c) rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<unsigned char>((x * 37 + y * 91 + c * 60) % 256);
-  Bytes out;
-  stbi_write_jpg_to_func([](void* ctx, void* data, int size) {
-    auto* o = static_cast<Bytes*>(ctx);
-    o->insert(o->end(), static_cast<unsigned char*>(data), static_cast<unsigned char*>(data) + size);
-  }, &out, w, h, 3, rgb.data(), 95);
+// An 8 x 6 JPEG written by Pillow (quality 95) of a gradient, 674 bytes (stb_image_write's JPEG encoder is not
+// used: it shifts negative values, which UBSan reports).
+const unsigned char kJpeg8x6[] =
+    "\xff\xd8\xff\xe0\x00\x10\x4a\x46\x49\x46\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xdb\x00\x43\x00\x02\x01\x01\x01\x01\x01\x02"
+    "\x01\x01\x01\x02\x02\x02\x02\x02\x04\x03\x02\x02\x02\x02\x05\x04\x04\x03\x04\x06\x05\x06\x06\x06\x05\x06\x06\x06\x07\x09\x08\x06"
+    "\x07\x09\x07\x06\x06\x08\x0b\x08\x09\x0a\x0a\x0a\x0a\x0a\x06\x08\x0b\x0c\x0b\x0a\x0c\x09\x0a\x0a\x0a\xff\xdb\x00\x43\x01\x02\x02"
+    "\x02\x02\x02\x02\x05\x03\x03\x05\x0a\x07\x06\x07\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a"
+    "\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\x0a\xff\xc0"
+    "\x00\x11\x08\x00\x06\x00\x08\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01\xff\xc4\x00\x1f\x00\x00\x01\x05\x01\x01\x01\x01\x01\x01\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\xff\xc4\x00\xb5\x10\x00\x02\x01\x03\x03\x02\x04\x03\x05"
+    "\x05\x04\x04\x00\x00\x01\x7d\x01\x02\x03\x00\x04\x11\x05\x12\x21\x31\x41\x06\x13\x51\x61\x07\x22\x71\x14\x32\x81\x91\xa1\x08\x23"
+    "\x42\xb1\xc1\x15\x52\xd1\xf0\x24\x33\x62\x72\x82\x09\x0a\x16\x17\x18\x19\x1a\x25\x26\x27\x28\x29\x2a\x34\x35\x36\x37\x38\x39\x3a"
+    "\x43\x44\x45\x46\x47\x48\x49\x4a\x53\x54\x55\x56\x57\x58\x59\x5a\x63\x64\x65\x66\x67\x68\x69\x6a\x73\x74\x75\x76\x77\x78\x79\x7a"
+    "\x83\x84\x85\x86\x87\x88\x89\x8a\x92\x93\x94\x95\x96\x97\x98\x99\x9a\xa2\xa3\xa4\xa5\xa6\xa7\xa8\xa9\xaa\xb2\xb3\xb4\xb5\xb6\xb7"
+    "\xb8\xb9\xba\xc2\xc3\xc4\xc5\xc6\xc7\xc8\xc9\xca\xd2\xd3\xd4\xd5\xd6\xd7\xd8\xd9\xda\xe1\xe2\xe3\xe4\xe5\xe6\xe7\xe8\xe9\xea\xf1"
+    "\xf2\xf3\xf4\xf5\xf6\xf7\xf8\xf9\xfa\xff\xc4\x00\x1f\x01\x00\x03\x01\x01\x01\x01\x01\x01\x01\x01\x01\x00\x00\x00\x00\x00\x00\x01"
+    "\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\xff\xc4\x00\xb5\x11\x00\x02\x01\x02\x04\x04\x03\x04\x07\x05\x04\x04\x00\x01\x02\x77\x00"
+    "\x01\x02\x03\x11\x04\x05\x21\x31\x06\x12\x41\x51\x07\x61\x71\x13\x22\x32\x81\x08\x14\x42\x91\xa1\xb1\xc1\x09\x23\x33\x52\xf0\x15"
+    "\x62\x72\xd1\x0a\x16\x24\x34\xe1\x25\xf1\x17\x18\x19\x1a\x26\x27\x28\x29\x2a\x35\x36\x37\x38\x39\x3a\x43\x44\x45\x46\x47\x48\x49"
+    "\x4a\x53\x54\x55\x56\x57\x58\x59\x5a\x63\x64\x65\x66\x67\x68\x69\x6a\x73\x74\x75\x76\x77\x78\x79\x7a\x82\x83\x84\x85\x86\x87\x88"
+    "\x89\x8a\x92\x93\x94\x95\x96\x97\x98\x99\x9a\xa2\xa3\xa4\xa5\xa6\xa7\xa8\xa9\xaa\xb2\xb3\xb4\xb5\xb6\xb7\xb8\xb9\xba\xc2\xc3\xc4"
+    "\xc5\xc6\xc7\xc8\xc9\xca\xd2\xd3\xd4\xd5\xd6\xd7\xd8\xd9\xda\xe2\xe3\xe4\xe5\xe6\xe7\xe8\xe9\xea\xf2\xf3\xf4\xf5\xf6\xf7\xf8\xf9"
+    "\xfa\xff\xda\x00\x0c\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00\xe3\xff\x00\x63\xcf\xf8\x24\xbf\xc3\x0f\xf4\x5f\xde\x59\x7f\x0f\xfc"
+    "\xb2\x3f\xe1\x45\x14\x57\xcd\xe5\x79\xbe\x65\xf5\x45\xfb\xd6\x7a\xbe\x07\x78\x8f\xc7\x1f\xea\x0d\x0f\xf6\xfa\x9f\x7a\xec\xbc\x8f"
+    "\xff\xd9";
+
+// That JPEG with `app1` payloads inserted as APP1 segments right after SOI.
+Bytes jpeg(const std::vector<Bytes>& app1 = {}) {
+  Bytes out(kJpeg8x6, kJpeg8x6 + sizeof kJpeg8x6 - 1);  // the literal's trailing NUL not included
   Bytes segs;
   for (const Bytes& p : app1) {
     segs.insert(segs.end(), {0xFF, 0xE1});
@@ -188,7 +203,7 @@ Bytes png(int w, int h, int depth, int ctype, const Bytes& raw, const std::vecto
 int orient(const Bytes& b) { return vitedge::exif_orientation(b.data(), b.size()); }
 
 void test_exif_parser() {
-  const Bytes plain = jpeg(8, 6);
+  const Bytes plain = jpeg();
   CHECK(orient(plain) == 1);
   for (bool le : {true, false})
     for (unsigned o = 1; o <= 8; ++o) {
@@ -197,12 +212,12 @@ void test_exif_parser() {
       Bytes t = tiff({{0x010F, 2, 20, base}, {0x0110, 2, 20, base + 20}, {0x0112, 3, 1, o}, {0x011A, 5, 1, base + 40}}, le);
       t = cat(t, str(std::string("vitedge test camera\0issue 17 rotated\0\0\0", 40)));
       t.insert(t.end(), {0, 0, 0, 72, 0, 0, 0, 1});
-      CHECK(orient(jpeg(8, 6, {cat(kExif, t)})) == static_cast<int>(o));
+      CHECK(orient(jpeg({cat(kExif, t)})) == static_cast<int>(o));
       CHECK(orient(png(1, 1, 8, 0, {0, 0}, {chunk("eXIf", t)})) == static_cast<int>(o));
       CHECK(orient(png(1, 1, 8, 0, {0, 0}, {}, {chunk("eXIf", t)})) == static_cast<int>(o));  // after IDAT
-      CHECK(orient(jpeg(8, 6, {cat(kExif, tiff({{0x0112, 4, 1, o}}, le))})) == static_cast<int>(o));  // LONG
+      CHECK(orient(jpeg({cat(kExif, tiff({{0x0112, 4, 1, o}}, le))})) == static_cast<int>(o));  // LONG
     }
-  const auto j = [](const Bytes& t) { return orient(jpeg(4, 4, {cat(kExif, t)})); };
+  const auto j = [](const Bytes& t) { return orient(jpeg({cat(kExif, t)})); };
   // Malformed blocks: orientation 1, no read outside the buffer (ASan), no exception.
   CHECK(j(tiff({{0x0112, 3, 1, 0}}, true)) == 1);
   CHECK(j(tiff({{0x0112, 3, 1, 9}}, true)) == 1);
@@ -239,12 +254,12 @@ void test_exif_parser() {
   // Two APP1 Exif segments: Pillow concatenates their TIFF data; an IFD0 split across them is found.
   const Bytes whole = tiff({{0x0100, 3, 1, 5}, {0x0112, 3, 1, 8}}, false);
   const Bytes first(whole.begin(), whole.begin() + 20), second(whole.begin() + 20, whole.end());
-  CHECK(orient(jpeg(4, 4, {cat(kExif, first), cat(kExif, second)})) == 8);
+  CHECK(orient(jpeg({cat(kExif, first), cat(kExif, second)})) == 8);
   // PNG: the last eXIf chunk wins.
   CHECK(orient(png(1, 1, 8, 0, {0, 0}, {chunk("eXIf", tiff({{0x0112, 3, 1, 6}}, true))},
                    {chunk("eXIf", tiff({{0x0112, 3, 1, 3}}, true))})) == 3);
   // JPEG segment lengths past the end or below 2, APP1 after SOS, PNG chunk lengths past the end.
-  Bytes bad_len = jpeg(4, 4, {cat(kExif, tiff({{0x0112, 3, 1, 6}}, true))});
+  Bytes bad_len = jpeg({cat(kExif, tiff({{0x0112, 3, 1, 6}}, true))});
   bad_len[4] = 0xFF;
   bad_len[5] = 0xFF;
   CHECK(orient(bad_len) == 1);
@@ -255,7 +270,7 @@ void test_exif_parser() {
   png_bad[33] = 0x7F;  // the eXIf chunk's length (after the 8-byte signature and 25-byte IHDR chunk)
   CHECK(orient(png_bad) == 1);
   // Every prefix of a valid file: no crash, no out-of-bounds read (checked by ASan in cpp-sanitize).
-  const Bytes full_j = jpeg(4, 4, {cat(kExif, cat(tiff({{0x010F, 2, 8, 38}, {0x0112, 3, 1, 7}}, false), str(std::string("camera\0\0", 8))))});
+  const Bytes full_j = jpeg({cat(kExif, cat(tiff({{0x010F, 2, 8, 38}, {0x0112, 3, 1, 7}}, false), str(std::string("camera\0\0", 8))))});
   const Bytes full_p = png(1, 1, 8, 0, {0, 0}, {chunk("eXIf", tiff({{0x0112, 3, 1, 5}}, true))});
   for (const Bytes* full : {&full_j, &full_p})
     for (size_t n = 0; n <= full->size(); ++n) {
@@ -322,6 +337,19 @@ void test_decode_with_orientation() {
   for (int y = 0; y < 3; ++y)
     for (int x = 0; x < 2; ++x)
       for (int c = 0; c < 3; ++c) CHECK(px(t, c, y, x) == 100 * c + 10 * (1 - x) + y);
+}
+
+void test_decode_jpeg_with_orientation() {
+  // The same JPEG data with orientation 1 and 8: the decoded pixels of 8 are ROTATE_90 of 1's (6 x 8 -> 8 x 6).
+  const Bytes up = jpeg(), turned = jpeg({cat(kExif, tiff({{0x0112, 3, 1, 8}}, true))});
+  const vitedge::Tensor a = vitedge::load_image_from_memory(up.data(), up.size(), identity(6, 8));
+  const vitedge::Tensor b = vitedge::load_image_from_memory(turned.data(), turned.size(), identity(8, 6));
+  CHECK((b.shape == std::vector<int64_t>{1, 3, 8, 6}));
+  bool same = true;
+  for (int y = 0; y < 8; ++y)
+    for (int x = 0; x < 6; ++x)
+      for (int c = 0; c < 3; ++c) same &= px(b, c, y, x) == px(a, c, x, 8 - 1 - y);  // out(y, x) = in(x, W-1-y)
+  CHECK(same);
 }
 
 void test_16bit_png() {
@@ -443,6 +471,7 @@ int main(int argc, char** argv) {
   test_exif_parser();
   test_apply_orientation();
   test_decode_with_orientation();
+  test_decode_jpeg_with_orientation();
   test_16bit_png();
   test_files(d);
   std::error_code ec;
