@@ -14,9 +14,13 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import struct
 import sys
 import tempfile
+import zlib
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -57,11 +61,22 @@ def images(out: Path) -> None:
                     "tga": (small, "TGA", {}),
                     "ppm": (small, "PPM", {}),
                     "pgm": (small.convert("L"), "PPM", {})}
+        exif = Image.Exif()
+        exif[0x0112] = 2 + i % 7  # EXIF orientation 2..8 (issue 17: applied in C++ too)
+        variants["exif.jpg"] = (small, "JPEG", {"quality": 80, "exif": exif})
+        variants["exif.png"] = (small, "PNG", {"exif": exif})
+        target = bytes([(31 + 17 * i) % 128, (47 + 29 * i) % 128])  # (H, W) = 1 + byte % 128
         for ext, (im, fmt, kw) in variants.items():
             buf = io.BytesIO()
             im.save(buf, fmt, **kw)
-            target = bytes([(31 + 17 * i) % 128, (47 + 29 * i) % 128])  # (H, W) = 1 + byte % 128
             (out / f"{Path(path).stem}.{ext}").write_bytes(target + buf.getvalue())
+        # 16-bit RGB PNG (written by hand: Pillow writes only 16-bit grey): samples v * 257 + noise
+        a = (np.asarray(small).astype(np.uint16) * 257 + i).astype(">u2")
+        raw = b"".join(b"\0" + row.tobytes() for row in a.reshape(h, -1))
+        chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+        png16 = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                 + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+        (out / f"{Path(path).stem}.16.png").write_bytes(target + png16)
 
 
 def main() -> None:

@@ -9,17 +9,20 @@
 #define STBI_ONLY_BMP
 #include <stb/stb_image.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <vector>
 #include <cstdint>
 #include <limits>
 #include <memory>
 
+#include "image.h"
 #include "vitedge/runner.h"
 
 namespace vitedge {
@@ -200,6 +203,165 @@ void check_decoded_size(int w, int h, const std::string& label) {
                 " pixels is over the limit of " + std::to_string(kMaxImagePixels) + " pixels");
 }
 
+// ---- EXIF orientation (the rule is in image.h; vitedge/data.py's exif_orientation is the same code) ----------
+// All reads go through these bounds-checked helpers: an offset past the end yields "absent", never a read.
+struct Bytes {
+  const unsigned char* p;
+  size_t n;
+  bool has(size_t off, size_t len) const { return off <= n && len <= n - off; }
+  unsigned u16(size_t off, bool le) const {
+    return le ? (p[off] | (p[off + 1] << 8)) : ((p[off] << 8) | p[off + 1]);
+  }
+  uint32_t u32(size_t off, bool le) const {
+    const uint32_t a = p[off], b = p[off + 1], c = p[off + 2], d = p[off + 3];
+    return le ? (a | (b << 8) | (c << 16) | (d << 24)) : ((a << 24) | (b << 16) | (c << 8) | d);
+  }
+  bool starts(size_t off, const char* lit, size_t len) const { return has(off, len) && std::memcmp(p + off, lit, len) == 0; }
+};
+
+constexpr char kExifPrefix[] = "Exif\0\0";  // 6 bytes (the literal's own NUL not counted)
+
+// Bytes per value of the TIFF field types Pillow's ImageFileDirectory_v2 reads (0: a type it skips).
+size_t tiff_unit(unsigned type) {
+  switch (type) {
+    case 1: case 2: case 6: case 7: return 1;    // BYTE, ASCII, SBYTE, UNDEFINED
+    case 3: case 8: return 2;                    // SHORT, SSHORT
+    case 4: case 9: case 11: case 13: return 4;  // LONG, SLONG, FLOAT, IFD
+    case 5: case 10: case 12: case 16: return 8; // RATIONAL, SRATIONAL, DOUBLE, LONG8
+    default: return 0;
+  }
+}
+
+int tiff_orientation(Bytes t) {
+  // Pillow strips "Exif\0\0" once or twice from the start of the EXIF data (Image.Exif.load); one was
+  // removed by the caller (JPEG) or never there (PNG), so strip up to two here: the same result.
+  for (int k = 0; k < 2 && t.starts(0, kExifPrefix, 6); ++k) t = Bytes{t.p + 6, t.n - 6};
+  if (!t.has(0, 8)) return 1;
+  bool le;
+  if (t.starts(0, "II*\0", 4)) le = true;
+  else if (t.starts(0, "MM\0*", 4)) le = false;
+  else return 1;
+  const size_t ifd = t.u32(4, le);
+  if (!t.has(ifd, 2)) return 1;
+  const size_t count = t.u16(ifd, le);
+  // IFD0's entries in order, as Pillow's ImageFileDirectory_v2.load reads them (only IFD0: no chain to loop on).
+  std::vector<bool> stored(65536, false);
+  uint64_t total = 0;  // bytes of out-of-line values so far
+  for (size_t k = 0; k < count; ++k) {
+    const size_t e = ifd + 2 + 12 * k;  // <= 2^32 + 2 + 12 * 65535: no overflow in a 64-bit size_t
+    if (!t.has(e, 12)) return 1;        // an incomplete entry ends the IFD
+    const unsigned tag = t.u16(e, le), type = t.u16(e + 2, le);
+    if (stored[tag]) continue;          // a repeated tag: the first stored one counts
+    const uint64_t unit = tiff_unit(type), size = unit * t.u32(e + 4, le);
+    if (unit == 0 || size == 0) continue;  // unknown type, or no value: skipped
+    size_t at = e + 8;                     // the value, inline when it fits in 4 bytes
+    if (size > 4) {
+      total += size;
+      if (total > t.n) continue;  // more value bytes than the block holds: this entry skipped
+      at = t.u32(e + 8, le);
+      if (!t.has(at, size)) return 1;  // a value past the end ends the IFD
+    }
+    stored[tag] = true;
+    if (tag != 0x0112) continue;
+    int64_t v = 0;  // the first value; only integer types count (Pillow's BYTE reads as bytes)
+    switch (type) {
+      case 3: v = t.u16(at, le); break;
+      case 4: case 13: v = t.u32(at, le); break;
+      case 6: v = static_cast<int8_t>(t.p[at]); break;
+      case 8: v = static_cast<int16_t>(t.u16(at, le)); break;
+      case 9: v = static_cast<int32_t>(t.u32(at, le)); break;
+      case 16: {
+        const uint64_t a = t.u32(at, le), b = t.u32(at + 4, le);
+        const uint64_t u = le ? (a | (b << 32)) : ((a << 32) | b);
+        v = u <= 8 ? static_cast<int64_t>(u) : 0;
+        break;
+      }
+      default: return 1;
+    }
+    return v >= 1 && v <= 8 ? static_cast<int>(v) : 1;
+  }
+  return 1;
+}
+
+int jpeg_orientation(Bytes b) {
+  // Segments from SOI up to the first SOS (0xDA) or EOI, as Pillow's JpegImageFile._open walks them.
+  std::vector<unsigned char> exif;  // "Exif\0\0" APP1 payloads: the first whole, later ones appended (Pillow)
+  bool found = false;
+  size_t i = 2;
+  while (true) {
+    if (!b.has(i, 1) || b.p[i] != 0xFF) break;
+    while (b.has(i, 1) && b.p[i] == 0xFF) ++i;  // fill bytes
+    if (!b.has(i, 1)) break;
+    const unsigned m = b.p[i++];
+    if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // no length field
+    if (m == 0xDA || m == 0xD9 || m == 0x00) break;
+    if (!b.has(i, 2)) break;
+    const size_t len = b.u16(i, false);  // counts its own two bytes
+    if (len < 2 || !b.has(i, len)) break;
+    if (m == 0xE1 && len - 2 >= 6 && b.starts(i + 2, kExifPrefix, 6)) {
+      exif.insert(exif.end(), b.p + i + 8, b.p + i + len);
+      found = true;
+    }
+    i += len;
+  }
+  return found ? tiff_orientation(Bytes{exif.data(), exif.size()}) : 1;
+}
+
+int png_orientation(Bytes b) {
+  // Chunks after the signature up to IEND; the last eXIf chunk wins (Pillow reads them before and after IDAT).
+  size_t i = 8, at = 0, len_at = 0;
+  bool found = false;
+  while (b.has(i, 8)) {
+    const size_t len = b.u32(i, false);
+    if (!b.has(i + 8, len) || !b.has(i + 8 + len, 4)) break;  // data and CRC must be there
+    if (b.starts(i + 4, "IEND", 4)) break;
+    if (b.starts(i + 4, "eXIf", 4)) {
+      at = i + 8;
+      len_at = len;
+      found = true;
+    }
+    i += 12 + len;
+  }
+  return found ? tiff_orientation(Bytes{b.p + at, len_at}) : 1;
+}
+
+}  // namespace
+
+int exif_orientation(const unsigned char* bytes, size_t size) {
+  if (bytes == nullptr) return 1;
+  const Bytes b{bytes, size};
+  if (b.starts(0, "\xFF\xD8", 2)) return jpeg_orientation(b);
+  if (b.starts(0, "\x89PNG\r\n\x1a\n", 8)) return png_orientation(b);
+  return 1;
+}
+
+void apply_orientation(std::vector<unsigned char>& rgb, int& w, int& h, int orientation) {
+  if (orientation < 2 || orientation > 8) return;
+  const size_t W = static_cast<size_t>(w), H = static_cast<size_t>(h);
+  const bool swap = orientation >= 5;
+  const size_t ow = swap ? H : W, oh = swap ? W : H;
+  std::vector<unsigned char> out(rgb.size());
+  for (size_t y = 0; y < oh; ++y)
+    for (size_t x = 0; x < ow; ++x) {
+      size_t sy = 0, sx = 0;  // source pixel of output (y, x), as Pillow's Image.transpose
+      switch (orientation) {
+        case 2: sy = y; sx = W - 1 - x; break;          // FLIP_LEFT_RIGHT
+        case 3: sy = H - 1 - y; sx = W - 1 - x; break;  // ROTATE_180
+        case 4: sy = H - 1 - y; sx = x; break;          // FLIP_TOP_BOTTOM
+        case 5: sy = x; sx = y; break;                  // TRANSPOSE
+        case 6: sy = H - 1 - x; sx = y; break;          // ROTATE_270 (90 degrees clockwise)
+        case 7: sy = H - 1 - x; sx = W - 1 - y; break;  // TRANSVERSE
+        default: sy = x; sx = W - 1 - y; break;         // 8: ROTATE_90 (90 degrees counter-clockwise)
+      }
+      std::memcpy(&out[(y * ow + x) * 3], &rgb[(sy * W + sx) * 3], 3);
+    }
+  rgb.swap(out);
+  w = static_cast<int>(ow);
+  h = static_cast<int>(oh);
+}
+
+namespace {
+
 Tensor preprocess(const stbi_uc* rgb, int w, int h, const Preprocessing& p, const std::string& label) {
   const int H = p.height, W = p.width;
   std::vector<stbi_uc> resized;
@@ -245,7 +407,7 @@ Tensor preprocess(const stbi_uc* rgb, int w, int h, const Preprocessing& p, cons
 Tensor decode_and_preprocess(const unsigned char* bytes, size_t size, const Preprocessing& p, const std::string& label) {
   if (p.height <= 0 || p.width <= 0) throw Error("preprocessing size must be positive");
   if (bytes == nullptr || size == 0) throw Error("cannot decode image " + label + ": no bytes");
-  if (size > static_cast<size_t>(std::numeric_limits<int>::max()))
+  if (size > static_cast<size_t>(kMaxImageFileBytes))
     throw Error("cannot decode image " + label + ": over 2 GiB of encoded data");
   const int n = static_cast<int>(size);
   check_jpeg_huffman_tables(bytes, size, label);
@@ -255,16 +417,66 @@ Tensor decode_and_preprocess(const unsigned char* bytes, size_t size, const Prep
   Pixels pixels(stbi_load_from_memory(bytes, n, &w, &h, &channels_in_file, 3), stbi_image_free);
   if (!pixels) decode_failed(label);
   check_decoded_size(w, h, label);
-  return preprocess(pixels.get(), w, h, p, label);  // h x w x 3, 8-bit RGB
+  // 16-bit PNG samples are already their high byte (stbi__convert_16_to_8: v >> 8), grey is replicated to RGB
+  // and alpha dropped (req_comp 3). Then the EXIF orientation, before the resize (as Pillow's exif_transpose).
+  const int orientation = exif_orientation(bytes, size);
+  if (orientation == 1) return preprocess(pixels.get(), w, h, p, label);  // h x w x 3, 8-bit RGB
+  std::vector<stbi_uc> rgb(pixels.get(), pixels.get() + static_cast<size_t>(w) * h * 3);
+  pixels.reset();
+  apply_orientation(rgb, w, h, orientation);
+  return preprocess(rgb.data(), w, h, p, label);
 }
 
 }  // namespace
 
+namespace {
+
+const char* file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+std::vector<unsigned char> read_image_file(const std::string& path) {
+  const std::string what = "cannot decode image " + path + ": ";
+  // O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one (a regular file
+  // ignores the flag). O_NOCTTY: a terminal device never becomes our controlling terminal.
+  const Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)};
+  if (f.fd < 0) throw Error(what + "cannot open file (" + std::strerror(errno) + ")");
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) throw Error(what + "cannot stat file (" + std::strerror(errno) + ")");
+  if (!S_ISREG(st.st_mode))
+    throw Error(what + "it is " + file_kind(st.st_mode) + ", not a regular file; refusing to read it");
+  if (st.st_size > kMaxImageFileBytes)
+    throw Error(what + "the file is " + std::to_string(static_cast<long long>(st.st_size)) +
+                " bytes, over the limit of " + std::to_string(kMaxImageFileBytes) + " bytes (2 GiB); not read");
+  std::vector<unsigned char> bytes(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < bytes.size()) {  // read exactly the size fstat gave; a file that shrank meanwhile reads short
+    const ssize_t r = ::read(f.fd, bytes.data() + got, bytes.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw Error(what + "read error (" + std::strerror(errno) + ")");
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  bytes.resize(got);
+  return bytes;
+}
+
 Tensor load_image(const std::string& path, const Preprocessing& p) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot decode image " + path + ": cannot open file (" + std::strerror(errno) + ")");
-  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error("cannot decode image " + path + ": read error");
+  const std::vector<unsigned char> bytes = read_image_file(path);
   return decode_and_preprocess(bytes.data(), bytes.size(), p, path);
 }
 

@@ -157,14 +157,17 @@ std::vector<BackendInfo> backends();
 Tensor preprocess_rgb(const unsigned char* rgb, int width, int height, const Preprocessing& p);
 
 /// Decode an image file (JPEG, PNG or BMP, via stb_image; other formats are refused) to 8-bit RGB
-/// and preprocess it as CONVENTIONS.md says: if it is not already (H, W) = p.height x p.width, resize
+/// (16-bit PNG samples: v >> 8; grey replicated; alpha dropped), apply its EXIF orientation (JPEG APP1 Exif,
+/// PNG eXIf; the rule of vitedge/data.py), and preprocess it as CONVENTIONS.md says. The file must be a regular
+/// file of at most 2^31 - 1 bytes: a FIFO, device or directory is refused without blocking, and the size is
+/// checked (fstat) before anything is read. If it is not already (H, W) = p.height x p.width, resize
 /// (bilinear) keeping the aspect ratio so that it covers (H, W) — factor max(H/h, W/w), output dims
 /// rounded half to even — then center-crop (offset floor((dim - target) / 2)); finally
 /// value = (float(pixel) * p.scale - p.mean[c]) / p.std[c] in float32, in that order.
 /// Returns a (1, 3, H, W) NCHW tensor. Throws Error("cannot decode image PATH: <reason>").
 Tensor load_image(const std::string& path, const Preprocessing& p);
 
-/// As load_image, from an encoded image held in memory (`size` bytes at `bytes`). Images over
+/// As load_image, from an encoded image held in memory (`size` bytes at `bytes`; EXIF orientation applied). Images over
 /// kMaxImagePixels decoded pixels, or whose cover-resize would exceed that many pixels (extreme aspect
 /// ratios), are refused. Throws Error("cannot decode image <in memory>: <reason>").
 Tensor load_image_from_memory(const unsigned char* bytes, size_t size, const Preprocessing& p);
