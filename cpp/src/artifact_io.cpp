@@ -137,6 +137,17 @@ uint16_t u16(const std::string& b, uint64_t at) {
 uint32_t u32(const std::string& b, uint64_t at) { return u16(b, at) | (static_cast<uint32_t>(u16(b, at + 2)) << 16); }
 uint64_t u64(const std::string& b, uint64_t at) { return u32(b, at) | (static_cast<uint64_t>(u32(b, at + 4)) << 32); }
 
+// A member name as it may appear in a one-line message: control bytes (NUL, newline, ...) shown as \xNN.
+std::string printable(const std::string& name) {
+  std::string out;
+  static const char* kHex = "0123456789abcdef";
+  for (unsigned char c : name.substr(0, 200)) {
+    if (c < 0x20 || c == 0x7f) out += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
+    else out += static_cast<char>(c);
+  }
+  return name.size() > 200 ? out + "..." : out;
+}
+
 struct ZipMember {
   std::string name;
   uint64_t local_offset = 0, compressed = 0, uncompressed = 0;
@@ -184,7 +195,8 @@ void check_zip_archive(const std::string& b, const std::string& origin) {
     const uint32_t ext_attr = u32(b, p + 38);
     uint64_t local = u32(b, p + 42);
     if (p + 46 + name_len + extra_len + comment_len > cd_end) throw bad("corrupt central directory");
-    const std::string name = b.substr(p + 46, name_len);
+    const std::string raw_name = b.substr(p + 46, name_len);
+    const std::string name = printable(raw_name);  // for messages
     // zip64 extended information: the 0xFFFFFFFF fields, in order.
     for (uint64_t e = p + 46 + name_len, e_end = e + extra_len; e + 4 <= e_end;) {
       const uint16_t id = u16(b, e), len = u16(b, e + 2);
@@ -206,7 +218,7 @@ void check_zip_archive(const std::string& b, const std::string& origin) {
     p += 46 + name_len + extra_len + comment_len;
     if (disk != 0 && disk != 0xFFFF) throw bad("member '" + name + "' is on another disk");
     // Name rules (vitedge/safety.py check_relative_name), on the name without a trailing "/" (directories).
-    std::string stem = name;
+    std::string stem = raw_name;
     while (!stem.empty() && stem.back() == '/') stem.pop_back();
     if (stem.empty()) stem = name;
     if (stem.empty() || stem == ".") throw bad("member '" + name + "' is not a file name");
@@ -236,22 +248,22 @@ void check_zip_archive(const std::string& b, const std::string& origin) {
     if (usize >= kZipRatioMinBytes && usize > kZipMaxRatio * std::max<uint64_t>(csize, 1))
       throw bad("member '" + name + "' expands " + std::to_string(usize / std::max<uint64_t>(csize, 1)) +
                 "-fold, more than the limit of " + std::to_string(kZipMaxRatio) + " (zip bomb?)");
-    members.push_back({name, local, csize, usize});
+    members.push_back({raw_name, local, csize, usize});
   }
   // Layout: each local header where the directory says and naming the same member; data spans disjoint and
   // before the central directory.
   std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> spans;
   for (const ZipMember& m : members) {
-    if (m.local_offset >= n) throw bad("member '" + m.name + "' starts outside the file");
-    if (m.local_offset + 30 > n) throw bad("member '" + m.name + "' has a truncated local header");
+    if (m.local_offset >= n) throw bad("member '" + printable(m.name) + "' starts outside the file");
+    if (m.local_offset + 30 > n) throw bad("member '" + printable(m.name) + "' has a truncated local header");
     if (u32(b, m.local_offset) != 0x04034b50)
-      throw bad("member '" + m.name + "' has no local header where the directory says");
+      throw bad("member '" + printable(m.name) + "' has no local header where the directory says");
     const uint16_t name_len = u16(b, m.local_offset + 26), extra_len = u16(b, m.local_offset + 28);
     if (m.local_offset + 30 + name_len > n || b.compare(m.local_offset + 30, name_len, m.name) != 0)
-      throw bad("member '" + m.name + "' is named differently in its local header");
+      throw bad("member '" + printable(m.name) + "' is named differently in its local header");
     const uint64_t end = m.local_offset + 30 + name_len + extra_len + m.compressed;
-    if (end < m.local_offset || end > n) throw bad("member '" + m.name + "' runs past the end of the file");
-    spans.push_back({{m.local_offset, end}, m.name});
+    if (end < m.local_offset || end > n) throw bad("member '" + printable(m.name) + "' runs past the end of the file");
+    spans.push_back({{m.local_offset, end}, printable(m.name)});
   }
   std::sort(spans.begin(), spans.end());
   for (size_t i = 1; i < spans.size(); ++i)

@@ -39,6 +39,11 @@ struct ModelSource {
 /// A backend constructor: the verified model and the runner options. Throws vitedge::Error.
 using BackendFactory = std::unique_ptr<Backend> (*)(ModelSource& source, const Options& options);
 
+/// Test hook (nullptr in normal use): called by Runner::open after the main file's bytes were read and checked
+/// and before the backend loads them, with the path of the file on disk. The race test swaps the file there to
+/// show that the backend loads the checked bytes, not what the path holds by then.
+extern void (*after_verify_hook_for_tests)(const std::string& model_path);
+
 /// The bare loop of an open runner's backend (runner.cpp; for vitedge-bench --bare only).
 std::vector<double> time_backend_loop(Runner& runner, const Tensor& input, int warmup, int iters);
 

@@ -200,6 +200,8 @@ std::map<std::string, std::string> check_signature(const std::string& dir, const
 
 }  // namespace
 
+void (*after_verify_hook_for_tests)(const std::string& model_path) = nullptr;
+
 std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Options& options) {
   std::error_code ec;
   if (!fs::is_directory(artifact_dir, ec))
@@ -245,6 +247,7 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   // Zip archives (TorchScript .pt, AOTInductor .pt2) are checked before libtorch reads (or extracts) them.
   if (m.target == "torchscript" || m.target == "aotinductor") check_zip_archive(source.bytes, source.path);
   if (m.target == "onnx") check_onnx_no_external_data(source.bytes, source.path);
+  if (after_verify_hook_for_tests) after_verify_hook_for_tests(source.path);
   auto backend = row.make(source, options);
   std::unique_ptr<Runner> runner(new Runner(artifact_dir, std::move(m), options, std::move(backend)));
   if (options.warmup > 0) {
