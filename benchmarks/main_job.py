@@ -62,7 +62,7 @@ def main() -> int:
             if target == "torchscript":
                 if not CPP_BENCH.exists():
                     sys.exit(f"main job: {CPP_BENCH} not built (run `make setup`)")
-                sh([CPP_BENCH, art, "--image", photo, "--json", runs / f"{name}.cpp-bench.json"] + timing)
+                sh([CPP_BENCH, art, "--trust-code", "--image", photo, "--json", runs / f"{name}.cpp-bench.json"] + timing)
                 benches.append(json.loads((runs / f"{name}.cpp-bench.json").read_text()))
             for b in benches:
                 rows.append(main_rows(v, b, name))
