@@ -130,6 +130,14 @@ const char* const kOrtSessionKeys[] = {"session.intra_op.allow_spinning", "sessi
                                        "session.disable_quant_qdq"};
 const char* const kOrtLevels[] = {"ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"};
 
+// A manifest string as it may appear in a one-line message: control bytes shown as '?', at most 200 bytes.
+std::string one_line(const std::string& s) {
+  std::string out = s.substr(0, 200);
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s.size() > 200 ? out + "..." : out;
+}
+
 void parse_session_config(const json& block, const std::string& where, const std::string& origin, Manifest& m) {
   const auto sc = block.find("session_config");
   if (sc == block.end() || sc->is_null()) return;
@@ -138,10 +146,10 @@ void parse_session_config(const json& block, const std::string& where, const std
     bool known = false;
     for (const char* k : kOrtSessionKeys) known = known || key == k;
     if (!known)
-      throw Error("manifest " + origin + ": " + where + ".session_config key '" + key +
+      throw Error("manifest " + origin + ": " + where + ".session_config key '" + one_line(key) +
                   "' is not one vitedge writes; refusing it");
     if (!value.is_string() || (value.get<std::string>() != "0" && value.get<std::string>() != "1"))
-      throw Error("manifest " + origin + ": " + where + ".session_config['" + key + "'] must be \"0\" or \"1\", got " +
+      throw Error("manifest " + origin + ": " + where + ".session_config['" + one_line(key) + "'] must be \"0\" or \"1\", got " +
                   value.dump());
     auto it = std::find_if(m.ort_session_config.begin(), m.ort_session_config.end(),
                            [&key = key](const auto& kv) { return kv.first == key; });
