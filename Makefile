@@ -56,9 +56,10 @@ cpp-sanitize: sysdeps $(STAMP)
 	  -DCMAKE_EXE_LINKER_FLAGS="$(SAN)" -DCMAKE_SHARED_LINKER_FLAGS="$(SAN)" \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
 	  -DVITEDGE_PYTHON="$(CURDIR)/$(PY)" >/dev/null
-	cmake --build build/cpp-asan -j$(JOBS) --target vitedge_unit_tests vitedge_image_tests vitedge-bench classify vitedge_threads_test vitedge_c_api_test
+	cmake --build build/cpp-asan -j$(JOBS) --target vitedge_unit_tests vitedge_image_tests vitedge-bench classify vitedge_threads_test \
+	  vitedge_c_api_test vitedge_verified_bytes_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --test-dir build/cpp-asan --output-on-failure -R '^cpp_(unit|image|bad_inputs|threads|c_api_c)$$'
+	  ctest --test-dir build/cpp-asan --output-on-failure -R '^cpp_(unit|image|bad_inputs|threads|c_api_c|verified_bytes|trust)$$'
 
 # Cross-build the C++ runner for aarch64 Linux and check it under qemu-aarch64 (accuracy, not speed):
 # unit tests + top-1 on the bundled photos vs x86; writes benchmarks/results/arm64_qemu.json.

@@ -42,7 +42,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         art = export_tiny(Path(tmp) / "tiny")
         load_before = os.getloadavg()
-        cmd = [str(exe), str(art), *map(str, bundled_photo_paths()), "--threads", str(args.threads),
+        cmd = [str(exe), str(art), "--trust-code", *map(str, bundled_photo_paths()), "--threads", str(args.threads),
                "--seconds", str(args.seconds), "--warmup-seconds", str(args.warmup_seconds), "--intra-op", "1"]
         r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         load_after = os.getloadavg()

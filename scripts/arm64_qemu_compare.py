@@ -56,7 +56,7 @@ def read_dump(path: Path) -> np.ndarray:
 def run_bench(exe: Path, artifact: Path, png: Path, out: Path) -> tuple[np.ndarray, float]:
     """One untimed-warmup-free run of vitedge-bench on one image: (logits (1, K) float32, wall seconds)."""
     t0 = time.perf_counter()
-    r = subprocess.run([str(exe), str(artifact), "--image", str(png), "--batch", "1", "--warmup", "0",
+    r = subprocess.run([str(exe), str(artifact), "--trust-code", "--image", str(png), "--batch", "1", "--warmup", "0",
                         "--iters", "1", "--dump-output", str(out)], capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
@@ -74,7 +74,7 @@ def top2(logits: np.ndarray) -> tuple[int, float]:
 def classify_top1(exe: Path, artifact: Path, pngs: list[Path]) -> tuple[list[str], str, float]:
     """Run the classify example on all PNGs at once: (its stdout lines, raw stdout, wall seconds)."""
     t0 = time.perf_counter()
-    r = subprocess.run([str(exe), str(artifact), *map(str, pngs)], capture_output=True, text=True, timeout=3600)
+    r = subprocess.run([str(exe), "--trust-code", str(artifact), *map(str, pngs)], capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise Failure(f"classify exited {r.returncode}: {(r.stderr or r.stdout).strip()[-500:]}")

@@ -73,6 +73,7 @@ if(VITEDGE_BUILD_TESTS)
     set(_vitedge_fx "${CMAKE_CURRENT_BINARY_DIR}/test-fixtures")
     add_test(NAME cpp_load_tsan
              COMMAND "${_vitedge_tsan_load}" "${_vitedge_fx}/torchscript" "${_vitedge_fx}/photos64"
+                     --key "${_vitedge_fx}/keys/pub.pem"
                      --threads 4 --seconds 8 --warmup-seconds 2)
     set_tests_properties(cpp_load_tsan PROPERTIES FIXTURES_REQUIRED vitedge_artifacts TIMEOUT 300
       ENVIRONMENT "OMP_NUM_THREADS=1;TSAN_OPTIONS=halt_on_error=1 exitcode=66 second_deadlock_stack=1")

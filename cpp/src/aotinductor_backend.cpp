@@ -9,7 +9,14 @@
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/version.h>  // TORCH_VERSION_MAJOR/MINOR: device_of_package
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 
@@ -27,32 +34,82 @@ std::mutex& package_load_mutex() {
   return m;
 }
 
+// A private directory (mkdtemp, mode 0700) holding the verified copy of the package; removed with its contents
+// when this object goes (on a failed load too).
+class PrivateCopy {
+ public:
+  PrivateCopy(const std::string& bytes, const std::string& origin) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/vitedge-aoti-XXXXXX";
+    std::vector<char> buf(templ.begin(), templ.end());
+    buf.push_back('\0');
+    if (::mkdtemp(buf.data()) == nullptr)
+      throw Error("cannot create a private temporary directory for " + origin + ": " + std::strerror(errno));
+    dir_ = buf.data();
+    file_ = dir_ + "/model.pt2";
+    const int fd = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      const int e = errno;
+      remove_all();
+      throw Error("cannot write the verified copy of " + origin + ": " + std::strerror(e));
+    }
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int e = errno;
+        ::close(fd);
+        remove_all();
+        throw Error("cannot write the verified copy of " + origin + ": " + std::strerror(e));
+      }
+      done += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  }
+  ~PrivateCopy() { remove_all(); }
+  PrivateCopy(const PrivateCopy&) = delete;
+  PrivateCopy& operator=(const PrivateCopy&) = delete;
+  const std::string& file() const { return file_; }
+
+ private:
+  void remove_all() {
+    if (dir_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string dir_, file_;
+};
+
 class AOTInductorBackend final : public Backend {
  public:
-  AOTInductorBackend(const std::string& path, const Options& options)
-      : path_(path), device_(torch_common::torch_device(options)) {
+  AOTInductorBackend(ModelSource& source, const Options& options)
+      : path_(source.path), device_(torch_common::torch_device(options)),
+        copy_(std::make_unique<PrivateCopy>(source.bytes, source.path)) {
+    // libtorch's loader takes a path only: it reads the verified copy in our private 0700 directory, never the
+    // artifact folder (a file swapped there after the check is not loaded).
     const std::lock_guard<std::mutex> lock(package_load_mutex());
     std::string compiled_for;
     try {
       torch_common::set_threads(options);
-      compiled_for = device_of_package(path);
+      compiled_for = device_of_package(copy_->file());
     } catch (const c10::Error& e) {
-      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what_without_backtrace()));
+      throw Error("cannot load AOTInductor package " + path_ + ": " + first_line(e.what_without_backtrace()));
     } catch (const std::exception& e) {
-      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what()));
+      throw Error("cannot load AOTInductor package " + path_ + ": " + first_line(e.what()));
     }
     if (compiled_for != c10::DeviceTypeName(device_.type(), /*lower_case=*/true))
-      throw Error("AOTInductor package " + path + " was compiled for device '" + compiled_for +
+      throw Error("AOTInductor package " + path_ + " was compiled for device '" + compiled_for +
                   "' but the runner was opened with device '" + options.device + "'; re-export it for that device "
                   "or open it with device " + compiled_for);
     try {
       loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
-          path, "model", /*run_single_threaded=*/false, /*num_runners=*/1,
+          copy_->file(), "model", /*run_single_threaded=*/false, /*num_runners=*/1,
           static_cast<c10::DeviceIndex>(device_.has_index() ? device_.index() : -1));
     } catch (const c10::Error& e) {
-      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what_without_backtrace()));
+      throw Error("cannot load AOTInductor package " + path_ + ": " + first_line(e.what_without_backtrace()));
     } catch (const std::exception& e) {
-      throw Error("cannot load AOTInductor package " + path + ": " + first_line(e.what()));
+      throw Error("cannot load AOTInductor package " + path_ + ": " + first_line(e.what()));
     }
   }
 
@@ -109,13 +166,14 @@ class AOTInductorBackend final : public Backend {
 
   std::string path_;
   c10::Device device_;
+  std::unique_ptr<PrivateCopy> copy_;  // declared before loader_: removed after the loader is gone
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_aotinductor_backend(const std::string& model_path, const Options& options) {
-  return std::make_unique<AOTInductorBackend>(model_path, options);
+std::unique_ptr<Backend> make_aotinductor_backend(ModelSource& source, const Options& options) {
+  return std::make_unique<AOTInductorBackend>(source, options);
 }
 
 }  // namespace vitedge

@@ -76,10 +76,14 @@ extern "C" {
 
 void vitedge_options_init(vitedge_options* options) {
   if (!options) return;
+  options->struct_size = sizeof(vitedge_options);
   options->threads = 0;
   options->device = "cpu";
   options->warmup = 0;
   options->verify = 1;
+  options->trusted_keys = nullptr;
+  options->num_trusted_keys = 0;
+  options->allow_unsigned_code = 0;
 }
 
 const char* vitedge_last_error(void) { return last_error.c_str(); }
@@ -93,10 +97,26 @@ vitedge_status vitedge_open(const char* artifact_dir, const vitedge_options* opt
   return guarded([&] {
     vitedge::Options opt;
     if (options) {
+      // The struct's layout is known by its size (the ABI grows by appending fields, as ONNX Runtime's does).
+      if (options->struct_size != sizeof(vitedge_options))
+        return fail(VITEDGE_INVALID_ARGUMENT,
+                    "vitedge_open: options->struct_size is " + std::to_string(options->struct_size) +
+                        ", this libvitedge knows " + std::to_string(sizeof(vitedge_options)) +
+                        " (call vitedge_options_init before setting fields, and build against this vitedge.h)");
+      if (options->num_trusted_keys > 0 && !options->trusted_keys)
+        return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: num_trusted_keys > 0 but trusted_keys is NULL");
+      if (options->num_trusted_keys > 1024)
+        return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: num_trusted_keys above 1024");
       opt.threads = options->threads;
       opt.device = options->device ? options->device : "cpu";
       opt.warmup = options->warmup;
       opt.verify = options->verify != 0;
+      for (size_t i = 0; i < options->num_trusted_keys; ++i) {
+        if (!options->trusted_keys[i])
+          return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: trusted_keys[" + std::to_string(i) + "] is NULL");
+        opt.trusted_keys.emplace_back(options->trusted_keys[i]);
+      }
+      opt.allow_unsigned_code = options->allow_unsigned_code != 0;
     }
     auto handle = std::make_unique<vitedge_runner>();
     handle->runner = vitedge::Runner::open(artifact_dir, opt);

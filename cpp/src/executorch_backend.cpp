@@ -3,11 +3,14 @@
 // (libexecutorch, the optimized and quantized CPU kernels, the XNNPACK delegate, the thread pool), found
 // through the wheel's CMake config (cpp/CMakeLists.txt, VITEDGE_WITH_EXECUTORCH).
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/core/error.h>
@@ -44,7 +47,8 @@ std::string error_name(et::runtime::Error e) {
 
 class ExecuTorchBackend : public Backend {
  public:
-  ExecuTorchBackend(const std::string& path, const Options& options) {
+  ExecuTorchBackend(ModelSource& source, const Options& options) {
+    const std::string& path = source.path;
     if (options.device != "cpu")
       throw Error("the ExecuTorch backend runs on the CPU (XNNPACK); device '" + options.device + "' is not supported");
     if (options.threads > 0) {
@@ -52,7 +56,14 @@ class ExecuTorchBackend : public Backend {
       if (pool && pool->get_thread_count() != static_cast<size_t>(options.threads))
         pool->_unsafe_reset_threadpool(static_cast<uint32_t>(options.threads));
     }
-    module_ = std::make_unique<Module>(path, Module::LoadMode::File);
+    // From the verified bytes, copied once into a 64-byte-aligned buffer that lives as long as the Module
+    // (the program's segments are used in place): a file swapped after the check is never read.
+    buffer_size_ = source.bytes.size();
+    buffer_.reset(static_cast<unsigned char*>(std::aligned_alloc(64, (buffer_size_ + 63) / 64 * 64 + 64)));
+    if (!buffer_) throw Error("cannot allocate " + std::to_string(buffer_size_) + " bytes for ExecuTorch program " + path);
+    std::memcpy(buffer_.get(), source.bytes.data(), buffer_size_);
+    module_ = std::make_unique<Module>(
+        std::make_unique<et::extension::BufferDataLoader>(buffer_.get(), buffer_size_));
     auto err = module_->load(et::runtime::Program::Verification::InternalConsistency);
     if (err != et::runtime::Error::Ok)
       throw Error("cannot load ExecuTorch program " + path + ": " + error_name(err) +
@@ -106,14 +117,19 @@ class ExecuTorchBackend : public Backend {
   }
 
  private:
+  struct Free {
+    void operator()(unsigned char* p) const { std::free(p); }
+  };
+  std::unique_ptr<unsigned char[], Free> buffer_;  // declared before module_: freed after it
+  size_t buffer_size_ = 0;
   std::unique_ptr<Module> module_;
   std::mutex mutex_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_executorch_backend(const std::string& model_path, const Options& options) {
-  return std::make_unique<ExecuTorchBackend>(model_path, options);
+std::unique_ptr<Backend> make_executorch_backend(ModelSource& source, const Options& options) {
+  return std::make_unique<ExecuTorchBackend>(source, options);
 }
 
 }  // namespace vitedge

@@ -1,13 +1,17 @@
 // manifest.json parsing (schema in CONVENTIONS.md) with nlohmann::json.
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <fstream>
 #include <sstream>
+#include <filesystem>
+#include <system_error>
 
 #include <nlohmann/json.hpp>
 
+#include "artifact_io.h"
 #include "vitedge/runner.h"
 
 namespace vitedge {
@@ -120,6 +124,40 @@ void check_inside(const std::string& name, const std::string& what, const std::s
   }
 }
 
+// ONNX Runtime session config entries vitedge writes (vitedge/targets/onnx.py SESSION_CONFIG,
+// vitedge/quantize/onnx.py SESSION_CONFIG_FOLD_WEIGHTS); each value "0" or "1". Same list as the Python loader.
+const char* const kOrtSessionKeys[] = {"session.intra_op.allow_spinning", "session.inter_op.allow_spinning",
+                                       "session.disable_quant_qdq"};
+const char* const kOrtLevels[] = {"ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"};
+
+// A manifest string as it may appear in a one-line message: control bytes shown as '?', at most 200 bytes.
+std::string one_line(const std::string& s) {
+  std::string out = s.substr(0, 200);
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s.size() > 200 ? out + "..." : out;
+}
+
+void parse_session_config(const json& block, const std::string& where, const std::string& origin, Manifest& m) {
+  const auto sc = block.find("session_config");
+  if (sc == block.end() || sc->is_null()) return;
+  if (!sc->is_object()) fail(origin, where + ".session_config must be an object");
+  for (const auto& [key, value] : sc->items()) {
+    bool known = false;
+    for (const char* k : kOrtSessionKeys) known = known || key == k;
+    if (!known)
+      throw Error("manifest " + origin + ": " + where + ".session_config key '" + one_line(key) +
+                  "' is not one vitedge writes; refusing it");
+    if (!value.is_string() || (value.get<std::string>() != "0" && value.get<std::string>() != "1"))
+      throw Error("manifest " + origin + ": " + where + ".session_config['" + one_line(key) + "'] must be \"0\" or \"1\", got " +
+                  value.dump());
+    auto it = std::find_if(m.ort_session_config.begin(), m.ort_session_config.end(),
+                           [&key = key](const auto& kv) { return kv.first == key; });
+    if (it != m.ort_session_config.end()) it->second = value.get<std::string>();
+    else m.ort_session_config.emplace_back(key, value.get<std::string>());
+  }
+}
+
 bool is_sha256_hex(const std::string& s) {
   if (s.size() != 64) return false;
   for (char c : s)
@@ -166,6 +204,32 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
         m.labels.push_back(s.get<std::string>());
       }
     }
+    // preprocessing.size must be the input's fixed (H, W): a huge size on a small model would only allocate.
+    if (m.preprocessing && m.inputs.front().shape.size() == 4) {
+      const auto& shape = m.inputs.front().shape;
+      if ((shape[2] > 0 && shape[2] != m.preprocessing->height) || (shape[3] > 0 && shape[3] != m.preprocessing->width))
+        fail(origin, "preprocessing.size [" + std::to_string(m.preprocessing->height) + ", " +
+                     std::to_string(m.preprocessing->width) + "] differs from the input's (H, W) = (" +
+                     std::to_string(shape[2]) + ", " + std::to_string(shape[3]) + ")");
+    }
+    // ONNX Runtime settings: onnxruntime.{graph_optimization_level, session_config}, then the older
+    // quantization.session_config (it wins on a shared key), allow-listed.
+    if (root.contains("onnxruntime") && !root["onnxruntime"].is_null()) {
+      const json& o = root["onnxruntime"];
+      if (!o.is_object()) fail(origin, "\"onnxruntime\" must be an object");
+      parse_session_config(o, "onnxruntime", origin, m);
+      if (o.contains("graph_optimization_level") && !o["graph_optimization_level"].is_null()) {
+        const json& lv = o["graph_optimization_level"];
+        bool known = false;
+        for (const char* l : kOrtLevels) known = known || (lv.is_string() && lv.get<std::string>() == l);
+        if (!known)
+          fail(origin, "onnxruntime.graph_optimization_level must be one of ORT_DISABLE_ALL, ORT_ENABLE_BASIC, "
+                       "ORT_ENABLE_EXTENDED, ORT_ENABLE_ALL");
+        m.ort_graph_optimization_level = lv.get<std::string>();
+      }
+    }
+    if (root.contains("quantization") && root["quantization"].is_object())
+      parse_session_config(root["quantization"], "quantization", origin, m);
     if (root.contains("files") && !root["files"].is_null()) {
       const json& f = root["files"];
       if (!f.is_object()) fail(origin, "\"files\" must be an object {name: {sha256, bytes}}");
@@ -198,11 +262,11 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
 
 Manifest read_manifest(const std::string& artifact_dir) {
   const std::string path = artifact_dir + "/manifest.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path + " (is '" + artifact_dir + "' a vitedge artifact directory?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_manifest(ss.str(), path);
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec)))
+    throw Error("cannot open " + path + " (is '" + artifact_dir + "' a vitedge artifact directory?)");
+  // Size and file type are checked on the open descriptor before a byte is read (a FIFO cannot hang it).
+  return parse_manifest(read_regular_file(path, kMaxManifestBytes, "manifest"), path);
 }
 
 }  // namespace vitedge

@@ -93,6 +93,7 @@ void check_entries_in_library(const ort::Api& api, const void* library_base, con
       reinterpret_cast<const void*>(api.CreateStatus), reinterpret_cast<const void*>(api.GetErrorCode),
       reinterpret_cast<const void*>(api.GetErrorMessage), reinterpret_cast<const void*>(api.CreateEnv),
       reinterpret_cast<const void*>(api.CreateSession), reinterpret_cast<const void*>(api.Run),
+      reinterpret_cast<const void*>(api.CreateSessionFromArray),
       reinterpret_cast<const void*>(api.CreateSessionOptions),
       reinterpret_cast<const void*>(api.SetSessionLogSeverityLevel),
       reinterpret_cast<const void*>(api.SetSessionGraphOptimizationLevel),
@@ -326,60 +327,18 @@ struct ManifestBits {
   ort::GraphOptimizationLevel level = ort::kEnableAll;
 };
 
-// Adds `where`.session_config (an object of strings) to `bits`; a key already there takes the new value.
-void read_session_config(const nlohmann::json& block, const std::string& where, const fs::path& manifest,
-                         ManifestBits& bits) {
-  const auto sc = block.find("session_config");
-  if (sc == block.end() || sc->is_null()) return;
-  if (!sc->is_object()) throw Error(manifest.string() + ": " + where + ".session_config must be an object");
-  for (const auto& [key, value] : sc->items()) {
-    if (!value.is_string())
-      throw Error(manifest.string() + ": " + where + ".session_config['" + key + "'] must be a string");
-    auto it = std::find_if(bits.session_config.begin(), bits.session_config.end(),
-                           [&key = key](const auto& kv) { return kv.first == key; });
-    if (it != bits.session_config.end()) it->second = value.get<std::string>();
-    else bits.session_config.emplace_back(key, value.get<std::string>());
-  }
-}
-
-// The artifact's manifest.json (next to the model) holds onnxruntime.{graph_optimization_level, session_config}
-// and, for int8 recipes, quantization.session_config (it wins on a shared key), which the Python runner applies
-// too (vitedge/targets/onnx.py runtime_settings); read them here so both sessions are configured alike.
-ManifestBits read_manifest_bits(const std::string& model_path) {
-  const fs::path manifest = fs::path(model_path).parent_path() / "manifest.json";
-  std::ifstream f(manifest);
-  if (!f) throw Error("cannot open " + manifest.string());
+// From the parsed manifest (parse_manifest has allow-listed onnxruntime.{graph_optimization_level, session_config}
+// and quantization.session_config, which the Python runner applies too: vitedge/targets/onnx.py runtime_settings).
+ManifestBits manifest_bits(const Manifest& m) {
   ManifestBits bits;
-  try {
-    const nlohmann::json j = nlohmann::json::parse(f);
-    if (j.contains("inputs") && j["inputs"].is_array() && !j["inputs"].empty())
-      bits.input = j["inputs"][0].value("name", "");
-    if (j.contains("outputs") && j["outputs"].is_array())
-      for (const auto& o : j["outputs"]) bits.outputs.push_back(o.value("name", ""));
-    const auto o = j.find("onnxruntime");
-    if (o != j.end() && !o->is_null()) {
-      if (!o->is_object()) throw Error(manifest.string() + ": onnxruntime must be an object");
-      read_session_config(*o, "onnxruntime", manifest, bits);
-      const auto lv = o->find("graph_optimization_level");
-      if (lv != o->end() && !lv->is_null()) {
-        static const std::pair<const char*, ort::GraphOptimizationLevel> kLevels[] = {
-            {"ORT_DISABLE_ALL", ort::kDisableAll}, {"ORT_ENABLE_BASIC", ort::kEnableBasic},
-            {"ORT_ENABLE_EXTENDED", ort::kEnableExtended}, {"ORT_ENABLE_ALL", ort::kEnableAll}};
-        const auto* found = lv->is_string()
-            ? std::find_if(std::begin(kLevels), std::end(kLevels),
-                           [&](const auto& l) { return lv->get<std::string>() == l.first; })
-            : std::end(kLevels);
-        if (found == std::end(kLevels))
-          throw Error(manifest.string() + ": onnxruntime.graph_optimization_level must be one of ORT_DISABLE_ALL, "
-                      "ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED, ORT_ENABLE_ALL");
-        bits.level = found->second;
-      }
-    }
-    const auto q = j.find("quantization");
-    if (q != j.end() && q->is_object()) read_session_config(*q, "quantization", manifest, bits);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error("cannot read " + manifest.string() + ": " + first_line(e.what()));
-  }
+  bits.input = m.inputs.empty() ? "" : m.inputs.front().name;
+  for (const auto& o : m.outputs) bits.outputs.push_back(o.name);
+  bits.session_config = m.ort_session_config;
+  static const std::pair<const char*, ort::GraphOptimizationLevel> kLevels[] = {
+      {"ORT_DISABLE_ALL", ort::kDisableAll}, {"ORT_ENABLE_BASIC", ort::kEnableBasic},
+      {"ORT_ENABLE_EXTENDED", ort::kEnableExtended}, {"ORT_ENABLE_ALL", ort::kEnableAll}};
+  for (const auto& l : kLevels)
+    if (m.ort_graph_optimization_level == l.first) bits.level = l.second;
   return bits;
 }
 
@@ -387,9 +346,10 @@ ManifestBits read_manifest_bits(const std::string& model_path) {
 
 class OnnxRuntimeBackend final : public Backend {
  public:
-  OnnxRuntimeBackend(const std::string& path, const Options& options)
-      : lib_(load_library(options)), api_(*lib_.api), path_(path) {
-    const ManifestBits bits = read_manifest_bits(path);
+  OnnxRuntimeBackend(ModelSource& source, const Options& options)
+      : lib_(load_library(options)), api_(*lib_.api), path_(source.path) {
+    const std::string& path = path_;
+    const ManifestBits bits = manifest_bits(*source.manifest);
     const std::string load_err = "cannot load ONNX model " + path + " with ONNX Runtime " + lib_.version;
 
     ort::Env* env = nullptr;
@@ -411,7 +371,9 @@ class OnnxRuntimeBackend final : public Backend {
             load_err + ": session config '" + key + "'");
 
     ort::Session* session = nullptr;
-    check(api_, api_.CreateSession(env_.get(), path.c_str(), so.get(), &session), load_err);
+    // From the verified bytes (Runner::open refused external data, which ORT would read by path).
+    check(api_, api_.CreateSessionFromArray(env_.get(), source.bytes.data(), source.bytes.size(), so.get(), &session),
+          load_err);
     session_ = own(session, api_.ReleaseSession);
 
     ort::MemoryInfo* mi = nullptr;
@@ -541,8 +503,8 @@ class OnnxRuntimeBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_onnxruntime_backend(const std::string& model_path, const Options& options) {
-  return std::make_unique<OnnxRuntimeBackend>(model_path, options);
+std::unique_ptr<Backend> make_onnxruntime_backend(ModelSource& source, const Options& options) {
+  return std::make_unique<OnnxRuntimeBackend>(source, options);
 }
 
 }  // namespace vitedge

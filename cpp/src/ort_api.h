@@ -68,7 +68,8 @@ struct Api {
   void* unused_4_6[3];  // CreateEnvWithCustomLogger, EnableTelemetryEvents, DisableTelemetryEvents
   StatusPtr (*CreateSession)(const Env* env, const char* model_path, const SessionOptions* options,
                              Session** out);  // 7
-  void* unused_8;       // CreateSessionFromArray
+  StatusPtr (*CreateSessionFromArray)(const Env* env, const void* model_data, size_t model_data_length,
+                                     const SessionOptions* options, Session** out);  // 8
   StatusPtr (*Run)(Session* session, const RunOptions* run_options, const char* const* input_names,
                    const Value* const* inputs, size_t input_len, const char* const* output_names,
                    size_t output_names_len, Value** outputs);  // 9

@@ -4,7 +4,12 @@
 #include <sstream>
 #include <system_error>
 
+#include <algorithm>
+#include <map>
+
+#include "artifact_io.h"
 #include "backend.h"
+#include "signature.h"
 #include "sha256.h"
 #include "vitedge/runner.h"
 
@@ -31,17 +36,6 @@ std::string spec_str(const std::vector<int64_t>& shape) {
   }
   os << ")";
   return os.str();
-}
-
-void check_file(const fs::path& dir, const std::string& name, int64_t expected_bytes) {
-  const fs::path p = dir / name;
-  std::error_code ec;
-  if (!fs::is_regular_file(p, ec)) throw Error("artifact file " + p.string() + " is missing");
-  const auto size = fs::file_size(p, ec);
-  if (ec) throw Error("cannot stat " + p.string() + ": " + ec.message());
-  if (expected_bytes >= 0 && static_cast<int64_t>(size) != expected_bytes)
-    throw Error("artifact file " + p.string() + " has " + std::to_string(size) + " bytes but the manifest records " +
-                std::to_string(expected_bytes) + " (truncated or replaced?)");
 }
 
 }  // namespace
@@ -166,6 +160,48 @@ Tensor Runner::load_image(const std::string& path) const {
   return vitedge::load_image(path, *manifest_.preprocessing);
 }
 
+namespace {
+
+bool is_code_target(const std::string& target) { return target == "torchscript" || target == "aotinductor"; }
+
+// The convention-2 refusal (identical wording in Python and C++).
+std::string unsigned_code_refusal(const std::string& target, const std::string& dir) {
+  const char* what = target == "torchscript" ? "TorchScript file" : "AOTInductor package";
+  return "refusing to load " + target + " artifact " + dir + ": a " + what +
+         " runs code when it is loaded and it is not signed by a trusted key; pass --key PUB.pem to check its "
+         "signature, or --trust-code if you trust its source";
+}
+
+// model.sig against options.trusted_keys, then every file of the folder against the signed list. The main file
+// is left to the caller (checked on the bytes the backend gets); manifest.json is checked on `manifest_bytes`.
+std::map<std::string, std::string> check_signature(const std::string& dir, const std::string& manifest_bytes,
+                                                   const Options& options) {
+  const std::string sig_path = (fs::path(dir) / kSignatureFile).string();
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(sig_path, ec)))
+    throw Error("artifact " + dir + " has no signature (" + kSignatureFile + ") but trusted keys were given; "
+                "refusing to load it (sign it with vitedge export --sign KEY)");
+  const auto signed_files =
+      verify_signature_bundle(read_regular_file(sig_path, kMaxManifestBytes, "signature"), options.trusted_keys, sig_path);
+  const std::vector<std::string> present = list_artifact_tree(dir);
+  for (const std::string& name : present)
+    if (!signed_files.count(name))
+      throw Error("artifact " + dir + " holds '" + name + "', which its signature does not cover; refusing it");
+  for (const auto& [name, digest] : signed_files) {
+    if (!std::binary_search(present.begin(), present.end(), name))
+      throw Error("artifact " + dir + " lacks '" + name + "', which its signature covers; refusing it");
+  }
+  const auto mf = signed_files.find("manifest.json");
+  if (mf == signed_files.end()) throw Error("the signature of " + dir + " does not cover manifest.json; refusing it");
+  if (sha256_hex(manifest_bytes.data(), manifest_bytes.size()) != mf->second)
+    throw Error("manifest.json of " + dir + " does not match its signature (altered after signing); refusing it");
+  return signed_files;
+}
+
+}  // namespace
+
+void (*after_verify_hook_for_tests)(const std::string& model_path) = nullptr;
+
 std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Options& options) {
   std::error_code ec;
   if (!fs::is_directory(artifact_dir, ec))
@@ -173,16 +209,46 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   if (options.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(options.threads));
   if (options.warmup < 0) throw Error("warmup must be >= 0, got " + std::to_string(options.warmup));
   check_device(options.device);
-  Manifest m = read_manifest(artifact_dir);
+  // manifest.json is read once: its signature (if checked) and its parse use the same bytes.
+  const std::string manifest_path = artifact_dir + "/manifest.json";
+  if (!fs::exists(fs::symlink_status(manifest_path, ec)))
+    throw Error("cannot open " + manifest_path + " (is '" + artifact_dir + "' a vitedge artifact directory?)");
+  artifact_file_path(artifact_dir, "manifest.json");  // a symlink out of the folder: Error
+  const std::string manifest_bytes = read_regular_file(manifest_path, kMaxManifestBytes, "manifest");
+  const bool check_sig = !options.trusted_keys.empty();
+  std::map<std::string, std::string> signed_files;
+  if (check_sig) signed_files = check_signature(artifact_dir, manifest_bytes, options);
+  Manifest m = parse_manifest(manifest_bytes, manifest_path);
+  if (!check_sig && is_code_target(m.target) && !options.allow_unsigned_code)
+    throw Error(unsigned_code_refusal(m.target, artifact_dir));
   const BackendRow& row = pick_backend(m);
   // parse_manifest has already refused file names that leave the artifact directory.
-  if (options.verify) verify_artifact_files(artifact_dir, m);  // sizes + SHA-256, names the mismatching file
-  check_file(artifact_dir, m.artifact, -1);
+  // The other listed files: sizes + SHA-256 (every entry must carry a sha256); the main file is checked below on
+  // the bytes the backend gets.
+  if (options.verify) verify_artifact_files(artifact_dir, m, /*include_artifact=*/false);
   const auto& in = m.inputs.front();
   if (in.dtype != "float32")
     throw Error("input '" + in.name + "' has dtype " + in.dtype + "; this runner feeds float32 only");
-  const std::string model_path = (fs::path(artifact_dir) / m.artifact).string();
-  auto backend = row.make(model_path, options);
+  ModelSource source;
+  source.dir = artifact_dir;
+  source.path = artifact_file_path(artifact_dir, m.artifact);  // missing, symlink out, FIFO/device: Error
+  source.manifest = &m;
+  const auto listed = m.file_bytes.find(m.artifact);
+  source.bytes = read_regular_file(source.path, kMaxModelFileBytes, "artifact file",
+                                   options.verify && listed != m.file_bytes.end() ? listed->second : -1);
+  if (options.verify || check_sig) {
+    const std::string got = sha256_hex(source.bytes.data(), source.bytes.size());
+    if (options.verify && got != m.file_sha256.at(m.artifact))
+      throw Error("artifact file " + source.path + " does not match its manifest: sha256 " + got +
+                  ", manifest records " + m.file_sha256.at(m.artifact) + " (corrupted or tampered with?)");
+    if (check_sig && got != signed_files.at(m.artifact))
+      throw Error("artifact file " + source.path + " does not match its signature (altered after signing); refusing it");
+  }
+  // Zip archives (TorchScript .pt, AOTInductor .pt2) are checked before libtorch reads (or extracts) them.
+  if (m.target == "torchscript" || m.target == "aotinductor") check_zip_archive(source.bytes, source.path);
+  if (m.target == "onnx") check_onnx_no_external_data(source.bytes, source.path);
+  if (after_verify_hook_for_tests) after_verify_hook_for_tests(source.path);
+  auto backend = row.make(source, options);
   std::unique_ptr<Runner> runner(new Runner(artifact_dir, std::move(m), options, std::move(backend)));
   if (options.warmup > 0) {
     const Tensor x = warmup_input(runner->manifest_);

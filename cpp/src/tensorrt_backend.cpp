@@ -94,7 +94,8 @@ int device_index(const Options& options) {
 
 class TensorRTBackend final : public Backend {
  public:
-  TensorRTBackend(const std::string& path, const Options& options) : path_(path) {
+  TensorRTBackend(ModelSource& source, const Options& options) : path_(source.path) {
+    const std::string& path = path_;
     if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".onnx") == 0)
       throw Error("this TensorRT artifact holds no engine (TensorRT or a GPU was missing at export; see its "
                   "manifest's tensorrt.engine_missing): build model.engine with the artifact's trtexec.sh, or re-run "
@@ -110,9 +111,8 @@ class TensorRTBackend final : public Backend {
       throw Error("CUDA device " + std::to_string(device_) + " requested, " + std::to_string(count) + " present");
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
 
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw Error("cannot open TensorRT engine " + path);
-    const std::vector<char> blob((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    // The verified bytes (never re-opened by path: a file swapped after the check is not loaded).
+    const std::string& blob = source.bytes;
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (!runtime_) throw Error("nvinfer1::createInferRuntime failed: " + logger_.last_error());
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
@@ -131,8 +131,8 @@ class TensorRTBackend final : public Backend {
     }
     if (inputs_.size() != 1)
       throw Error(path + " has " + std::to_string(inputs_.size()) + " inputs; vitedge engines have one");
-    // Outputs in the manifest's order (Runner names them by position); the manifest sits beside the engine.
-    const Manifest m = read_manifest(std::filesystem::path(path).parent_path().string());
+    // Outputs in the manifest's order (Runner names them by position).
+    const Manifest& m = *source.manifest;
     std::vector<std::string> ordered;
     for (const TensorSpec& spec : m.outputs) {
       const auto it = std::find(outputs_.begin(), outputs_.end(), spec.name);
@@ -245,8 +245,8 @@ class TensorRTBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_tensorrt_backend(const std::string& model_path, const Options& options) {
-  return std::make_unique<TensorRTBackend>(model_path, options);
+std::unique_ptr<Backend> make_tensorrt_backend(ModelSource& source, const Options& options) {
+  return std::make_unique<TensorRTBackend>(source, options);
 }
 
 }  // namespace vitedge

@@ -4,6 +4,7 @@
 #include <torch/script.h>
 
 #include <chrono>
+#include <sstream>
 
 #include "backend.h"
 #include "torch_common.h"
@@ -29,11 +30,14 @@ void collect(const c10::IValue& v, std::vector<at::Tensor>& out) {
 
 class TorchScriptBackend final : public Backend {
  public:
-  TorchScriptBackend(const std::string& path, const Options& options)
-      : path_(path), device_(torch_common::torch_device(options)) {
+  TorchScriptBackend(ModelSource& source, const Options& options)
+      : path_(source.path), device_(torch_common::torch_device(options)) {
+    const std::string& path = path_;
     try {
       torch_common::set_threads(options);
-      module_ = torch::jit::load(path, device_);
+      // From the verified bytes (never re-opened by path: a file swapped after the check is not loaded).
+      std::istringstream in(std::move(source.bytes));
+      module_ = torch::jit::load(in, device_);
       module_.eval();
     } catch (const c10::Error& e) {
       throw Error("cannot load TorchScript model " + path + ": " + first_line(e.what_without_backtrace()));
@@ -88,8 +92,8 @@ class TorchScriptBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_torchscript_backend(const std::string& model_path, const Options& options) {
-  return std::make_unique<TorchScriptBackend>(model_path, options);
+std::unique_ptr<Backend> make_torchscript_backend(ModelSource& source, const Options& options) {
+  return std::make_unique<TorchScriptBackend>(source, options);
 }
 
 }  // namespace vitedge

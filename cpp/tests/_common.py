@@ -44,6 +44,35 @@ def export_tiny(out_dir: Path) -> Path:
     return Path(art.path)
 
 
+def make_keypair(out_dir: Path, curve: str = "P-256") -> tuple[Path, Path]:
+    """A throwaway elliptic-curve key pair for signing test artifacts: (OUT/key.pem, OUT/pub.pem), PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    curves = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(curves[curve])
+    priv, pub = out_dir / "key.pem", out_dir / "pub.pem"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return priv, pub
+
+
+def sign_artifact(artifact_dir: Path, private_key: Path) -> Path:
+    """Sign ARTIFACT_DIR with OpenSSF model-signing (files serialization, sha256, model.sig ignored, no git
+    ignores): writes and returns ARTIFACT_DIR/model.sig, the format the C++ runner verifies."""
+    import model_signing
+    artifact_dir = Path(artifact_dir)
+    sig = artifact_dir / "model.sig"
+    sig.unlink(missing_ok=True)
+    hashing = model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"], ignore_git_paths=False)
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=str(private_key)) \
+        .set_hashing_config(hashing).sign(artifact_dir, sig)
+    return sig
+
+
 def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
 

@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   vitedge::Options opt;
   opt.threads = 1;
+  opt.allow_unsigned_code = true;  // our own fixture export; signatures are tested by cpp_trust
   auto runner = vitedge::Runner::open(dir, opt);
   const auto& p = runner->manifest().preprocessing.value();
   vitedge::Tensor good;

@@ -30,7 +30,8 @@ RUNTIMES = {"torchscript": "libtorch", "aotinductor": "aotinductor"}
 def bench(exe, art, work: Path, tag: str, *extra) -> tuple[dict, np.ndarray | None]:
     out_json, out_bin = work / f"{tag}.json", work / f"{tag}.bin"
     dump = [] if "--bare" in extra else ["--dump-output", out_bin]
-    r = run([exe, art, "--iters", 2, "--warmup", 1, "--threads", 1, "--json", out_json, *dump, *extra])
+    key = Path(art).parent / "keys" / "pub.pem"  # the fixtures are signed (make_fixtures.py)
+    r = run([exe, art, "--key", key, "--iters", 2, "--warmup", 1, "--threads", 1, "--json", out_json, *dump, *extra])
     if r.returncode != 0:
         raise Failure(f"vitedge-bench {tag} exited {r.returncode}: {r.stderr.strip()}")
     return load_json(out_json), (None if not dump else read_dump(out_bin))
@@ -85,7 +86,7 @@ def check_target(target: str, fx: Path, args, work: Path) -> None:
     check_bench_json(data, f"{target} --bare", runtime=f"{rt}-cpp-bare")
 
     originals = sorted((fx / "photos").iterdir())
-    r = run([args.classify, art, *originals])
+    r = run([args.classify, "--key", Path(art).parent / "keys" / "pub.pem", art, *originals])
     if r.returncode != 0:
         raise Failure(f"classify {target} exited {r.returncode}: {r.stderr.strip()}")
     got = parse_classify(r.stdout)

@@ -4,12 +4,21 @@ bad_inputs.py --bench PATH/vitedge-bench --workdir DIR
 
 Each case checks the exit code (exactly the expected 1 or 2; a crash or abort gives 134/139 or a negative
 code), that stderr is exactly one line "vitedge-bench: error: ..." holding the expected phrase, and that
-nothing was printed on stdout.
+nothing was printed on stdout. The cases run with --trust-code (they are not about signatures; the unsigned
+TorchScript refusal itself is one case), and include issue 17's findings: zip members escaping the extraction
+folder (.pt and .pt2), a FIFO or oversized manifest.json, a FIFO model file, a symlink out of the folder, a
+"sha256": null entry, ONNX Runtime session_config keys vitedge does not write, a preprocessing.size that is not
+the input's (H, W), and ONNX external data.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
+import json
+import os
 import shutil
+import zipfile
 from pathlib import Path
 
 from _common import Failure, copy_artifact, error_line_problems, export_tiny, load_json, main, run
@@ -20,6 +29,32 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+def rehash(art: Path, edit_manifest=None) -> Path:
+    """Recompute manifest.json's sha256/bytes of every listed file (what an attacker who edits files does)."""
+    m = load_json(art / "manifest.json")
+    if edit_manifest:
+        edit_manifest(m)
+    for name in list(m.get("files") or {}):
+        if (art / name).is_file() and (m["files"][name] or {}).get("sha256", "") is not None:
+            data = (art / name).read_bytes()
+            m["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (art / "manifest.json").write_text(json.dumps(m, indent=2))
+    return art
+
+
+def add_zip_member(path: Path, name: str, data: bytes = b"pwned\n", mode: int | None = None,
+                   flag_bits: int = 0) -> None:
+    """Append a member to a zip archive (the way an attacker edits a .pt / .pt2), then fix the manifest."""
+    buf = io.BytesIO(path.read_bytes())
+    with zipfile.ZipFile(buf, "a") as zf:
+        info = zipfile.ZipInfo(name)
+        if mode is not None:
+            info.external_attr = mode << 16
+        info.flag_bits |= flag_bits
+        zf.writestr(info, data)
+    path.write_bytes(buf.getvalue())
+
+
 def test(args) -> None:
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
@@ -27,8 +62,8 @@ def test(args) -> None:
     good = export_tiny(work / "good")
     exe = args.bench
 
-    # Sanity: the good artifact runs.
-    r = run([exe, good, "--iters", 1, "--warmup", 0])
+    # Sanity: the good artifact runs (with --trust-code: an unsigned TorchScript file).
+    r = run([exe, good, "--trust-code", "--iters", 1, "--warmup", 0])
     if r.returncode != 0:
         raise Failure(f"the good artifact fails: exit {r.returncode}: {r.stderr.strip()}")
 
@@ -71,6 +106,54 @@ def test(args) -> None:
     def wrong_size(m):
         m["inputs"][0]["shape"] = [-1, 3, 32, 32]
     size_mismatch = copy_artifact(good, work / "size_mismatch", wrong_size)
+    huge_size = copy_artifact(good, work / "preprocessing_8192", lambda m: m["preprocessing"].update(size=[8192, 8192]))
+
+    # Issue 17: zip members that would leave libtorch's extraction folder (checked before libtorch reads the file).
+    zip_cases = []
+    for tag, member, kw, phrase in (("dotdot", "../../evil.txt", {}, "escapes its folder ('..')"),
+                                    ("absolute", "/tmp/vitedge-evil.txt", {}, "is an absolute path"),
+                                    ("backslash", "model\\..\\..\\evil.txt", {}, "holds a NUL or backslash"),
+                                    ("symlink", "model/evil_link", {"mode": 0o120777}, "is a symlink"),
+                                    ("duplicate", None, {}, "appears twice")):
+        for target, fname in (("torchscript", "model.pt"), ("aotinductor", "model.pt")):
+            d = copy_artifact(good, work / f"zip_{tag}_{target}", lambda m, t=target: m.update(target=t))
+            if member is None:  # the first member again
+                with zipfile.ZipFile(d / fname) as zf:
+                    first = zf.namelist()[0]
+                add_zip_member(d / fname, first, b"x")
+            else:
+                add_zip_member(d / fname, member, **kw)
+            rehash(d)
+            zip_cases.append((f"{target} zip member {tag}", [d], 1, phrase))
+    not_zip = rehash(copy_artifact(good, work / "pt_not_zip"))
+    (not_zip / "model.pt").write_bytes(b"not a zip" * 100)
+    rehash(not_zip)
+
+    # Issue 17: manifest.json / model file that is not a regular file, oversized, symlinked out, or "sha256": null.
+    fifo_manifest = copy_artifact(good, work / "fifo_manifest")
+    (fifo_manifest / "manifest.json").unlink()
+    os.mkfifo(fifo_manifest / "manifest.json")
+    fifo_model = copy_artifact(good, work / "fifo_model")
+    (fifo_model / "model.pt").unlink()
+    os.mkfifo(fifo_model / "model.pt")
+    big_manifest = copy_artifact(good, work / "big_manifest")
+    text_m = (big_manifest / "manifest.json").read_text()
+    (big_manifest / "manifest.json").write_text(text_m[:-1] + " " * (17 << 20) + text_m[-1:])
+    outside = work / "outside_model.pt"
+    shutil.copyfile(good / "model.pt", outside)
+    symlink_out = copy_artifact(good, work / "symlink_out")
+    (symlink_out / "model.pt").unlink()
+    (symlink_out / "model.pt").symlink_to(outside)
+    symlink_in = copy_artifact(good, work / "symlink_in")  # a symlink that stays inside the folder is fine
+    (symlink_in / "model.pt").rename(symlink_in / "real_model.pt")
+    (symlink_in / "model.pt").symlink_to("real_model.pt")
+    null_sha = copy_artifact(good, work / "sha256_null")
+    (null_sha / "extra.bin").write_bytes(b"abc")
+    rehash(null_sha, lambda m: m["files"].update({"extra.bin": {"sha256": None, "bytes": 3}}))
+
+    def forbidden_ort(m):
+        m["onnxruntime"] = {"session_config": {"session.optimized_model_filepath": str(work / "ort_wrote_this")}}
+    ort_key = copy_artifact(good, work / "ort_session_config", forbidden_ort)
 
     def dyn_hw(m):  # the manifest lies: dynamic H, W and a 32x32 preprocessing size the model cannot take
         m["inputs"][0]["shape"] = [-1, 3, -1, -1]
@@ -98,8 +181,8 @@ def test(args) -> None:
         ("model.pt missing", [no_model], 1, "is missing"),
         ("truncated model.pt (size recorded)", [trunc], 1, "truncated"),
         ("truncated model.pt (size not recorded, --no-verify)", [trunc_unlisted, "--no-verify"], 1,
-         "cannot load TorchScript model"),
-        ("garbage model.pt (--no-verify)", [garbage, "--no-verify"], 1, "cannot load TorchScript model"),
+         "not a zip archive"),
+        ("garbage model.pt (--no-verify)", [garbage, "--no-verify"], 1, "not a zip archive"),
         ("no files block: nothing to verify", [no_files], 1, "records no sha256 for the artifact file 'model.pt'"),
         ("sha256 in manifest wrong", [wrong_sha], 1, "model.pt does not match its manifest: sha256"),
         ("model.pt one bit flipped", [flipped], 1, "model.pt does not match its manifest: sha256"),
@@ -125,18 +208,62 @@ def test(args) -> None:
     from PIL import Image
     img = work / "gray_80x60.png"
     Image.new("RGB", (80, 60), (120, 130, 140)).save(img)
-    cases.append(("input shape check", [size_mismatch, "--image", img], 1,
-                  "input shape (1, 3, 64, 64) does not match the artifact's input 'pixel_values' of shape (any, 3, 32, 32)"))
+    cases.append(("preprocessing.size vs input (H, W)", [size_mismatch, "--image", img], 1,
+                  "preprocessing.size [64, 64] differs from the input's (H, W) = (32, 32)"))
+    cases.append(("preprocessing.size 8192x8192 on a 64x64 model", [huge_size], 1,
+                  "preprocessing.size [8192, 8192] differs from the input's (H, W) = (64, 64)"))
+    cases += zip_cases
+    cases += [
+        ("model.pt not a zip", [not_zip], 1, "not a zip archive"),
+        ("manifest.json is a FIFO", [fifo_manifest], 1, "is not a regular file"),
+        ("model.pt is a FIFO (--no-verify)", [fifo_model, "--no-verify"], 1, "is not a regular file"),
+        ("manifest.json over 16 MiB", [big_manifest], 1, "more than the limit of 16777216"),
+        ("model.pt symlink out of the folder", [symlink_out], 1, "outside the artifact directory"),
+        ("files entry with sha256 null", [null_sha], 1, "without a sha256"),
+        ("onnxruntime.session_config key not written by vitedge", [ort_key], 1,
+         "onnxruntime.session_config key 'session.optimized_model_filepath' is not one vitedge writes; refusing it"),
+    ]
+    # ONNX external data (the check runs before ONNX Runtime is loaded).
+    try:
+        import onnx
+        from onnx import TensorProto, external_data_helper, helper, numpy_helper
+        import numpy as np
+        w = numpy_helper.from_array(np.ones((1, 10), np.float32), "w")
+        g = helper.make_graph([helper.make_node("Add", ["pixel_values", "w"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 10])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], [w])
+        model = helper.make_model(g)
+        external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.bin",
+                                                            size_threshold=0)
+        ext = work / "onnx_external_data"
+        ext.mkdir()
+        onnx.save(model, str(ext / "model.onnx"))
+        (ext / "manifest.json").write_text(json.dumps({
+            "schema_version": 1, "artifact": "model.onnx", "target": "onnx", "backend": "onnxruntime",
+            "inputs": [{"name": "pixel_values", "shape": [1, 10], "dtype": "float32"}],
+            "outputs": [{"name": "logits", "shape": [1, 10], "dtype": "float32"}],
+            "files": {"model.onnx": {}, "w.bin": {}}}))
+        rehash(ext)
+        cases.append(("ONNX external data (listed and hashed)", [ext], 1, "stores a tensor as external data"))
+    except ImportError:
+        print("skip ONNX external data case: no onnx package")
     cases.append(("fixed batch, image batch 3", [static2, "--image", img, "--batch", 3], 1, "does not match"))
 
     # --no-verify skips the check: the artifact whose manifest records a wrong digest runs.
-    r = run([exe, wrong_sha, "--iters", 1, "--warmup", 0, "--no-verify"])
+    r = run([exe, wrong_sha, "--trust-code", "--iters", 1, "--warmup", 0, "--no-verify"])
     if r.returncode != 0:
         raise Failure(f"--no-verify did not skip the SHA-256 check: exit {r.returncode}: {r.stderr.strip()}")
 
+    cases = [(name, ["--trust-code", *argv], code, phrase) for name, argv, code, phrase in cases]
+    cases.append(("unsigned TorchScript without --key / --trust-code", [good], 1,
+                  f"refusing to load torchscript artifact {good}: a TorchScript file runs code when it is loaded and it "
+                  "is not signed by a trusted key; pass --key PUB.pem to check its signature, or --trust-code if you "
+                  "trust its source"))
+    cases.append(("unsigned AOTInductor without --key / --trust-code", [aoti], 1,
+                  "a AOTInductor package runs code when it is loaded"))
     failures = []
     for name, argv, code, phrase in cases:
-        r = run([exe, *argv])
+        r = run([exe, *argv], timeout=60)
         lines = r.stderr.splitlines()
         problems = error_line_problems(r, code, phrase)
         status = "ok  " if not problems else "FAIL"
@@ -145,6 +272,12 @@ def test(args) -> None:
             failures.append(f"{name}: {'; '.join(problems)}")
     if failures:
         raise Failure(f"{len(failures)} case(s) failed: " + " | ".join(failures))
+    for p in (work / "evil.txt", Path("/tmp/vitedge-evil.txt"), work / "ort_wrote_this"):
+        if p.exists():
+            raise Failure(f"a refused artifact still wrote {p}")
+    r = run([exe, symlink_in, "--trust-code", "--iters", 1, "--warmup", 0])
+    if r.returncode != 0:
+        raise Failure(f"a symlink inside the artifact folder was refused: {r.stderr.strip()}")
     print(f"all {len(cases)} bad-input cases OK")
 
 

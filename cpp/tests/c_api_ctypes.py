@@ -26,7 +26,9 @@ OK, INVALID, ERROR = 0, 1, 2
 
 
 class Options(C.Structure):
-    _fields_ = [("threads", C.c_int), ("device", C.c_char_p), ("warmup", C.c_int), ("verify", C.c_int)]
+    _fields_ = [("struct_size", C.c_size_t), ("threads", C.c_int), ("device", C.c_char_p), ("warmup", C.c_int),
+                ("verify", C.c_int), ("trusted_keys", C.POINTER(C.c_char_p)), ("num_trusted_keys", C.c_size_t),
+                ("allow_unsigned_code", C.c_int)]
 
 
 def bind(path: Path) -> C.CDLL:
@@ -59,11 +61,25 @@ def bind(path: Path) -> C.CDLL:
     return lib
 
 
+def options(lib, key: Path | None = None, trust_code: bool = False) -> Options:
+    """vitedge_options from vitedge_options_init (checked: it sets struct_size to this layout's size), with one
+    trusted key and/or allow_unsigned_code."""
+    opt = Options()
+    lib.vitedge_options_init(C.byref(opt))
+    if opt.struct_size != C.sizeof(Options):
+        raise Failure(f"vitedge_options_init set struct_size {opt.struct_size}, the ctypes layout has {C.sizeof(Options)}")
+    if key is not None:
+        opt._keys = (C.c_char_p * 1)(str(key).encode())  # kept alive with the struct
+        opt.trusted_keys = opt._keys
+        opt.num_trusted_keys = 1
+    opt.allow_unsigned_code = int(trust_code)
+    return opt
+
+
 class Runner:
-    def __init__(self, lib, art: Path, threads: int = 1):
+    def __init__(self, lib, art: Path, threads: int = 1, key: Path | None = None):
         self.lib = lib
-        opt = Options()
-        lib.vitedge_options_init(C.byref(opt))
+        opt = options(lib, key=key if key is not None else Path(art).parent / "keys" / "pub.pem")
         opt.threads = threads
         self.h = C.c_void_p()
         st = lib.vitedge_open(str(art).encode(), C.byref(opt), C.byref(self.h))
@@ -178,8 +194,11 @@ def bad_inputs(lib, fx: Path, work: Path) -> None:
     failures: list[str] = []
     h = C.c_void_p()
 
-    def open_(path) -> int:
-        return lib.vitedge_open(None if path is None else str(path).encode(), None, C.byref(h))
+    trusting = options(lib, trust_code=True)  # these cases are not about signatures
+
+    def open_(path, opt=trusting) -> int:
+        return lib.vitedge_open(None if path is None else str(path).encode(), None if opt is None else C.byref(opt),
+                                C.byref(h))
 
     def edited(name, edit):
         d = work / name
@@ -201,6 +220,14 @@ def bad_inputs(lib, fx: Path, work: Path) -> None:
     absent = edited("absent_backend", lambda m, d: m.update(backend="tensorrt", target="trt"))
     expect(lib, "manifest names an absent backend", open_(absent), ERROR,
            "this runner was built without the tensorrt backend; rebuild with -DVITEDGE_WITH_TENSORRT=ON", failures)
+    expect(lib, "unsigned TorchScript, NULL options", open_(fx / "torchscript", None), ERROR,
+           "runs code when it is loaded and it is not signed by a trusted key", failures)
+    wrong_size = options(lib)
+    wrong_size.struct_size = 8
+    expect(lib, "options.struct_size unknown", open_(fx / "torchscript", wrong_size), INVALID, "struct_size is 8", failures)
+    tampered = edited("tampered_signed", lambda m, d: m.update(labels=["x"] * 10))  # manifest no longer signed
+    expect(lib, "signed artifact, manifest edited", open_(tampered, options(lib, key=fx / "keys" / "pub.pem")), ERROR,
+           "does not match its signature", failures)
     if h.value is not None:
         failures.append("vitedge_open left a handle after failing")
 

@@ -24,11 +24,15 @@ static void expect(vitedge_status got, vitedge_status want, const char* phrase, 
   failures += !ok;
 }
 
+static const char* trusted_key; /* argv[5]: the fixtures' public key (they are signed) */
+
 static void run_artifact(const char* dir, const char* image) {
   vitedge_options opt;
   vitedge_options_init(&opt);
   opt.threads = 1;
   opt.warmup = 1;
+  opt.trusted_keys = &trusted_key;
+  opt.num_trusted_keys = 1;
   vitedge_runner* r = NULL;
   if (vitedge_open(dir, &opt, &r) != VITEDGE_OK) {
     check(0, "vitedge_open");
@@ -72,10 +76,11 @@ static void run_artifact(const char* dir, const char* image) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: vitedge_c_api_test TORCHSCRIPT_DIR AOTINDUCTOR_DIR IMAGE TEXT_FILE\n");
+  if (argc != 6) {
+    fprintf(stderr, "usage: vitedge_c_api_test TORCHSCRIPT_DIR AOTINDUCTOR_DIR IMAGE TEXT_FILE PUB.pem\n");
     return 2;
   }
+  trusted_key = argv[5];
   run_artifact(argv[1], argv[3]);
   run_artifact(argv[2], argv[3]);
 
@@ -88,9 +93,25 @@ int main(int argc, char** argv) {
   opt.device = "tpu";
   expect(vitedge_open(argv[1], &opt, &r), VITEDGE_ERROR, "device must be", "bad device");
   opt.device = "cuda";
+  opt.allow_unsigned_code = 1;
   expect(vitedge_open(argv[1], &opt, &r), VITEDGE_ERROR, "cuda", "cuda device without CUDA (or a GPU build: a handle)");
   if (r) vitedge_close(r), r = NULL;
-  check(vitedge_open(argv[1], NULL, &r) == VITEDGE_OK, "open");
+  /* The trust rule: without keys a TorchScript artifact is refused unless allow_unsigned_code. */
+  expect(vitedge_open(argv[1], NULL, &r), VITEDGE_ERROR, "runs code when it is loaded and it is not signed by a trusted key",
+         "unsigned TorchScript, default options");
+  vitedge_options_init(&opt);
+  opt.struct_size = sizeof(opt) - sizeof(int); /* a layout this library does not know */
+  expect(vitedge_open(argv[1], &opt, &r), VITEDGE_INVALID_ARGUMENT, "struct_size", "unknown options struct_size");
+  vitedge_options_init(&opt);
+  opt.num_trusted_keys = 1; /* trusted_keys left NULL */
+  expect(vitedge_open(argv[1], &opt, &r), VITEDGE_INVALID_ARGUMENT, "trusted_keys is NULL", "num_trusted_keys without keys");
+  const char* not_a_key = argv[4];
+  opt.trusted_keys = &not_a_key;
+  expect(vitedge_open(argv[1], &opt, &r), VITEDGE_ERROR, "is not a PEM public key", "a text file as trusted key");
+  check(r == NULL, "no handle after a refused open");
+  vitedge_options_init(&opt);
+  opt.allow_unsigned_code = 1;
+  check(vitedge_open(argv[1], &opt, &r) == VITEDGE_OK, "open with allow_unsigned_code");
   float buf[3 * 64 * 64];
   expect(vitedge_preprocess_file(r, argv[4], buf, 3 * 64 * 64), VITEDGE_ERROR, "cannot decode image", "text file as image");
   int64_t bad_shape[4] = {1, 3, 32, 32};

@@ -42,8 +42,9 @@ def test(args) -> None:
     exe = build / "classify"
     photo = sorted((fx / "photos").glob("*.jpg"))[0]
     for target in ("torchscript", "aotinductor"):
-        mine = run([exe, fx / target, photo])
-        ref = run([args.build_dir / "cpp" / "classify", fx / target, photo])
+        key = ["--key", fx / "keys" / "pub.pem"]  # the fixtures are signed
+        mine = run([exe, *key, fx / target, photo])
+        ref = run([args.build_dir / "cpp" / "classify", *key, fx / target, photo])
         if mine.returncode != 0 or mine.stdout != ref.stdout or len(mine.stdout.splitlines()) != 6:
             raise Failure(f"installed classify on {target}: exit {mine.returncode}, {mine.stdout!r} {mine.stderr!r} "
                           f"vs in-tree {ref.stdout!r}")
@@ -69,6 +70,12 @@ def test(args) -> None:
          "this runner was built without the tensorrt backend"),
         ("text file as image", [fx / "torchscript", fx / "notes.txt"], "cannot decode image"),
         ("truncated model", [trunc, photo], "model.pt"),
+    ]
+    cases = [(name, ["--trust-code", *argv], phrase) for name, argv, phrase in cases]  # not about signatures
+    cases += [
+        ("unsigned TorchScript without --key/--trust-code", [fx / "torchscript", photo],
+         "a TorchScript file runs code when it is loaded and it is not signed by a trusted key"),
+        ("signed artifact, wrong key", ["--key", fx / "notes.txt", fx / "torchscript", photo], "is not a PEM public key"),
     ]
     failures = []
     for name, argv, phrase in cases:

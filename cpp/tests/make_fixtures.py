@@ -6,6 +6,8 @@ Writes OUT_DIR/torchscript and OUT_DIR/aotinductor (the same tiny seeded ViT, 64
 exported with vitedge.export.export, parity-checked there against eager on the bundled photos),
 OUT_DIR/photos/ (copies of the bundled scikit-image photos, JPEG and PNG, full size) and OUT_DIR/photos64/*.png (the same,
 resized by PIL to exactly 64x64, so C++ only normalises them), and OUT_DIR/notes.txt (a text file).
+Both artifacts are signed (OUT_DIR/<target>/model.sig, OpenSSF model-signing) with a throwaway P-256 key made here:
+OUT_DIR/keys/key.pem (private) and OUT_DIR/keys/pub.pem (public; the tests pass it as --key / trusted_keys).
 The AOTInductor compile takes ~20-60 s; a stamp (torch version + hash of the exporting code) lets a re-run
 reuse the artifacts.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import PREPROCESSING, tiny_vit  # noqa: E402
+from _common import PREPROCESSING, make_keypair, sign_artifact, tiny_vit  # noqa: E402
 
 BACKENDS = ("torchscript", "aotinductor")
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -55,8 +57,10 @@ def main(out: Path) -> None:
         img.resize((64, 64), Image.BILINEAR).save(out / "photos64" / f"{Path(p).stem}.png")
     (out / "notes.txt").write_text("not an image\n")
     example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    private_key, _ = make_keypair(out / "keys")
     for target in BACKENDS:
         art = export(tiny_vit(), example, target, out / target, preprocessing=dict(PREPROCESSING), labels=LABELS)
+        sign_artifact(out / target, private_key)
         print(f"{target}: {art.path} parity {json.dumps({k: v['max_abs'] for k, v in art.manifest['parity'].items() if k.startswith('batch_')})}")
     stamp_file.write_text(json.dumps({"key": key}))
 

@@ -9,9 +9,14 @@ onnxruntime_backend.py --bench PATH/vitedge-bench --workdir DIR
    Runtime, same session config) on the same artifact.
 4. vitedge-bench --image PNG --dump-output at batch 1 and 3: runtime "onnxruntime-cpp"; fp32 logits within 1e-4
    of Python's, int8 logits with the same top-1 and within INT8_TOL.
-5. The artifact's quantization.session_config and onnxruntime.session_config reach ONNX Runtime: with
-   "session.load_model_format": "ORT" (a real ORT key) both the Python and the C++ sessions refuse the .onnx file;
-   an unknown onnxruntime.graph_optimization_level is one clear error line.
+5. The artifact's quantization.session_config and onnxruntime.session_config are allow-listed: only the keys vitedge
+   writes (session.intra_op.allow_spinning, session.inter_op.allow_spinning, session.disable_quant_qdq, each "0" or
+   "1") load; any other key (session.optimized_model_filepath, which made ORT write a file, ...) or value is
+   refused with one line naming the key, and no file is written; an unknown onnxruntime.graph_optimization_level
+   is one clear error line.
+5b. An ONNX file with external data (even listed in the manifest with its sha256) is refused: the runner hands ORT
+   the verified .onnx bytes only. A signed ONNX artifact (model.sig) loads with --key and is refused with a wrong
+   key or when a file changed (trusted keys apply to every target, data formats included).
 6. Bad input: corrupt / truncated model.onnx, VITEDGE_ONNXRUNTIME_LIB naming a missing file or a library that
    is not ONNX Runtime, and a manifest whose input name is not the graph's: exit 1, one clear error line,
    nothing on stdout, no crash.
@@ -19,6 +24,7 @@ onnxruntime_backend.py --bench PATH/vitedge-bench --workdir DIR
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -124,28 +130,68 @@ def test(args) -> None:
         raise Failure(f"{ENV}={libs[-1]}: exit {r.returncode}: {r.stderr.strip()}")
     print(f"ok   {ENV} naming the wheel's library")
 
-    # session_config from the manifest is applied (both runners refuse the .onnx file as an ORT-format model), from
-    # quantization.session_config (older int8 artifacts) and from the onnxruntime block (stored with every ONNX one).
-    from vitedge.manifest import read_manifest
-    from vitedge.targets import onnx as onnx_target
+    # session_config from the manifest: allow-listed (the keys vitedge writes, values "0"/"1").
+    def allowed(m):
+        m.setdefault("onnxruntime", {})["session_config"] = {"session.intra_op.allow_spinning": "0",
+                                                             "session.inter_op.allow_spinning": "1"}
+        m["quantization"] = {"session_config": {"session.disable_quant_qdq": "1"}}
+    r = run([exe, copy_artifact(fp32, work / "allowed_config", allowed), "--iters", 1, "--warmup", 0])
+    if r.returncode != 0:
+        raise Failure(f"allow-listed session config refused: {r.stderr.strip()}")
+    print("ok   allow-listed session config keys load")
+    written = work / "written_by_ort.onnx"
+    for where, key, value in (("onnxruntime", "session.optimized_model_filepath", str(written)),
+                              ("onnxruntime", "session.collect_node_memory_stats_to_file", str(written)),
+                              ("onnxruntime", "session.load_model_format", "ORT"),
+                              ("quantization", "session.optimized_model_filepath", str(written))):
+        def edit(m, where=where, key=key, value=value):
+            m[where] = {**(m.get(where) or {}), "session_config": {key: value}}
+        cfg = copy_artifact(fp32, work / f"forbidden_{where}_{key}", edit)
+        expect_error(f"{where}.session_config {key}", [exe, cfg, "--iters", 1, "--warmup", 0],
+                     f"{where}.session_config key '{key}' is not one vitedge writes; refusing it")
+        if written.exists():
+            raise Failure(f"{where}.session_config {key}: ONNX Runtime wrote {written}")
 
-    def in_quantization(m):
-        m["quantization"] = {"session_config": {"session.load_model_format": "ORT"}}
+    def bad_value(m):
+        m.setdefault("onnxruntime", {})["session_config"] = {"session.intra_op.allow_spinning": "2"}
+    expect_error("session_config value not 0/1", [exe, copy_artifact(fp32, work / "bad_value", bad_value),
+                                                  "--iters", 1, "--warmup", 0], "must be \"0\" or \"1\"")
 
-    def in_onnxruntime_block(m):
-        m.setdefault("onnxruntime", {})["session_config"] = {"session.load_model_format": "ORT"}
-    for where, edit in (("quantization.session_config", in_quantization),
-                        ("onnxruntime.session_config", in_onnxruntime_block)):
-        cfg = copy_artifact(fp32, work / where.replace(".", "_"), edit)
-        try:
-            onnx_target.load(read_manifest(cfg))
-            raise Failure(f"Python ONNX Runtime ignored {where} (session.load_model_format=ORT)")
-        except Failure:
-            raise
-        except Exception as e:  # noqa: BLE001 - the Python side's own error type
-            if "ORT model verification failed" not in str(e):
-                raise Failure(f"Python ONNX Runtime refused {where} differently: {e}") from None
-        expect_error(f"{where} applied", [exe, cfg, "--iters", 1, "--warmup", 0], "ORT model verification failed")
+    # External data: refused even when listed with its sha256 (ORT would read it by path, unverified).
+    import hashlib
+
+    import onnx
+    from onnx import external_data_helper
+    ext = copy_artifact(fp32, work / "external_data")
+    model = onnx.load(str(ext / "model.onnx"))
+    external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=True, location="weights.bin",
+                                                        size_threshold=0)
+    onnx.save(model, str(ext / "model.onnx"))
+    m = load_json(ext / "manifest.json")
+    for name in ("model.onnx", "weights.bin"):
+        data = (ext / name).read_bytes()
+        m["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (ext / "manifest.json").write_text(json.dumps(m, indent=2))
+    expect_error("ONNX external data (listed, hashed)", [exe, ext, "--iters", 1, "--warmup", 0],
+                 "stores a tensor as external data")
+
+    # Trusted keys apply to data formats too.
+    from _common import make_keypair, sign_artifact
+    priv, pub = make_keypair(work / "keys")
+    _, other = make_keypair(work / "other_keys")
+    signed = copy_artifact(fp32, work / "signed")
+    sign_artifact(signed, priv)
+    r = run([exe, signed, "--key", pub, "--iters", 1, "--warmup", 0])
+    if r.returncode != 0:
+        raise Failure(f"signed ONNX artifact with its key: exit {r.returncode}: {r.stderr.strip()}")
+    print("ok   signed ONNX artifact loads with --key")
+    expect_error("signed ONNX, wrong key", [exe, signed, "--key", other, "--iters", 1, "--warmup", 0],
+                 "does not verify with any trusted key")
+    expect_error("unsigned ONNX with --key", [exe, fp32, "--key", pub, "--iters", 1, "--warmup", 0],
+                 "has no signature (model.sig)")
+    changed = copy_artifact(signed, work / "signed_changed", lambda m: m.update(labels=None))
+    expect_error("signed ONNX, manifest edited", [exe, changed, "--key", pub, "--iters", 1, "--warmup", 0],
+                 "manifest.json of")
 
     def bad_level(m):
         m.setdefault("onnxruntime", {})["graph_optimization_level"] = "FASTEST"
@@ -158,12 +204,12 @@ def test(args) -> None:
     garbage = copy_artifact(fp32, work / "garbage_model")
     (garbage / "model.onnx").write_bytes(b"this is not an ONNX model\n" * 10)
     expect_error("garbage model.onnx", [exe, garbage, "--no-verify", "--iters", 1, "--warmup", 0],
-                 "cannot load ONNX model")
+                 "is not a valid protobuf")
     trunc = copy_artifact(fp32, work / "truncated_model")
     data = (trunc / "model.onnx").read_bytes()
     (trunc / "model.onnx").write_bytes(data[: len(data) // 2])
     expect_error("truncated model.onnx", [exe, trunc, "--no-verify", "--iters", 1, "--warmup", 0],
-                 "cannot load ONNX model")
+                 "truncated_model/model.onnx")  # refused by the protobuf walk or by ONNX Runtime
 
     def rename_input(m):
         m["inputs"][0]["name"] = "not_the_graph_input"

@@ -39,7 +39,7 @@ def python_reference(module, png: Path, pre: dict) -> np.ndarray:
 
 def bench(exe: Path, art: Path, png: Path, batch: int, work: Path, tag: str) -> np.ndarray:
     out_json, out_bin = work / f"{tag}.json", work / f"{tag}.bin"
-    r = run([exe, art, "--image", png, "--batch", batch, "--iters", 3, "--warmup", 1, "--json", out_json,
+    r = run([exe, art, "--trust-code", "--image", png, "--batch", batch, "--iters", 3, "--warmup", 1, "--json", out_json,
              "--dump-output", out_bin])
     if r.returncode != 0:
         raise Failure(f"vitedge-bench ({tag}) exited {r.returncode}: {r.stderr.strip()}")

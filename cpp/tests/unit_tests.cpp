@@ -1,6 +1,7 @@
 // Unit tests for the statistics helpers and the manifest parser. No framework: CHECK macros, exit code = failures.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -9,7 +10,11 @@
 #include <iostream>
 #include <string>
 
-#include "sha256.h"  // internal (src/): SHA-256 and the artifact integrity check
+#include <sys/stat.h>
+
+#include "artifact_io.h"  // internal (src/): read-once file reading, zip and ONNX checks
+#include "sha256.h"       // internal (src/): SHA-256 and the artifact integrity check
+#include "signature.h"    // internal (src/): model.sig verification
 #include "vitedge/runner.h"
 
 namespace {
@@ -174,6 +179,38 @@ void test_manifest() {
   CHECK(vitedge::parse_manifest(replace(kGood, "\"model.pt\": {\"sha256\"", "\"sub/..x.bin\": {\"sha256\""))
             .file_sha256.count("sub/..x.bin") == 1);  // ".." inside a name is not a parent reference
 
+  // Issue 17: preprocessing.size must be the input's fixed (H, W); ORT session config is allow-listed.
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"size\": [64, 48]", "\"size\": [8192, 8192]")),
+               "preprocessing.size [8192, 8192] differs from the input's (H, W) = (64, 48)");
+  const std::string ort_block = "\"future_field\": [1, 2, 3], \"onnxruntime\": {\"graph_optimization_level\": "
+                                "\"ORT_ENABLE_BASIC\", \"session_config\": {\"session.intra_op.allow_spinning\": \"0\", "
+                                "\"session.inter_op.allow_spinning\": \"1\"}}, \"quantization\": {\"session_config\": "
+                                "{\"session.disable_quant_qdq\": \"1\", \"session.intra_op.allow_spinning\": \"1\"}}";
+  {
+    const auto mo = vitedge::parse_manifest(replace(kGood, "\"future_field\": [1, 2, 3]", ort_block));
+    CHECK(mo.ort_graph_optimization_level == "ORT_ENABLE_BASIC");
+    auto cfg = mo.ort_session_config;
+    std::sort(cfg.begin(), cfg.end());
+    CHECK((cfg == std::vector<std::pair<std::string, std::string>>{
+              {"session.disable_quant_qdq", "1"}, {"session.inter_op.allow_spinning", "1"},
+              {"session.intra_op.allow_spinning", "1"}}));  // quantization's value wins on a shared key
+  }
+  for (const char* key : {"session.optimized_model_filepath", "session.collect_node_memory_stats_to_file",
+                          "session.enable_profiling", "session.load_model_format"})
+    CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"future_field\": [1, 2, 3]",
+                                                 std::string("\"onnxruntime\": {\"session_config\": {\"") + key +
+                                                     "\": \"/tmp/x\"}}")),
+                 std::string("onnxruntime.session_config key '") + key + "' is not one vitedge writes; refusing it");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"future_field\": [1, 2, 3]",
+                                               "\"quantization\": {\"session_config\": {\"session.x\": \"1\"}}")),
+               "quantization.session_config key 'session.x' is not one vitedge writes");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"future_field\": [1, 2, 3]",
+                                               "\"onnxruntime\": {\"session_config\": {\"session.disable_quant_qdq\": 1}}")),
+               "must be \"0\" or \"1\"");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"future_field\": [1, 2, 3]",
+                                               "\"onnxruntime\": {\"graph_optimization_level\": \"FAST\"}")),
+               "graph_optimization_level must be one of");
+
   // Opening: a missing directory and an unsupported backend are clear errors.
   CHECK_THROWS(vitedge::Runner::open("/nonexistent/vitedge-artifact"), "does not exist");
   CHECK_THROWS(vitedge::read_manifest("/nonexistent/vitedge-artifact"), "cannot open");
@@ -198,7 +235,7 @@ void test_sha256() {
   { std::ofstream(dir / "model.pt", std::ios::binary) << big; }
   { std::ofstream(dir / "extra.bin", std::ios::binary) << "abc"; }
   CHECK(vitedge::sha256_file_hex((dir / "model.pt").string()) == hex(big));
-  CHECK_THROWS(vitedge::sha256_file_hex((dir / "nope").string()), "cannot read");
+  CHECK_THROWS(vitedge::sha256_file_hex((dir / "nope").string()), "cannot open");
 
   vitedge::Manifest m;
   m.artifact = "model.pt";
@@ -223,6 +260,158 @@ void test_sha256() {
   { std::ofstream(dir / "model.pt", std::ios::binary | std::ios::trunc) << big; }
   CHECK_THROWS(vitedge::verify_artifact_files(dir.string(), m), "model.pt does not match its manifest");
   fs::remove_all(dir);
+}
+
+// ---- issue 17 ---------------------------------------------------------------------------------------------
+
+struct ZipEntry {
+  std::string name, data;
+  uint32_t ext_attr = 0;
+  uint16_t flags = 0, method = 0;
+  uint32_t claimed_size = 0;  // nonzero: the uncompressed size the central directory claims
+  std::string local_name;     // nonempty: the local header names this instead
+};
+
+void put16(std::string& s, uint16_t v) { s.push_back(char(v & 0xff)), s.push_back(char(v >> 8)); }
+void put32(std::string& s, uint32_t v) { put16(s, uint16_t(v & 0xffff)), put16(s, uint16_t(v >> 16)); }
+
+// A zip archive (stored members, CRC left 0: the checker does not decompress) with exactly these entries.
+std::string make_zip(const std::vector<ZipEntry>& entries) {
+  std::string out, cd;
+  for (const ZipEntry& e : entries) {
+    const uint32_t offset = static_cast<uint32_t>(out.size());
+    const std::string& lname = e.local_name.empty() ? e.name : e.local_name;
+    put32(out, 0x04034b50), put16(out, 20), put16(out, e.flags), put16(out, e.method), put32(out, 0), put32(out, 0);
+    put32(out, uint32_t(e.data.size())), put32(out, uint32_t(e.data.size()));
+    put16(out, uint16_t(lname.size())), put16(out, 0);
+    out += lname + e.data;
+    put32(cd, 0x02014b50), put16(cd, 0x031e), put16(cd, 20), put16(cd, e.flags), put16(cd, e.method);
+    put32(cd, 0), put32(cd, 0), put32(cd, uint32_t(e.data.size()));
+    put32(cd, e.claimed_size ? e.claimed_size : uint32_t(e.data.size()));
+    put16(cd, uint16_t(e.name.size())), put16(cd, 0), put16(cd, 0), put16(cd, 0), put16(cd, 0);
+    put32(cd, e.ext_attr), put32(cd, offset);
+    cd += e.name;
+  }
+  const uint32_t cd_offset = static_cast<uint32_t>(out.size());
+  out += cd;
+  put32(out, 0x06054b50), put16(out, 0), put16(out, 0), put16(out, uint16_t(entries.size()));
+  put16(out, uint16_t(entries.size())), put32(out, uint32_t(cd.size())), put32(out, cd_offset), put16(out, 0);
+  return out;
+}
+
+void test_zip_check() {
+  auto check = [](const std::vector<ZipEntry>& e) { vitedge::check_zip_archive(make_zip(e), "t.pt2"); };
+  check({{"model/data.pkl", "abc"}, {"model/data/0", std::string(100, 'x')}, {"model/", ""}});  // fine
+  CHECK_THROWS(check({{"model/../../evil.txt", "x"}}), "escapes its folder ('..')");
+  CHECK_THROWS(check({{"../evil.txt", "x"}}), "escapes its folder");
+  CHECK_THROWS(check({{"/tmp/evil.txt", "x"}}), "is an absolute path");
+  CHECK_THROWS(check({{"C:evil.txt", "x"}}), "is an absolute path");
+  CHECK_THROWS(check({{"model\\..\\evil.txt", "x"}}), "holds a NUL or backslash");
+  CHECK_THROWS(check({{std::string("model/a\0b", 9), "x"}}), "holds a NUL or backslash");
+  ZipEntry link{"model/link", "/etc/passwd"};
+  link.ext_attr = 0120777u << 16;
+  CHECK_THROWS(check({link}), "is a symlink");
+  ZipEntry enc{"model/secret", "x"};
+  enc.flags = 1;
+  CHECK_THROWS(check({enc}), "is encrypted");
+  ZipEntry bz{"model/bz", "x"};
+  bz.method = 12;
+  CHECK_THROWS(check({bz}), "compression method 12");
+  CHECK_THROWS(check({{"model/a", "x"}, {"model/./a", "y"}}), "appears twice");
+  ZipEntry bomb{"model/bomb", std::string(10, 'x')};
+  bomb.claimed_size = 1u << 30;
+  CHECK_THROWS(check({bomb}), "fold, more than the limit of 200");
+  ZipEntry liar{"model/a", "x"};
+  liar.local_name = "../a";
+  CHECK_THROWS(check({liar}), "is named differently in its local header");
+  CHECK_THROWS(vitedge::check_zip_archive("PK\x03\x04 not really", "t.pt"), "not a zip archive");
+  CHECK_THROWS(vitedge::check_zip_archive(std::string(5000, 'A'), "t.pt"), "not a zip archive");
+  std::string z = make_zip({{"model/a", std::string(64, 'x')}});
+  z[z.size() - 6] = char(0x7f);  // central directory offset beyond the file
+  CHECK_THROWS(vitedge::check_zip_archive(z, "t.pt"), "refusing it");
+  // Every prefix of a good archive is refused or accepted without a crash (run under the sanitizers).
+  const std::string good = make_zip({{"model/data.pkl", "abc"}, {"model/data/0", std::string(100, 'x')}});
+  for (size_t n = 0; n < good.size(); ++n) {
+    try {
+      vitedge::check_zip_archive(good.substr(0, n), "t.pt");
+    } catch (const vitedge::Error&) {
+    }
+  }
+}
+
+// Protobuf wire bytes: a length-delimited field.
+std::string pb_field(int field, const std::string& body) {
+  std::string s;
+  s.push_back(char((field << 3) | 2));
+  s.push_back(char(body.size()));  // bodies here are < 128 bytes
+  return s + body;
+}
+
+void test_onnx_external_data() {
+  const std::string name = pb_field(8, "w");  // TensorProto.name
+  const std::string location = pb_field(13, pb_field(1, "location") + pb_field(2, "w.bin"));
+  std::string ext_loc = std::string(1, char((14 << 3) | 0)) + std::string(1, char(1));  // data_location EXTERNAL
+  // ModelProto.graph(7).initializer(5)
+  vitedge::check_onnx_no_external_data(pb_field(7, pb_field(5, name)), "m.onnx");
+  CHECK_THROWS(vitedge::check_onnx_no_external_data(pb_field(7, pb_field(5, name + location)), "m.onnx"),
+               "stores a tensor as external data");
+  CHECK_THROWS(vitedge::check_onnx_no_external_data(pb_field(7, pb_field(5, name + ext_loc)), "m.onnx"),
+               "data_location EXTERNAL");
+  // A tensor in a node attribute of a subgraph: graph.node(1).attribute(5).g(6).initializer(5)
+  const std::string nested = pb_field(7, pb_field(1, pb_field(5, pb_field(6, pb_field(5, name + location)))));
+  CHECK_THROWS(vitedge::check_onnx_no_external_data(nested, "m.onnx"), "external data");
+  // A function's node attribute tensor: functions(25).node(7).attribute(5).t(5)
+  std::string fn = pb_field(7, pb_field(5, pb_field(5, name + location)));
+  std::string model_fn = std::string(1, char((25 << 3) | 2)) ;
+  model_fn = std::string("\xca\x01", 2) + char(fn.size()) + fn;  // field 25, wire 2: tag 202 = 0xca 0x01
+  CHECK_THROWS(vitedge::check_onnx_no_external_data(model_fn, "m.onnx"), "external data");
+  CHECK_THROWS(vitedge::check_onnx_no_external_data("\x3a\x7f", "m.onnx"), "not a valid protobuf");
+  CHECK_THROWS(vitedge::check_onnx_no_external_data("this is not an ONNX model", "m.onnx"), "not a valid protobuf");
+}
+
+void test_read_once_and_manifest_bounds() {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("vitedge_unit17_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  // A FIFO is refused without blocking (open O_NONBLOCK, fstat), as manifest.json or as a model file.
+  CHECK(::mkfifo((dir / "manifest.json").c_str(), 0600) == 0);
+  CHECK_THROWS(vitedge::read_regular_file((dir / "manifest.json").string(), 1 << 20, "manifest"),
+               "is not a regular file");
+  CHECK_THROWS(vitedge::read_manifest(dir.string()), "is not a regular file");
+  CHECK_THROWS(vitedge::Runner::open(dir.string()), "is not a regular file");
+  fs::remove(dir / "manifest.json");
+  CHECK_THROWS(vitedge::read_regular_file("/dev/zero", 1 << 20, "manifest"), "is not a regular file");
+  CHECK_THROWS(vitedge::read_regular_file(dir.string(), 1 << 20, "manifest"), "is not a regular file");
+  // The size cap is checked before reading; the expected size too.
+  { std::ofstream(dir / "manifest.json") << std::string((16 << 20) + 1, ' '); }
+  CHECK_THROWS(vitedge::read_manifest(dir.string()), "more than the limit of 16777216");
+  { std::ofstream(dir / "m.bin", std::ios::binary) << "hello"; }
+  CHECK(vitedge::read_regular_file((dir / "m.bin").string(), 5, "file") == "hello");
+  CHECK_THROWS(vitedge::read_regular_file((dir / "m.bin").string(), 4, "file"), "more than the limit of 4");
+  CHECK_THROWS(vitedge::read_regular_file((dir / "m.bin").string(), 10, "file", 6), "manifest records 6");
+  // Symlinks: inside the folder fine, out of it refused.
+  fs::create_symlink("m.bin", dir / "inside.bin");
+  CHECK(vitedge::artifact_file_path(dir.string(), "inside.bin") == (dir / "inside.bin").string());
+  fs::create_symlink("/etc/hostname", dir / "outside.bin");
+  CHECK_THROWS(vitedge::artifact_file_path(dir.string(), "outside.bin"), "outside the artifact directory");
+  CHECK_THROWS(vitedge::artifact_file_path(dir.string(), "nope.bin"), "is missing");
+  // "sha256": null entries are refused when verifying.
+  vitedge::Manifest m;
+  m.artifact = "m.bin";
+  m.file_bytes = {{"m.bin", 5}, {"inside.bin", 5}};
+  m.file_sha256 = {{"m.bin", vitedge::sha256_hex("hello", 5)}};
+  CHECK_THROWS(vitedge::verify_artifact_files(dir.string(), m), "lists 'inside.bin' without a sha256");
+  m.file_sha256["inside.bin"] = m.file_sha256["m.bin"];
+  vitedge::verify_artifact_files(dir.string(), m);
+  m.file_bytes["outside.bin"] = -1;
+  m.file_sha256["outside.bin"] = m.file_sha256["m.bin"];
+  CHECK_THROWS(vitedge::verify_artifact_files(dir.string(), m), "outside the artifact directory");
+  fs::remove_all(dir);
+
+  // Signature bundle: malformed input is an Error, never a crash.
+  CHECK_THROWS(vitedge::verify_signature_bundle("{}", {}, "model.sig"), "no trusted public key");
+  CHECK_THROWS(vitedge::verify_signature_bundle("{}", {"/nonexistent/pub.pem"}, "model.sig"), "cannot open public key");
 }
 
 // A 24-bit BMP (bottom-up rows, 4-byte row padding) of w x h pixels, colour rgb(x, y).
@@ -352,6 +541,9 @@ int main() {
   test_tensor();
   test_sha256();
   test_image_from_memory();
+  test_zip_check();
+  test_onnx_external_data();
+  test_read_once_and_manifest_bounds();
   if (failures) {
     std::cerr << failures << " check(s) failed\n";
     return 1;

@@ -36,6 +36,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: vitedge-bench ARTIFACT_DIR [--image PATH] [--batch N] [--threads N] [--warmup N] [--iters N]\n"
     "                     [--json OUT] [--dump-output FILE] [--seed N] [--no-verify] [--device D] [--bare]\n"
+    "                     [--key PUB.pem]... [--trust-code]\n"
     "  Times ITERS runs (after WARMUP untimed runs) of a vitedge artifact and prints the bench JSON.\n"
     "  --image PATH        preprocess this image (manifest preprocessing) and replicate it to the batch;\n"
     "                      default: standard-normal random input (seeded by --seed, default 0)\n"
@@ -49,7 +50,11 @@ constexpr const char* kUsage =
     "  --json OUT          also write the JSON to OUT\n"
     "  --dump-output FILE  write the first output of the first timed run as raw little-endian float32 to FILE,\n"
     "                      and its shape to FILE.json\n"
-    "  --no-verify         skip the SHA-256 check of the artifact files against manifest.json (checked by default)\n";
+    "  --no-verify         skip the SHA-256 check of the artifact files against manifest.json (checked by default)\n"
+    "  --key PUB.pem       trusted public key (repeatable): ARTIFACT_DIR/model.sig must verify with one of them\n"
+    "                      and cover every file, before anything is loaded\n"
+    "  --trust-code        without --key, load a TorchScript / AOTInductor artifact anyway (they run code when\n"
+    "                      loaded; refused by default)\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -60,6 +65,8 @@ struct Args {
   int batch = 1, threads = 0, warmup = 10, iters = 50;
   uint64_t seed = 0;
   bool verify = true;
+  std::vector<std::string> keys;
+  bool trust_code = false;
   bool bare = false;
   std::string device = "cpu";
 };
@@ -91,6 +98,10 @@ Args parse_args(int argc, char** argv) {
       a.verify = false;
       continue;
     }
+    if (arg == "--trust-code") {
+      a.trust_code = true;
+      continue;
+    }
     if (arg == "--bare") {
       a.bare = true;
       continue;
@@ -106,7 +117,8 @@ Args parse_args(int argc, char** argv) {
       arg = arg.substr(0, eq);
     } else {
       static const std::set<std::string> known{"--image", "--batch", "--threads", "--warmup",
-                                               "--iters", "--json",  "--dump-output", "--seed", "--device"};
+                                               "--iters", "--json",  "--dump-output", "--seed", "--device",
+                                               "--key"};
       if (!known.count(arg)) throw UsageError("unknown option " + arg);
       if (i + 1 >= argc) throw UsageError(arg + " needs a value");
       value = argv[++i];
@@ -119,9 +131,10 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--json") a.json_out = value;
     else if (arg == "--dump-output") a.dump = value;
     else if (arg == "--device") a.device = value;
+    else if (arg == "--key") a.keys.push_back(value);
     else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, value, 0, INT64_MAX));
     else throw UsageError("unknown option " + arg);
-    if ((arg == "--image" || arg == "--json" || arg == "--dump-output") && value.empty())
+    if ((arg == "--image" || arg == "--json" || arg == "--dump-output" || arg == "--key") && value.empty())
       throw UsageError(arg + " needs a non-empty value");
   }
   if (a.bare && !a.dump.empty()) throw UsageError("--bare and --dump-output cannot be combined");
@@ -264,6 +277,8 @@ int bench(const Args& a) {
   vitedge::Options opt;
   opt.threads = a.threads;
   opt.verify = a.verify;
+  opt.trusted_keys = a.keys;
+  opt.allow_unsigned_code = a.trust_code;
   opt.device = a.device;
   auto runner = vitedge::Runner::open(a.artifact, opt);
   const auto& m = runner->manifest();

@@ -43,6 +43,8 @@ struct Args {
   std::vector<std::string> images;
   int threads = 8, intra_op = 1;
   double seconds = 60, warmup_seconds = 10;
+  std::vector<std::string> keys;  // --key PUB.pem (repeatable): model.sig must verify with one
+  bool trust_code = false;        // --trust-code: load an unsigned TorchScript / AOTInductor artifact
 };
 
 struct UsageError : std::runtime_error {
@@ -69,11 +71,15 @@ Args parse(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       std::cout << "usage: vitedge-load ARTIFACT_DIR IMAGE... [--threads N] [--seconds S] [--warmup-seconds S]\n"
-                   "                    [--mode shared|each] [--intra-op N] [--json OUT]\n";
+                   "                    [--mode shared|each] [--intra-op N] [--json OUT] [--key PUB.pem]... [--trust-code]\n";
       std::exit(0);
     }
     if (arg.rfind("--", 0) != 0) {
       pos.push_back(arg);
+      continue;
+    }
+    if (arg == "--trust-code") {
+      a.trust_code = true;
       continue;
     }
     if (i + 1 >= argc) throw UsageError(arg + " needs a value");
@@ -83,6 +89,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--warmup-seconds") a.warmup_seconds = to_number(arg, v, 0, 86400);
     else if (arg == "--intra-op") a.intra_op = static_cast<int>(to_number(arg, v, 0, 256));
     else if (arg == "--json") a.json_out = v;
+    else if (arg == "--key") a.keys.push_back(v);
     else if (arg == "--mode") {
       if (v != "shared" && v != "each") throw UsageError("--mode must be shared or each, got '" + v + "'");
       a.mode = v;
@@ -149,6 +156,8 @@ double slope(const std::vector<double>& x, const std::vector<double>& y) {
 int load(const Args& a) {
   vitedge::Options opt;
   opt.threads = a.intra_op;
+  opt.trusted_keys = a.keys;
+  opt.allow_unsigned_code = a.trust_code;
   const double rss_before_open = rss_mib();
   std::vector<std::unique_ptr<vitedge::Runner>> runners;
   runners.push_back(vitedge::Runner::open(a.artifact, opt));

@@ -19,6 +19,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace vitedge {
@@ -71,16 +72,24 @@ struct Manifest {
   std::vector<std::string> labels;                 // empty when the manifest has "labels": null
   std::map<std::string, int64_t> file_bytes;       // "files": {name: {"bytes": n}}; -1 when bytes absent
   std::map<std::string, std::string> file_sha256;  // "files": {name: {"sha256": hex}}; lower-case, 64 hex digits
+  /// onnxruntime.graph_optimization_level ("ORT_DISABLE_ALL" ... "ORT_ENABLE_ALL"); empty when absent.
+  std::string ort_graph_optimization_level;
+  /// onnxruntime.session_config, then quantization.session_config (it wins on a shared key), in manifest order.
+  /// Only the keys vitedge writes are accepted (session.intra_op.allow_spinning, session.inter_op.allow_spinning,
+  /// session.disable_quant_qdq), each "0" or "1": parse_manifest refuses any other key or value.
+  std::vector<std::pair<std::string, std::string>> ort_session_config;
 };
 
 /// Parse manifest JSON text. `origin` (a path) only labels error messages.
 /// Throws Error on invalid JSON, a missing/mistyped required field, schema_version > 1, a "files" entry whose
 /// sha256 is not 64 hex digits, or a file name (in "files" or "artifact") that is empty, absolute or has a
-/// ".." component (it must stay inside the artifact directory).
+/// ".." component (it must stay inside the artifact directory), a preprocessing.size that differs from the
+/// input's fixed (H, W), or an ONNX Runtime session_config key/value or graph level vitedge does not write.
 /// Does not check that the backend is available (Runner::open does).
 Manifest parse_manifest(const std::string& json_text, const std::string& origin = "manifest.json");
 
-/// Read and parse ARTIFACT_DIR/manifest.json. Throws Error (missing file, see parse_manifest).
+/// Read and parse ARTIFACT_DIR/manifest.json. Throws Error: missing file, not a regular file (a FIFO or device is
+/// refused without blocking), over 16 MiB (checked before reading), see parse_manifest.
 Manifest read_manifest(const std::string& artifact_dir);
 
 struct Options {
@@ -96,16 +105,27 @@ struct Options {
   /// ONNX Runtime artifacts: the libonnxruntime.so to dlopen. Empty: $VITEDGE_ONNXRUNTIME_LIB, else the path
   /// found at configure time (the onnxruntime wheel of VITEDGE_PYTHON), else "libonnxruntime.so.1".
   std::string onnxruntime_library;
+  /// PEM public keys (paths; elliptic-curve P-256/P-384/P-521, as OpenSSF model-signing writes them). Not empty:
+  /// ARTIFACT_DIR/model.sig must be a model-signing signature that verifies with one of them and covers every
+  /// file of the folder (no extra, missing or changed file, no symlink) before anything is loaded, for every
+  /// target; a missing or bad signature is an Error.
+  std::vector<std::string> trusted_keys;
+  /// Without trusted_keys, code-bearing artifacts (target torchscript: TorchScript runs code when it is loaded;
+  /// aotinductor: a .pt2 holds a shared library whose constructors run on load) are refused unless this is true.
+  /// Data formats (onnx, executorch, trt) load either way.
+  bool allow_unsigned_code = false;
 };
 
 class Backend;  // internal, one per runtime (src/backend.h)
 
 class Runner {
  public:
-  /// Open the artifact in `artifact_dir`: reads manifest.json, checks schema_version and that its
-  /// backend/target is built into this library (see backends(); libtorch: torchscript and aotinductor),
-  /// checks the artifact files exist and have the sizes and SHA-256 the manifest records (unless
-  /// options.verify is false), and loads the model.
+  /// Open the artifact in `artifact_dir`: reads manifest.json, checks its signature when options.trusted_keys
+  /// is not empty (else refuses a code-bearing target unless options.allow_unsigned_code), checks schema_version
+  /// and that its backend/target is built into this library (see backends(); libtorch: torchscript and
+  /// aotinductor), checks the artifact files exist and have the sizes and SHA-256 the manifest records (unless
+  /// options.verify is false), and loads the model from the very bytes that were hashed (each file is read
+  /// once; a file swapped on disk after the check is never loaded).
   /// Throws Error with the reason otherwise. May be called from several threads at once (AOTInductor packages
   /// are loaded one at a time: libtorch's package loader is not thread-safe).
   static std::unique_ptr<Runner> open(const std::string& artifact_dir, const Options& options = {});

@@ -1,7 +1,9 @@
 /* vitedge C ABI: embed the vitedge runner from C, Swift, Kotlin/JNI or Python ctypes (libvitedge.so).
  *
+ *   vitedge_options o; vitedge_options_init(&o);
+ *   const char* keys[] = {"pub.pem"}; o.trusted_keys = keys; o.num_trusted_keys = 1;   (model.sig is checked)
  *   vitedge_runner* r = NULL;
- *   if (vitedge_open("artifacts/vit_tiny_ts", NULL, &r) != VITEDGE_OK) { puts(vitedge_last_error()); return 1; }
+ *   if (vitedge_open("artifacts/vit_tiny_ts", &o, &r) != VITEDGE_OK) { puts(vitedge_last_error()); return 1; }
  *   int64_t shape[4]; size_t rank = 4;
  *   vitedge_input_shape(r, 1, shape, &rank);                        (1, 3, H, W) for batch 1
  *   float* x = malloc(3 * shape[2] * shape[3] * sizeof(float));
@@ -37,14 +39,26 @@ typedef enum vitedge_status {
 typedef struct vitedge_runner vitedge_runner;   /* an open artifact */
 typedef struct vitedge_outputs vitedge_outputs; /* the outputs of one vitedge_run */
 
+/* Always fill it with vitedge_options_init first: it sets struct_size, by which vitedge_open knows the layout the
+ * caller was compiled with (new fields are only ever appended; a size this library does not know is refused with
+ * VITEDGE_INVALID_ARGUMENT). */
 typedef struct vitedge_options {
+  size_t struct_size; /* sizeof(vitedge_options) of the caller's header; set by vitedge_options_init */
   int threads;        /* intra-op CPU threads, 0 = runtime default (libtorch: process-wide) */
   const char* device; /* "cpu" (NULL = "cpu"), "cuda", "cuda:N" */
   int warmup;         /* untimed batch-1 runs inside vitedge_open */
   int verify;         /* nonzero: check the artifact files' SHA-256 against manifest.json (default 1) */
+  /* PEM public key paths (EC P-256/384/521). num_trusted_keys > 0: ARTIFACT_DIR/model.sig (OpenSSF model-signing)
+   * must verify with one of them and cover every file, for every target, before anything is loaded. */
+  const char* const* trusted_keys;
+  size_t num_trusted_keys;
+  /* nonzero: without trusted keys, load code-bearing artifacts (TorchScript, AOTInductor) anyway (default 0:
+   * they are refused; data formats load either way). */
+  int allow_unsigned_code;
 } vitedge_options;
 
-/* Fill *options with the defaults (threads 0, device "cpu", warmup 0, verify 1). */
+/* Fill *options with the defaults (struct_size, threads 0, device "cpu", warmup 0, verify 1, no trusted keys,
+ * allow_unsigned_code 0). */
 void vitedge_options_init(vitedge_options* options);
 
 /* The last error message on this thread ("" if none). */
@@ -53,7 +67,8 @@ const char* vitedge_last_error(void);
 /* The library version, e.g. "0.1.0". */
 const char* vitedge_version(void);
 
-/* Open the artifact directory (manifest.json + model file); options NULL = defaults. *runner is NULL on failure. */
+/* Open the artifact directory (manifest.json + model file); options NULL = defaults (so a TorchScript or
+ * AOTInductor artifact is refused: it is unsigned by any trusted key). *runner is NULL on failure. */
 vitedge_status vitedge_open(const char* artifact_dir, const vitedge_options* options, vitedge_runner** runner);
 
 /* Close a runner (NULL is ignored). */
