@@ -107,7 +107,7 @@ def make_hostile(src: Path, dst: Path, marker: Path, sign: Path | None = None, k
 
 
 def refusal(target: str, d: Path, what: str) -> str:
-    return (f"refusing to load {target} artifact {d}: a {what} runs code when it is loaded and it is not signed by a "
+    return (f"refusing to load {target} artifact {d}: its {what} runs code when it is loaded and it is not signed by a "
             "trusted key; pass --key PUB.pem to check its signature, or --trust-code if you trust its source")
 
 

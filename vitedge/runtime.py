@@ -103,7 +103,7 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify
     what = getattr(mod, "CODE_BEARING", None)
     if what and signed is None and not trust_code:
         raise UntrustedCodeError(
-            f"refusing to load {art.manifest['target']} artifact {art.path}: a {what} runs code when it is loaded "
+            f"refusing to load {art.manifest['target']} artifact {art.path}: its {what} runs code when it is loaded "
             "and it is not signed by a trusted key; pass --key PUB.pem to check its signature, or --trust-code if "
             "you trust its source")
     cannot = runs_here(mod)

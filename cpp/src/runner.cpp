@@ -167,7 +167,7 @@ bool is_code_target(const std::string& target) { return target == "torchscript" 
 // The convention-2 refusal (identical wording in Python and C++).
 std::string unsigned_code_refusal(const std::string& target, const std::string& dir) {
   const char* what = target == "torchscript" ? "TorchScript file" : "AOTInductor package";
-  return "refusing to load " + target + " artifact " + dir + ": a " + what +
+  return "refusing to load " + target + " artifact " + dir + ": its " + what +
          " runs code when it is loaded and it is not signed by a trusted key; pass --key PUB.pem to check its "
          "signature, or --trust-code if you trust its source";
 }

@@ -256,11 +256,11 @@ def test(args) -> None:
 
     cases = [(name, ["--trust-code", *argv], code, phrase) for name, argv, code, phrase in cases]
     cases.append(("unsigned TorchScript without --key / --trust-code", [good], 1,
-                  f"refusing to load torchscript artifact {good}: a TorchScript file runs code when it is loaded and it "
+                  f"refusing to load torchscript artifact {good}: its TorchScript file runs code when it is loaded and it "
                   "is not signed by a trusted key; pass --key PUB.pem to check its signature, or --trust-code if you "
                   "trust its source"))
     cases.append(("unsigned AOTInductor without --key / --trust-code", [aoti], 1,
-                  "a AOTInductor package runs code when it is loaded"))
+                  "its AOTInductor package runs code when it is loaded"))
     failures = []
     for name, argv, code, phrase in cases:
         r = run([exe, *argv], timeout=60)

@@ -74,7 +74,7 @@ def test(args) -> None:
     cases = [(name, ["--trust-code", *argv], phrase) for name, argv, phrase in cases]  # not about signatures
     cases += [
         ("unsigned TorchScript without --key/--trust-code", [fx / "torchscript", photo],
-         "a TorchScript file runs code when it is loaded and it is not signed by a trusted key"),
+         "its TorchScript file runs code when it is loaded and it is not signed by a trusted key"),
         ("signed artifact, wrong key", ["--key", fx / "notes.txt", fx / "torchscript", photo], "is not a PEM public key"),
     ]
     failures = []

@@ -107,10 +107,10 @@ def test(args) -> None:
             "does not verify with any trusted key")
 
     # 2. The trust rule without keys.
-    msg = ("refusing to load torchscript artifact {}: a TorchScript file runs code when it is loaded and it is not "
+    msg = ("refusing to load torchscript artifact {}: its TorchScript file runs code when it is loaded and it is not "
            "signed by a trusted key; pass --key PUB.pem to check its signature, or --trust-code if you trust its source")
     refused("unsigned use of TorchScript, no flag", [ts, *fast], msg.format(ts))
-    refused("AOTInductor, no flag", [aoti, *fast], f"refusing to load aotinductor artifact {aoti}: a AOTInductor "
+    refused("AOTInductor, no flag", [aoti, *fast], f"refusing to load aotinductor artifact {aoti}: its AOTInductor "
             "package runs code when it is loaded")
     refused("classify TorchScript, no flag", [ts, photo], msg.format(ts), prog=classify, prefix="classify: error: ")
     ok("--trust-code", [ts, "--trust-code", *fast])
