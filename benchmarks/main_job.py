@@ -54,7 +54,7 @@ def main() -> int:
         for target in args.targets:
             name = f"{preset}-{target}"
             art = out / name
-            sh(VITEDGE + ["export", preset, "--target", target, "-o", art])
+            sh(VITEDGE + ["export", preset, "--target", target, "--force", "-o", art])
             sh(VITEDGE + ["validate", art, "--json", runs / f"{name}.validate.json"])
             sh(VITEDGE + ["bench", art, "--no-progress", "--json", runs / f"{name}.bench.json"] + timing)
             v = json.loads((runs / f"{name}.validate.json").read_text())

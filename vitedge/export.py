@@ -14,8 +14,8 @@ from torch import nn
 from .checkpoint import apply_checkpoint, load_state_dict
 from .data import bundled_photo_paths, load_batch, make_preprocessing
 from .errors import ExportError, UsageError, VitedgeError, first_line
-from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, read_manifest, sha256_file, utc_now, versions, \
-    write_manifest
+from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, check_destination, read_manifest, sha256_file, \
+    utc_now, versions, write_manifest
 from .models.zoo import create_model, family_class, get_preset, size_arg
 from .targets import runs_here, target_module
 from .validate import check_tolerance, compare, tolerance_for
@@ -156,7 +156,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
            spec: dict | None = None, preprocessing: dict | None = None, labels: list[str] | None = None,
            dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4,
            precision: str = "fp32", quantization: dict | None = None,
-           target_options: dict | None = None) -> Artifact:
+           target_options: dict | None = None, force: bool = False) -> Artifact:
     """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
 
     Args:
@@ -171,16 +171,21 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, DESIGN.md tolerances).
         quantization: int8 options for the target (ONNX: mode, method, calibration images (N, C, H, W), ...).
         target_options: options only one target understands (see the target module's ``write``).
+        force: replace ``out_dir`` if it holds a previous vitedge artifact. Without it only a missing path or an
+            empty folder is written; a folder holding anything else, a file or a symlink is never replaced.
     Returns:
         The written :class:`Artifact`.
     Raises:
         UsageError: unknown target, a precision or int8 mode the target cannot do, or an example that is not
             float32 NCHW.
+        ArtifactError: ``out_dir`` exists and is not a vitedge artifact, or is one and ``force`` is False (checked
+            before any export work and again just before the swap; ``out_dir`` is left untouched).
         ExportError: the exporter failed, or the artifact is outside its precision's tolerance against fp32
             eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
     mod = target_module(target)
     check_precision(target, precision, (quantization or {}).get("mode"))
+    check_destination(out_dir, force)  # before any work: never spend an export on a folder we may not replace
     if example.dtype != torch.float32 or example.dim() != 4:
         raise UsageError(f"example input must be float32 (B, C, H, W), got {example.dtype} {tuple(example.shape)}")
     model = model.eval()
@@ -204,7 +209,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     fixed_b = int(example.shape[0])
     batches = [1, 3, 8] if dynamic_batch else [fixed_b]
     try:
-        with atomic_directory(out_dir) as tmp:
+        with atomic_directory(out_dir, force=force) as tmp:
             try:
                 info = mod.write(model, example, tmp, options)
             except (VitedgeError, KeyboardInterrupt):

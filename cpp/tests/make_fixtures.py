@@ -56,7 +56,7 @@ def main(out: Path) -> None:
     (out / "notes.txt").write_text("not an image\n")
     example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     for target in BACKENDS:
-        art = export(tiny_vit(), example, target, out / target, preprocessing=dict(PREPROCESSING), labels=LABELS)
+        art = export(tiny_vit(), example, target, out / target, force=True, preprocessing=dict(PREPROCESSING), labels=LABELS)
         print(f"{target}: {art.path} parity {json.dumps({k: v['max_abs'] for k, v in art.manifest['parity'].items() if k.startswith('batch_')})}")
     stamp_file.write_text(json.dumps({"key": key}))
 
