@@ -5,6 +5,7 @@ Usable with a zoo preset (:func:`prepare_preset`) or any ``nn.Module`` and examp
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,55 @@ from .validate import check_tolerance, compare, tolerance_for
 __all__ = ["build_model", "export", "prepare_preset"]
 
 INPUT_NAME = "pixel_values"
+MAX_PARAMS = 10**9         # largest model a manifest's model.kwargs may rebuild (counted on the meta device first)
+MAX_META_OPS = 100_000     # torch calls allowed while building it on the meta device (presets: under 3,000)
+MAX_META_SECONDS = 10.0    # and wall time (a huge depth of cheap layers)
+
+
+class _OpBudget(torch.overrides.TorchFunctionMode):
+    """Counts torch calls made while a model is built (on the meta device) and stops the build past a budget."""
+
+    def __init__(self, limit: int, seconds: float = MAX_META_SECONDS):
+        super().__init__()
+        self.limit, self.calls = limit, 0
+        self.deadline = time.monotonic() + seconds
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise _TooBig(f"more than {self.limit} tensor operations to build")
+        if self.calls % 256 == 0 and time.monotonic() > self.deadline:
+            raise _TooBig(f"more than {MAX_META_SECONDS:g} s to build on the meta device")
+        return func(*args, **(kwargs or {}))
+
+
+class _TooBig(Exception):
+    pass
+
+
+def check_model_size(cls, kwargs: dict, family: str = "", max_params: int = MAX_PARAMS) -> int:
+    """Build ``cls(**kwargs)`` on PyTorch's meta device (shapes only: nothing is allocated or initialised), count its
+    parameters and buffers, and return that count.
+
+    Raises:
+        VitedgeError: more than ``max_params`` elements, a build that needs more than :data:`MAX_META_OPS` torch
+            calls (e.g. a depth of millions), or kwargs the class does not take; one line naming the family.
+    """
+    what = f"manifest model.kwargs ({family or cls.__name__})"
+    try:
+        with torch.device("meta"), _OpBudget(MAX_META_OPS):
+            model = cls(**kwargs)
+        n = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+    except _TooBig as e:
+        raise VitedgeError(f"{what} describe a model too large to rebuild ({e}); refusing it") from None
+    except RecursionError:
+        raise VitedgeError(f"{what} describe a model too deep to rebuild; refusing it") from None
+    except Exception as e:  # noqa: BLE001 - TypeError/ValueError/AssertionError of a constructor: one line
+        raise VitedgeError(f"{what} do not build a model: {first_line(e, 200)}") from None
+    if n > max_params:
+        raise VitedgeError(f"{what} describe a model of {n:.3g} parameters, above the limit of {max_params:.3g}; "
+                           "refusing to build it")
+    return n
 
 
 def _tuples(v):
@@ -102,33 +152,47 @@ def build_model(spec: dict) -> nn.Module:
     """Rebuild the eager model a manifest describes (family class + kwargs + weights source).
 
     Only classes registered in :data:`vitedge.models.zoo.FAMILIES` are built; nothing named in a manifest is
-    imported otherwise.
+    imported otherwise. Before anything is allocated the model is built on the meta device and its size checked
+    (:func:`check_model_size`: at most :data:`MAX_PARAMS` parameters), so hostile kwargs fail in a moment.
 
     Raises:
-        VitedgeError: the manifest names no family, or its weights cannot be reproduced (module-only export,
-            checkpoint missing or changed since export).
+        VitedgeError: the manifest names no family, its kwargs are not a mapping, describe a model above the
+            parameter cap or one the class cannot build, or its weights cannot be reproduced (module-only
+            export, checkpoint missing or changed since export).
     """
     family = spec.get("family")
     if not family:
         raise VitedgeError("the manifest does not describe a vitedge model family; validate it from Python with "
                            "vitedge.validate.validate(path, model=your_module)")
+    if not isinstance(family, str):
+        raise VitedgeError(f"manifest model.family {str(family)[:60]!r} is not a family name")
     cls = family_class(family)
+    if not isinstance(spec.get("kwargs"), dict):
+        raise VitedgeError("manifest model.kwargs is not a mapping of constructor arguments")
+    kwargs = _tuples(spec["kwargs"])
     weights = spec.get("weights", {})
-    if weights.get("source") == "seed":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(weights.get("seed", 0)))
-            model = cls(**_tuples(spec["kwargs"]))
-    elif weights.get("source") == "checkpoint":
-        path = Path(weights["path"])
-        if not path.is_file():
-            raise VitedgeError(f"the checkpoint this artifact was exported from is gone: {path}")
-        if sha256_file(path) != weights.get("sha256"):
-            raise VitedgeError(f"the checkpoint {path} changed since export (SHA-256 differs)")
-        model = cls(**_tuples(spec["kwargs"]))
-        model.load_state_dict(load_state_dict(path), strict=True)
-    else:
-        raise VitedgeError("the manifest's weights cannot be rebuilt (exported from a Python module); "
-                           "validate it from Python with vitedge.validate.validate(path, model=your_module)")
+    if not isinstance(weights, dict):
+        raise VitedgeError("manifest model.weights is not a mapping")
+    if weights.get("source") in ("seed", "checkpoint"):
+        check_model_size(cls, kwargs, family)  # before anything allocates
+    try:
+        if weights.get("source") == "seed":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(weights.get("seed", 0)))
+                model = cls(**kwargs)
+        elif weights.get("source") == "checkpoint":
+            path = Path(weights["path"])
+            if not path.is_file():
+                raise VitedgeError(f"the checkpoint this artifact was exported from is gone: {path}")
+            if sha256_file(path) != weights.get("sha256"):
+                raise VitedgeError(f"the checkpoint {path} changed since export (SHA-256 differs)")
+            model = cls(**kwargs)
+            model.load_state_dict(load_state_dict(path), strict=True)
+        else:
+            raise VitedgeError("the manifest's weights cannot be rebuilt (exported from a Python module); "
+                               "validate it from Python with vitedge.validate.validate(path, model=your_module)")
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. a non-integer seed
+        raise VitedgeError(f"manifest model spec cannot be rebuilt: {first_line(e, 200)}") from None
     if spec.get("outputs"):
         from .models.outputs import WithOutputs
         model = WithOutputs(model, spec["outputs"])
