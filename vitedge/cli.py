@@ -110,11 +110,11 @@ def cmd_export(args) -> int:
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip()) if args.outputs else None
     suffix = "" if args.precision == "fp32" else f"-{args.precision}"
     out = Path(args.output or f"artifacts/{args.preset}-{args.target}{suffix}")
-    from .manifest import check_destination
-    check_destination(out, args.force)  # before building anything: never replace a user's folder or file
     model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
                                       image_size=tuple(args.image_size) if args.image_size else None,
                                       outputs=outputs)
+    from .manifest import check_destination
+    check_destination(out, args.force)  # before any export work (usage errors above keep exit code 2)
     example = torch.zeros(batch or 2, 3, *pre["size"])
     quant = None
     if args.precision == "int8":
