@@ -386,7 +386,7 @@ def export_variants(variants, model, spec, pre, folder: Path, calib, reuse: bool
                 quant.update(calibration=calib[0].numpy(), calibration_info=calib[1])
         t0 = time.perf_counter()
         try:
-            art = export(model, torch.zeros(2, 3, *pre["size"]), target, folder / _dirname(v), spec=spec,
+            art = export(model, torch.zeros(2, 3, *pre["size"]), target, folder / _dirname(v), force=True, spec=spec,
                          preprocessing=pre, precision=precision, quantization=quant, labels=DIGITS_LABELS,
                          target_options=topts)
         except VitedgeError as e:

@@ -60,7 +60,7 @@ def main() -> None:
     example = torch.zeros(2, 3, *pre["size"])
     arts = {}
     for t in TARGETS:
-        art = export(model, example, t, work / t, spec=spec, preprocessing=pre)
+        art = export(model, example, t, work / t, force=True, spec=spec, preprocessing=pre)
         try:
             cpp(args.bench, art.path, photo, 1, 1, 0, False)
             cpp(args.bench, art.path, photo, 1, 1, 0, True)  # the backend has a bare loop

@@ -84,7 +84,7 @@ def main() -> int:
             shutil.rmtree(path, ignore_errors=True)
             t0 = time.perf_counter()
             try:
-                art = export(model, torch.zeros(2, 3, *pre["size"]), target, path, spec=spec, preprocessing=pre,
+                art = export(model, torch.zeros(2, 3, *pre["size"]), target, path, force=True, spec=spec, preprocessing=pre,
                              precision=precision, quantization=quant, labels=[str(i) for i in range(10)])
             except Exception as e:  # noqa: BLE001 - a failed variant is a result too
                 print(f"{preset} {name}: export failed: {e}", flush=True)

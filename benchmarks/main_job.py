@@ -62,7 +62,7 @@ def main() -> int:
         for target in args.targets:
             name = f"{preset}-{target}"
             art = out / name
-            sh(VITEDGE + ["export", preset, "--target", target, "-o", art, "--sign", priv])
+            sh(VITEDGE + ["export", preset, "--target", target, "--force", "-o", art, "--sign", priv])
             sh(VITEDGE + ["validate", art, "--key", pub, "--json", runs / f"{name}.validate.json"])
             sh(VITEDGE + ["bench", art, "--key", pub, "--no-progress", "--json", runs / f"{name}.bench.json"]
                + timing)

@@ -107,7 +107,7 @@ def main() -> int:
                 quant.update(calibration=calib.numpy(), calibration_info=calib_info)
             try:
                 arts[name] = export(model, example, target, out / preset / name.replace(" ", "_").replace("(", "")
-                                    .replace(")", ""), spec=spec, preprocessing=pre, precision=precision,
+                                    .replace(")", ""), force=True, spec=spec, preprocessing=pre, precision=precision,
                                     quantization=quant)
             except Exception as e:  # noqa: BLE001 - a failed variant is a result too
                 print(f"{preset} {name}: export failed: {e}", flush=True)

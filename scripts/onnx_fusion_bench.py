@@ -45,7 +45,7 @@ def bench_preset(preset: str, rounds: int, work: Path, threads: int = 2) -> dict
     size = tuple(pre["size"])
     arts = {}
     for name, fusions in (("plain", []), ("fused", None)):
-        arts[name] = export(model, torch.zeros(2, 3, *size), "onnx", work / f"{preset}_{name}", spec=spec,
+        arts[name] = export(model, torch.zeros(2, 3, *size), "onnx", work / f"{preset}_{name}", force=True, spec=spec,
                             preprocessing=pre, target_options={"fusions": fusions})
     stored = onnx_target.SESSION_CONFIG
     runners = {

@@ -5,7 +5,9 @@ marked slow).
 """
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +117,49 @@ def test_unsigned_package_is_refused_unless_trusted(artifact, tmp_path, monkeypa
     priv, pub = generate_keypair(tmp_path / "k")
     sign_artifact(signed, priv)
     assert open_artifact(signed, trusted_keys=[pub])[1].run(x)[0].shape == (2, 7)
+
+
+def _garbage_library(src: Path, dst: Path) -> None:
+    """Copy the package ``src`` to ``dst`` with its shared library replaced by bytes dlopen refuses."""
+    import zipfile
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zo:
+        for n in zi.namelist():
+            zo.writestr(n, b"\x7fELF not a library" * 8 if n.endswith(".so") else zi.read(n))
+
+
+def test_loads_leave_nothing_in_the_system_temp_dir(artifact, tmp_path, monkeypatch):
+    """libtorch extracts a package into $TMPDIR/aotinductor_XXXXXX and kept it after a failed load (issue 17):
+    every load now goes through a private folder that is removed, on failure and on success."""
+    import tempfile
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(systmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(systmp))
+    bad = tmp_path / "bad"
+    shutil.copytree(artifact.path, bad)
+    _garbage_library(artifact.path / "model.pt2", bad / "model.pt2")
+    with pytest.raises(ArtifactError, match="cannot load AOTInductor package"):
+        aotinductor.load(read_manifest(bad, verify=False))
+    assert list(systmp.iterdir()) == []
+    runner = aotinductor.load(read_manifest(artifact.path))
+    assert list(systmp.iterdir()) == [] and os.environ["TMPDIR"] == str(systmp)
+    assert runner.run(np.zeros((1, 3, *SIZE), np.float32))[0].shape == (1, 7)  # the library stays mapped
+
+
+def test_runs_the_hashed_bytes_when_the_package_is_swapped(artifact, tmp_path, monkeypatch, photo_batch):
+    from vitedge.manifest import Artifact
+    work = tmp_path / "art"
+    shutil.copytree(artifact.path, work)
+    art = read_manifest(work)
+    real = Artifact.read_file
+
+    def read_then_swap(self, name=None, **kw):
+        data = real(self, name, **kw)
+        _garbage_library(artifact.path / "model.pt2", work / "model.pt2")  # on disk after the hash
+        return data
+
+    monkeypatch.setattr(Artifact, "read_file", read_then_swap)
+    x = photo_batch(SIZE, 2)
+    with torch.inference_mode():
+        ref = tiny_vit()(x).numpy()
+    assert np.abs(aotinductor.load(art).run(x.numpy())[0] - ref).max() <= 1e-4

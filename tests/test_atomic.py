@@ -39,7 +39,7 @@ def test_failed_parity_keeps_previous_artifact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchscript, "write", drifting_write)
     with pytest.raises(ExportError, match="differs from eager"):
-        export(model, torch.zeros(2, 3, 32, 32), "torchscript", out, spec=spec, preprocessing=pre)
+        export(model, torch.zeros(2, 3, 32, 32), "torchscript", out, spec=spec, preprocessing=pre, force=True)
     assert read_manifest(out).manifest["files"] == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 

@@ -89,7 +89,7 @@ def test_reexport_replaces_whole_artifact(tmp_path):
     export(model, torch.zeros(2, 3, 32, 32), "torchscript", out, spec=spec, preprocessing=pre)
     first = read_manifest(out).manifest["files"]["model.pt"]["sha256"]
     model2, spec2, pre2 = prepare_preset("deit_tiny", image_size=(32, 32), num_classes=3)
-    export(model2, torch.zeros(2, 3, 32, 32), "torchscript", out, spec=spec2, preprocessing=pre2)
+    export(model2, torch.zeros(2, 3, 32, 32), "torchscript", out, spec=spec2, preprocessing=pre2, force=True)
     art = read_manifest(out)
     assert art.manifest["files"]["model.pt"]["sha256"] != first
     assert art.manifest["outputs"][0]["shape"] == [-1, 3]

@@ -30,9 +30,10 @@ VITEDGE = str(Path(sys.executable).with_name("vitedge"))
 
 
 def export_cmd(out: Path, num_classes: int) -> list[str]:
-    """The CLI export of a tiny model (deit_tiny, 32x32, fixed batch 2: one parity run) to TorchScript."""
+    """The CLI export of a tiny model (deit_tiny, 32x32, fixed batch 2: one parity run) to TorchScript, replacing a
+    previous artifact at ``out`` (``--force``)."""
     return [VITEDGE, "export", "deit_tiny", "--target", "torchscript", "--image-size", "32", "32", "--batch", "2",
-            "--num-classes", str(num_classes), "-o", str(out)]
+            "--num-classes", str(num_classes), "--force", "-o", str(out)]
 
 
 def visible(folder: Path) -> list[str]:
@@ -156,7 +157,7 @@ CHILD = textwrap.dedent("""
             real_replace(a, b)
             os.kill(os.getpid(), signal.SIGKILL)  # between "old -> backup" and "new -> final"
         os.replace = killing_replace
-    with M.atomic_directory(final) as d:
+    with M.atomic_directory(final, force=True) as d:
         (d / "model.bin").write_bytes(b"new")
         M.write_manifest(d, json.loads(sys.argv[3]))
 """)
@@ -168,7 +169,7 @@ MANIFEST = {"schema_version": 1, "artifact": "model.bin", "target": "onnx",
 
 
 def write_small(final: Path, payload: bytes) -> None:
-    with atomic_directory(final) as d:
+    with atomic_directory(final, force=True) as d:
         (d / "model.bin").write_bytes(payload)
         write_manifest(d, MANIFEST)
 
@@ -220,7 +221,7 @@ def test_concurrent_swaps_race(tmp_path):
 
         def worker(tag: bytes):
             try:
-                with atomic_directory(final) as d:
+                with atomic_directory(final, force=True) as d:
                     (d / "model.bin").write_bytes(tag * 1000)
                     write_manifest(d, MANIFEST)
                     barrier.wait(timeout=30)

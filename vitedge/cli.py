@@ -111,11 +111,13 @@ def cmd_export(args) -> int:
     else:
         batch = _parse_batch(args.batch)
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip()) if args.outputs else None
+    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+    out = Path(args.output or f"artifacts/{args.preset}-{args.target}{suffix}")
     model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
                                       image_size=tuple(args.image_size) if args.image_size else None,
                                       outputs=outputs)
-    suffix = "" if args.precision == "fp32" else f"-{args.precision}"
-    out = Path(args.output or f"artifacts/{args.preset}-{args.target}{suffix}")
+    from .manifest import check_destination
+    check_destination(out, args.force)  # before any export work (usage errors above keep exit code 2)
     example = torch.zeros(batch or 2, 3, *pre["size"])
     quant = None
     if args.precision == "int8":
@@ -126,7 +128,7 @@ def cmd_export(args) -> int:
     labels = (spec.get("training") or {}).get("labels")
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
                  opset=args.opset, precision=args.precision, quantization=quant, labels=labels,
-                 target_options=target_options, sign_key=args.sign)
+                 target_options=target_options, sign_key=args.sign, force=args.force)
     trt = art.manifest.get("tensorrt") or {}
     if args.target == "trt" and not trt.get("engine"):
         from .errors import PartialArtifactError
@@ -296,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--coreml-author", help="model metadata: author (default: vitedge VERSION)")
     cm.add_argument("--coreml-license", help="model metadata: license of the weights")
     cm.add_argument("--coreml-version", help="model metadata: version string (default: vitedge's)")
-    e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET)")
+    e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET); must not exist, be "
+                                          "empty, or (with --force) hold a previous vitedge artifact")
+    e.add_argument("--force", action="store_true", help="replace the previous vitedge artifact at -o (anything else "
+                                                         "there is never replaced)")
     e.add_argument("--sign", metavar="KEY.pem",
                    help="sign the artifact (model.sig, OpenSSF model-signing) with this elliptic-curve private key "
                         "before it appears (vitedge keygen makes one)")

@@ -5,6 +5,7 @@ Usable with a zoo preset (:func:`prepare_preset`) or any ``nn.Module`` and examp
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from torch import nn
 from .checkpoint import apply_checkpoint, load_state_dict
 from .data import bundled_photo_paths, load_batch, make_preprocessing
 from .errors import ExportError, UsageError, VitedgeError, first_line
-from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, read_manifest, sha256_file, utc_now, versions, \
-    write_manifest
+from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, check_destination, read_manifest, sha256_file, \
+    utc_now, versions, write_manifest
 from .models.zoo import create_model, family_class, get_preset, size_arg
 from .targets import runs_here, target_module
 from .validate import check_tolerance, compare, tolerance_for
@@ -23,6 +24,55 @@ from .validate import check_tolerance, compare, tolerance_for
 __all__ = ["build_model", "export", "prepare_preset"]
 
 INPUT_NAME = "pixel_values"
+MAX_PARAMS = 10**9         # largest model a manifest's model.kwargs may rebuild (counted on the meta device first)
+MAX_META_OPS = 100_000     # torch calls allowed while building it on the meta device (presets: under 3,000)
+MAX_META_SECONDS = 10.0    # and wall time (a huge depth of cheap layers)
+
+
+class _OpBudget(torch.overrides.TorchFunctionMode):
+    """Counts torch calls made while a model is built (on the meta device) and stops the build past a budget."""
+
+    def __init__(self, limit: int, seconds: float = MAX_META_SECONDS):
+        super().__init__()
+        self.limit, self.calls = limit, 0
+        self.deadline = time.monotonic() + seconds
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise _TooBig(f"more than {self.limit} tensor operations to build")
+        if self.calls % 256 == 0 and time.monotonic() > self.deadline:
+            raise _TooBig(f"more than {MAX_META_SECONDS:g} s to build on the meta device")
+        return func(*args, **(kwargs or {}))
+
+
+class _TooBig(Exception):
+    pass
+
+
+def check_model_size(cls, kwargs: dict, family: str = "", max_params: int = MAX_PARAMS) -> int:
+    """Build ``cls(**kwargs)`` on PyTorch's meta device (shapes only: nothing is allocated or initialised), count its
+    parameters and buffers, and return that count.
+
+    Raises:
+        VitedgeError: more than ``max_params`` elements, a build that needs more than :data:`MAX_META_OPS` torch
+            calls (e.g. a depth of millions), or kwargs the class does not take; one line naming the family.
+    """
+    what = f"manifest model.kwargs ({family or cls.__name__})"
+    try:
+        with torch.device("meta"), _OpBudget(MAX_META_OPS):
+            model = cls(**kwargs)
+        n = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+    except _TooBig as e:
+        raise VitedgeError(f"{what} describe a model too large to rebuild ({e}); refusing it") from None
+    except RecursionError:
+        raise VitedgeError(f"{what} describe a model too deep to rebuild; refusing it") from None
+    except Exception as e:  # noqa: BLE001 - TypeError/ValueError/AssertionError of a constructor: one line
+        raise VitedgeError(f"{what} do not build a model: {first_line(e, 200)}") from None
+    if n > max_params:
+        raise VitedgeError(f"{what} describe a model of {n:.3g} parameters, above the limit of {max_params:.3g}; "
+                           "refusing to build it")
+    return n
 
 
 def _tuples(v):
@@ -102,33 +152,47 @@ def build_model(spec: dict) -> nn.Module:
     """Rebuild the eager model a manifest describes (family class + kwargs + weights source).
 
     Only classes registered in :data:`vitedge.models.zoo.FAMILIES` are built; nothing named in a manifest is
-    imported otherwise.
+    imported otherwise. Before anything is allocated the model is built on the meta device and its size checked
+    (:func:`check_model_size`: at most :data:`MAX_PARAMS` parameters), so hostile kwargs fail in a moment.
 
     Raises:
-        VitedgeError: the manifest names no family, or its weights cannot be reproduced (module-only export,
-            checkpoint missing or changed since export).
+        VitedgeError: the manifest names no family, its kwargs are not a mapping, describe a model above the
+            parameter cap or one the class cannot build, or its weights cannot be reproduced (module-only
+            export, checkpoint missing or changed since export).
     """
     family = spec.get("family")
     if not family:
         raise VitedgeError("the manifest does not describe a vitedge model family; validate it from Python with "
                            "vitedge.validate.validate(path, model=your_module)")
+    if not isinstance(family, str):
+        raise VitedgeError(f"manifest model.family {str(family)[:60]!r} is not a family name")
     cls = family_class(family)
+    if not isinstance(spec.get("kwargs"), dict):
+        raise VitedgeError("manifest model.kwargs is not a mapping of constructor arguments")
+    kwargs = _tuples(spec["kwargs"])
     weights = spec.get("weights", {})
-    if weights.get("source") == "seed":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(weights.get("seed", 0)))
-            model = cls(**_tuples(spec["kwargs"]))
-    elif weights.get("source") == "checkpoint":
-        path = Path(weights["path"])
-        if not path.is_file():
-            raise VitedgeError(f"the checkpoint this artifact was exported from is gone: {path}")
-        if sha256_file(path) != weights.get("sha256"):
-            raise VitedgeError(f"the checkpoint {path} changed since export (SHA-256 differs)")
-        model = cls(**_tuples(spec["kwargs"]))
-        model.load_state_dict(load_state_dict(path), strict=True)
-    else:
-        raise VitedgeError("the manifest's weights cannot be rebuilt (exported from a Python module); "
-                           "validate it from Python with vitedge.validate.validate(path, model=your_module)")
+    if not isinstance(weights, dict):
+        raise VitedgeError("manifest model.weights is not a mapping")
+    if weights.get("source") in ("seed", "checkpoint"):
+        check_model_size(cls, kwargs, family)  # before anything allocates
+    try:
+        if weights.get("source") == "seed":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(weights.get("seed", 0)))
+                model = cls(**kwargs)
+        elif weights.get("source") == "checkpoint":
+            path = Path(weights["path"])
+            if not path.is_file():
+                raise VitedgeError(f"the checkpoint this artifact was exported from is gone: {path}")
+            if sha256_file(path) != weights.get("sha256"):
+                raise VitedgeError(f"the checkpoint {path} changed since export (SHA-256 differs)")
+            model = cls(**kwargs)
+            model.load_state_dict(load_state_dict(path), strict=True)
+        else:
+            raise VitedgeError("the manifest's weights cannot be rebuilt (exported from a Python module); "
+                               "validate it from Python with vitedge.validate.validate(path, model=your_module)")
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. a non-integer seed
+        raise VitedgeError(f"manifest model spec cannot be rebuilt: {first_line(e, 200)}") from None
     if spec.get("outputs"):
         from .models.outputs import WithOutputs
         model = WithOutputs(model, spec["outputs"])
@@ -156,7 +220,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
            spec: dict | None = None, preprocessing: dict | None = None, labels: list[str] | None = None,
            dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4,
            precision: str = "fp32", quantization: dict | None = None,
-           target_options: dict | None = None, sign_key: str | os.PathLike | None = None) -> Artifact:
+           target_options: dict | None = None, sign_key: str | os.PathLike | None = None,
+           force: bool = False) -> Artifact:
     """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
 
     Args:
@@ -174,11 +239,15 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         sign_key: elliptic-curve private key PEM (``vitedge keygen``): the artifact is signed
             (``model.sig``, :func:`vitedge.signing.sign_artifact`) in its temporary folder before it is swapped
             into place, so it is never visible unsigned.
+        force: replace ``out_dir`` if it holds a previous vitedge artifact. Without it only a missing path or an
+            empty folder is written; a folder holding anything else, a file or a symlink is never replaced.
     Returns:
         The written :class:`Artifact`.
     Raises:
         UsageError: unknown target, a precision or int8 mode the target cannot do, an example that is not
             float32 NCHW, or a ``sign_key`` that is not a readable P-256/P-384/P-521 private key (checked first).
+        ArtifactError: ``out_dir`` exists and is not a vitedge artifact, or is one and ``force`` is False (checked
+            before any export work and again just before the swap; ``out_dir`` is left untouched).
         ExportError: the exporter failed, or the artifact is outside its precision's tolerance against fp32
             eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
@@ -187,6 +256,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         from .signing import check_private_key
         check_private_key(sign_key)  # before the export's minutes of work
     check_precision(target, precision, (quantization or {}).get("mode"))
+    check_destination(out_dir, force)  # before any work: never spend an export on a folder we may not replace
     if example.dtype != torch.float32 or example.dim() != 4:
         raise UsageError(f"example input must be float32 (B, C, H, W), got {example.dtype} {tuple(example.shape)}")
     model = model.eval()
@@ -210,7 +280,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     fixed_b = int(example.shape[0])
     batches = [1, 3, 8] if dynamic_batch else [fixed_b]
     try:
-        with atomic_directory(out_dir) as tmp:
+        with atomic_directory(out_dir, force=force) as tmp:
             try:
                 info = mod.write(model, example, tmp, options)
             except (VitedgeError, KeyboardInterrupt):

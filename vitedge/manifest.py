@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +37,59 @@ DISK_FULL_BYTES = 1 << 20         # a write failure with less free space than th
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
-__all__ = ["Artifact", "SCHEMA_VERSION", "atomic_directory", "clean_stale", "file_entry", "read_manifest",
-           "sha256_file", "versions", "write_manifest"]
+MAX_FILE_BYTES = 16 * 2**30       # largest artifact file read into memory for a runtime (the zip cap in safety.py)
+
+__all__ = ["Artifact", "MAX_FILE_BYTES", "SCHEMA_VERSION", "atomic_directory", "check_destination", "clean_stale",
+           "file_entry", "is_artifact_dir", "read_manifest", "sha256_file", "versions", "write_manifest"]
+
+
+def _read_regular(path: Path, max_bytes: int, what: str, expect: int | None = None) -> bytes:
+    """Read the regular file at ``path`` once: open (non-blocking, so a FIFO cannot hang us), ``fstat`` the opened
+    descriptor (must be a regular file; size checked against ``expect`` and ``max_bytes`` BEFORE reading), then read
+    exactly that many bytes. A file that grows or shrinks while it is read is refused.
+
+    Raises:
+        ArtifactError: missing/unreadable file, not a regular file, a size other than ``expect`` or above
+            ``max_bytes``, or a size change during the read; the message names ``what``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ArtifactError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactError(f"{what} {path} is not a regular file (FIFO, device or directory?)")
+        size = st.st_size
+        if expect is not None and size != expect:
+            raise ArtifactError(f"{what} {path} is {size} bytes, manifest says {expect} (truncated or replaced)")
+        if size > max_bytes:
+            raise ArtifactError(f"{what} {path} is {size} bytes, above the {max_bytes}-byte limit")
+        if getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        with open(fd, "rb", closefd=False) as f:  # BufferedReader.read(n) reads until n bytes or end of file
+            data = f.read(size)
+            if len(data) != size or f.read(1):
+                raise ArtifactError(f"{what} {path} changed size while it was read")
+        return data
+    except OSError as e:
+        raise ArtifactError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
 
 
 @dataclass
 class Artifact:
-    """An artifact directory and its parsed manifest."""
+    """An artifact directory and its parsed manifest.
+
+    ``verified``: :func:`read_manifest` checked every listed file's size and SHA-256 (``verify=True``), so
+    :meth:`read_file` compares what it reads with the manifest too. ``manifest_sha256``: hex SHA-256 of the exact
+    manifest.json bytes that were parsed into :attr:`manifest` (None for an artifact built in memory).
+    """
 
     path: Path
     manifest: dict
+    verified: bool = False
     #: hex SHA-256 of the manifest.json bytes that were parsed into :attr:`manifest` (None if not read from disk)
     manifest_sha256: str | None = None
 
@@ -58,6 +102,38 @@ class Artifact:
     def size_mb(self) -> float:
         """Total size in MiB of the files the manifest covers."""
         return sum(f["bytes"] for f in self.manifest["files"].values()) / 2**20
+
+    def read_file(self, name: str | None = None, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+        """The bytes of one artifact file, read once, for a runtime to load from memory (no hash-then-reopen race).
+
+        ``name``: POSIX path relative to :attr:`path` (default: the main artifact file, ``manifest['artifact']``).
+        The file is opened once, ``fstat``-ed (a regular file; its size checked against the manifest and
+        ``max_bytes`` before anything is read), read whole, and, when the artifact was verified
+        (:attr:`verified`), its SHA-256 is compared with the manifest's: the returned bytes are exactly the
+        hashed ones. A verified artifact reads only files its manifest lists. Unverified (``verify=False``, or
+        the export driver's own in-memory artifact): the bytes are returned without a comparison.
+
+        Returns:
+            The file's bytes.
+        Raises:
+            ArtifactError: an unlisted file (verified artifacts), a name escaping the folder, a missing or
+                non-regular file, a size other than the manifest's or above ``max_bytes``, or bytes whose
+                SHA-256 differs from the manifest's.
+        """
+        from .safety import check_relative_name, is_inside
+        name = self.manifest["artifact"] if name is None else name
+        rel = check_relative_name(name, f"artifact {self.path}: file").as_posix()
+        entry = (self.manifest.get("files") or {}).get(rel)
+        if self.verified and entry is None:
+            raise ArtifactError(f"artifact file {self.path / rel} is not listed in its manifest (no SHA-256 to check "
+                                "it against)")
+        f = self.path / rel
+        if (f.exists() or f.is_symlink()) and not is_inside(self.path, f):
+            raise ArtifactError(f"artifact file {f} resolves outside {self.path} (symlink?)")
+        data = _read_regular(f, max_bytes, "artifact file", entry["bytes"] if self.verified else None)
+        if self.verified and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise ArtifactError(f"artifact file {f} does not match the SHA-256 in its manifest")
+        return data
 
 
 def sha256_file(path: Path) -> str:
@@ -147,6 +223,8 @@ def _check_structure(m: dict, mpath: Path) -> None:
     size = pre.get("size")
     if not isinstance(size, list) or len(size) != 2 or not all(_is_int(s) and 0 < s <= MAX_INPUT_SIDE for s in size):
         bad(f"preprocessing size {size!r} is not [H, W] with 0 < H, W <= {MAX_INPUT_SIDE}")
+    if size != shape[2:4]:  # images are resized to exactly the model's input; anything else only costs memory
+        bad(f"preprocessing size {size} differs from the model input's (H, W) {shape[2:4]}")
     for key in ("mean", "std"):
         v = pre.get(key)
         if not isinstance(v, list) or len(v) not in (1, 3) or not all(_is_num(x) for x in v):
@@ -172,7 +250,13 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
 
     With ``verify`` also: the main artifact is covered by ``files`` (so stripping ``files`` cannot skip the
     check), every listed file exists with the recorded size and SHA-256, and a main artifact that is a directory
-    (Core ML ``.mlpackage``) holds no file the manifest does not list.
+    (Core ML ``.mlpackage``) holds no file the manifest does not list. The returned artifact is then marked
+    ``verified``: :meth:`Artifact.read_file`, which the targets load from, hashes the bytes it hands a runtime
+    again, so a file swapped after this check is refused rather than loaded.
+
+    manifest.json itself is opened once (a regular file, size checked before reading) and parsed from the same
+    bytes whose SHA-256 is kept as ``Artifact.manifest_sha256``. ``preprocessing.size`` must equal the input's
+    (H, W).
 
     Raises:
         ArtifactError: missing directory or manifest; invalid, oversized or ill-typed manifest; a schema newer
@@ -191,7 +275,7 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     try:
         if mpath.stat().st_size > MAX_MANIFEST_BYTES:
             raise ArtifactError(f"manifest {mpath} is larger than {MAX_MANIFEST_BYTES} bytes")
-        raw = mpath.read_bytes()
+        raw = _read_regular(mpath, MAX_MANIFEST_BYTES, "manifest")  # parsed and hashed from the same bytes
         manifest = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -217,7 +301,7 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
                                 f"{e.strerror or e}") from None
         if present and not is_inside(directory, f):
             raise ArtifactError(f"manifest {mpath} names {name!r}, which resolves outside {directory} (symlink?)")
-    art = Artifact(directory, manifest, hashlib.sha256(raw).hexdigest())
+    art = Artifact(directory, manifest, verified=verify, manifest_sha256=hashlib.sha256(raw).hexdigest())
     if verify:
         main = manifest["artifact"].rstrip("/")
         if main not in files and not any(n.startswith(main + "/") for n in files):
@@ -341,22 +425,81 @@ def _disk_full(exc: BaseException, directory: Path) -> int | None:
     return free if free is not None and free < DISK_FULL_BYTES else None
 
 
+def is_artifact_dir(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a real directory (not a symlink) whose ``manifest.json`` is a regular file of at most
+    16 MiB holding a JSON object with an integer ``schema_version`` and a ``target`` string, i.e. something a vitedge
+    export wrote. File hashes are not checked (an artifact whose files were edited is still one)."""
+    p = Path(path)
+    try:
+        if not stat.S_ISDIR(os.lstat(p).st_mode):
+            return False
+        m = p / MANIFEST
+        if not stat.S_ISREG(os.lstat(m).st_mode):
+            return False
+        doc = json.loads(_read_regular(m, MAX_MANIFEST_BYTES, "manifest").decode("utf-8"))
+    except (OSError, ArtifactError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and _is_int(doc.get("schema_version")) and isinstance(doc.get("target"), str)
+
+
+def check_destination(final: str | os.PathLike, force: bool = False, shown: str | None = None) -> None:
+    """Refuse an export destination whose contents are not ours to replace.
+
+    Accepted: a path that does not exist, an empty directory, or (only with ``force``) a previous vitedge artifact
+    (:func:`is_artifact_dir`). Refused: a symlink (even to an artifact), a regular file or any other non-directory,
+    a directory holding anything else (a user's ``docs/``, the working directory ``.``), and an artifact without
+    ``force``. Nothing is created, removed or modified. ``shown``: the name used in messages (default ``final``).
+
+    Raises:
+        ArtifactError: ``DIR exists and is not a vitedge artifact; choose another -o or remove it``, or
+            ``DIR already holds a vitedge artifact; pass --force to replace it``.
+    """
+    p = Path(final)
+    name = shown if shown is not None else str(final)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ArtifactError(f"cannot use {name} as the output: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        if is_artifact_dir(p):
+            if force:
+                return
+            raise ArtifactError(f"{name} already holds a vitedge artifact; pass --force to replace it")
+        try:
+            empty = not any(os.scandir(p))
+        except OSError:
+            empty = False
+        if empty:
+            return
+    raise ArtifactError(f"{name} exists and is not a vitedge artifact; choose another -o or remove it")
+
+
 @contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike):
+def atomic_directory(final: str | os.PathLike, *, force: bool = False):
     """Yield a temporary directory beside ``final``; on success it replaces ``final`` as a whole.
 
+    * ``final`` must be absent, an empty directory, or (with ``force``) a previous vitedge artifact
+      (:func:`check_destination`); this is checked before anything is created and again under the lock just
+      before the swap (the folder may have changed meanwhile). Anything else, a symlink included, is never
+      replaced: the temp directory is removed and ``final`` is left exactly as it was.
     * Stale temp directories of killed exports into the same ``final`` are removed first (:func:`clean_stale`).
     * On success the files are fsync'ed, then, under an exclusive lock on the parent folder, the temp directory
       is swapped with ``final`` by ``renameat2(RENAME_EXCHANGE)`` (Linux), so ``final`` is at every instant the
       old whole artifact or the new one. Where that call is unsupported the swap is two renames (old -> hidden
       backup, new -> final): a kill between them leaves no artifact at ``final``, never a partial one.
-    * Two exports into one ``final`` at once both succeed; the one that swaps last wins, whole.
+    * Two exports into one ``final`` at once with ``force`` both succeed; the one that swaps last wins, whole
+      (without ``force`` the later one finds the first one's artifact and refuses).
     * On any exception the temporary directory is removed and ``final`` is untouched.
 
     Raises:
-        ArtifactError: the write failed on a full disk (``ENOSPC``/``EDQUOT``, or under 1 MiB left on the file
-            system), with the original error appended; other exceptions pass through unchanged.
+        ArtifactError: ``final`` is not replaceable (:func:`check_destination`), or the write failed on a full
+            disk (``ENOSPC``/``EDQUOT``, or under 1 MiB left on the file system), with the original error
+            appended; other exceptions pass through unchanged.
     """
+    shown = str(final)
+    check_destination(final, force, shown)
     final = Path(final).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(final)
@@ -367,6 +510,7 @@ def atomic_directory(final: str | os.PathLike):
         _fsync_tree(tmp)
         old = None
         with _dir_lock(final.parent):
+            check_destination(final, force, shown)  # again: the folder may have changed since the export began
             if final.exists() or final.is_symlink():
                 if _exchange(tmp, final):
                     old = tmp  # now holds the previous artifact
@@ -383,7 +527,7 @@ def atomic_directory(final: str | os.PathLike):
             else:
                 shutil.rmtree(old, ignore_errors=True)
     except BaseException as e:
-        free = _disk_full(e, final.parent)
+        free = None if isinstance(e, ArtifactError) else _disk_full(e, final.parent)
         shutil.rmtree(tmp, ignore_errors=True)
         if free is not None:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

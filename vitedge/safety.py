@@ -17,6 +17,7 @@ Every check runs *before* the library that would read the file opens it, and ref
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
@@ -27,7 +28,8 @@ from pathlib import Path, PurePosixPath
 from .errors import ArtifactError, VitedgeError
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_RATIO", "DEFAULT_MAX_TOTAL_BYTES", "check_onnx_external_data",
-           "check_relative_name", "check_tree", "is_inside", "is_zip", "safe_extract", "safe_zip_members"]
+           "check_relative_name", "check_tree", "is_inside", "is_zip", "onnx_external_locations", "safe_extract",
+           "safe_zip_members"]
 
 DEFAULT_MAX_TOTAL_BYTES = 16 * 2**30  # 16 GiB uncompressed: far above any ViT artifact, far below a zip bomb's
 DEFAULT_MAX_RATIO = 200                # uncompressed / compressed, per member; torch writes members stored (1.0)
@@ -81,8 +83,11 @@ def is_zip(path: str | os.PathLike) -> bool:
 
 def safe_zip_members(path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
                      max_ratio: float = DEFAULT_MAX_RATIO, max_entries: int = DEFAULT_MAX_ENTRIES,
-                     error: type[VitedgeError] = ArtifactError) -> list[zipfile.ZipInfo]:
+                     error: type[VitedgeError] = ArtifactError, data: bytes | None = None) -> list[zipfile.ZipInfo]:
     """Check a zip archive before anything reads or extracts it; return its members.
+
+    ``data``: the archive's bytes, already read (e.g. by :meth:`vitedge.manifest.Artifact.read_file`); they are
+    checked instead of the file, and ``path`` only names the archive in messages.
 
     Reads only the central directory and the local headers (no member is decompressed). Refused: not a zip or a
     corrupt one; more than ``max_entries`` members; a member name that is absolute, has a ``..`` component, a
@@ -97,7 +102,7 @@ def safe_zip_members(path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_
     """
     path = Path(path)
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(path if data is None else io.BytesIO(data)) as zf:
             infos = zf.infolist()
             start_dir = zf.start_dir
     except FileNotFoundError:
@@ -132,15 +137,15 @@ def safe_zip_members(path: str | os.PathLike, *, max_total_bytes: int = DEFAULT_
         if info.file_size >= RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
             raise error(f"archive {path}: member {name!r} expands {info.file_size / max(info.compress_size, 1):.0f}"
                         f"-fold, more than the limit of {max_ratio:g} (zip bomb?)")
-    _check_layout(path, infos, start_dir, error)
+    _check_layout(path, infos, start_dir, error, data)
     return infos
 
 
-def _check_layout(path: Path, infos, start_dir: int, error) -> None:
+def _check_layout(path: Path, infos, start_dir: int, error, data: bytes | None = None) -> None:
     """Each member's local header matches the central directory and the data ranges do not overlap."""
     spans = []
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    size = path.stat().st_size if data is None else len(data)
+    with (open(path, "rb") if data is None else io.BytesIO(data)) as f:
         for info in infos:
             if not 0 <= info.header_offset < size:
                 raise error(f"archive {path}: member {info.filename!r} starts outside the file")
@@ -268,24 +273,32 @@ def _node_tensors(node):
             yield from _onnx_tensors(g)
 
 
-def check_onnx_external_data(path: str | os.PathLike) -> list[str]:
+def check_onnx_external_data(path: str | os.PathLike, data: bytes | None = None) -> list[str]:
     """Check every external-data reference of an ONNX file before a runtime opens it.
 
-    Parses the model without loading external data (``onnx.load(..., load_external_data=False)``) and, for
+    Parses the model without loading external data (``onnx.load(..., load_external_data=False)``, or the bytes
+    ``data`` when given: ``path`` then only locates the folder and names the file in messages) and, for
     each tensor stored externally (ONNX IR ``TensorProto.data_location == EXTERNAL``; graph, sparse and
     attribute tensors, subgraphs and functions), requires a ``location`` that is relative, has no ``..``
     component, resolves (symlinks followed) inside the ONNX file's folder to a regular file, and whose
-    ``offset``/``length`` lie inside that file. Returns the sorted distinct locations (empty if none).
+    ``offset``/``length`` lie inside that file. Returns the sorted distinct locations (empty if none), normalised
+    (``./w.bin`` -> ``w.bin``).
 
     Raises:
         ArtifactError: an unparsable file, or the first unsafe reference (names the tensor and the location).
     """
+    return sorted(set(onnx_external_locations(path, data).values()))
+
+
+def onnx_external_locations(path: str | os.PathLike, data: bytes | None = None) -> dict[str, str]:
+    """As :func:`check_onnx_external_data`, but returns ``{location as written in the model: normalised location}``
+    (ONNX Runtime's in-memory external data is keyed by the location exactly as the model writes it)."""
     import onnx
     from onnx import TensorProto
 
     path = Path(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False) if data is None else onnx.load_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends: one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtifactError(f"cannot load ONNX file {path}: {msg[:300]}") from None
@@ -294,7 +307,7 @@ def check_onnx_external_data(path: str | os.PathLike) -> list[str]:
     for fn in model.functions:
         for node in fn.node:
             tensors.extend(_node_tensors(node))
-    locations = set()
+    locations: dict[str, str] = {}
     for t in tensors:
         if t.data_location != TensorProto.EXTERNAL:
             continue
@@ -315,5 +328,5 @@ def check_onnx_external_data(path: str | os.PathLike) -> list[str]:
         if offset < 0 or offset > size or (length != -1 and (length < 0 or offset + length > size)):
             raise ArtifactError(f"{where} {loc!r}: offset {offset} / length {length} lie outside the "
                                 f"{size}-byte file")
-        locations.add(str(rel))
-    return sorted(locations)
+        locations[loc] = str(rel)
+    return locations

@@ -37,7 +37,7 @@ def export_tiny(out_dir: Path) -> Path:
     from vitedge.export import export
     model = tiny_vit()
     example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    art = export(model, example, "torchscript", out_dir, preprocessing=dict(PREPROCESSING))
+    art = export(model, example, "torchscript", out_dir, force=True, preprocessing=dict(PREPROCESSING))
     m = art.manifest
     if (m["backend"], m["target"], m["artifact"]) != ("libtorch", "torchscript", "model.pt"):
         raise Failure(f"unexpected manifest from vitedge.export.export: {m['backend']}/{m['target']}/{m['artifact']}")

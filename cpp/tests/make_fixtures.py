@@ -59,7 +59,8 @@ def main(out: Path) -> None:
     example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     private_key, _ = make_keypair(out / "keys")
     for target in BACKENDS:
-        art = export(tiny_vit(), example, target, out / target, preprocessing=dict(PREPROCESSING), labels=LABELS)
+        art = export(tiny_vit(), example, target, out / target, force=True, preprocessing=dict(PREPROCESSING),
+                     labels=LABELS)
         sign_artifact(out / target, private_key)
         print(f"{target}: {art.path} parity {json.dumps({k: v['max_abs'] for k, v in art.manifest['parity'].items() if k.startswith('batch_')})}")
     stamp_file.write_text(json.dumps({"key": key}))

@@ -50,7 +50,7 @@ def export_onnx(out_dir: Path, precision: str) -> Path:
     if precision == "int8":
         x, info = calibration_data("digits", dict(PREPROCESSING), 32)
         quant = {"mode": "static", "method": "minmax", "calibration": x.numpy(), "calibration_info": info}
-    art = export(model, example, "onnx", out_dir, preprocessing=dict(PREPROCESSING), precision=precision,
+    art = export(model, example, "onnx", out_dir, force=True, preprocessing=dict(PREPROCESSING), precision=precision,
                  quantization=quant)
     m = art.manifest
     if (m["backend"], m["target"], m["artifact"]) != ("onnxruntime", "onnx", "model.onnx"):

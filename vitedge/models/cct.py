@@ -254,7 +254,7 @@ class TransformerClassifier(nn.Module):
             self.positional_emb = nn.Parameter(sinusoidal_embedding(sequence_length, embedding_dim),
                                                requires_grad=False)
         self.dropout = nn.Dropout(p=dropout_rate)
-        rates = torch.linspace(0, stochastic_depth_rate, num_layers).tolist()
+        rates = torch.linspace(0, stochastic_depth_rate, num_layers, device="cpu").tolist()  # cpu: builds on meta too
         self.blocks = nn.ModuleList([
             CCTEncoderLayer(embedding_dim, num_heads, dim_feedforward, dropout_rate, attention_dropout, rate)
             for rate in rates

@@ -17,8 +17,11 @@ Upstream recipe: https://pytorch.org/docs/stable/torch.compiler_aot_inductor.htm
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -76,25 +79,69 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
                        "device": "cpu", "torch": torch.__version__}}
 
 
+_TMPDIR_LOCK = threading.Lock()  # TMPDIR is process-wide: one package load at a time changes it
+
+
+@contextlib.contextmanager
+def _private_tmpdir():
+    """A new 0700 directory (``tempfile.mkdtemp``) that is also ``TMPDIR`` while the block runs, removed with all it
+    holds afterwards, on success and on failure.
+
+    libtorch's package loader (``AOTIModelPackageLoader``) extracts a ``.pt2`` into ``$TMPDIR/aotinductor_XXXXXX`` and
+    leaves that folder behind when loading fails (and ``aoti_load_package`` tries twice, so two folders per failed
+    load were seen in /tmp); pointing TMPDIR here keeps every extraction inside a folder we remove.
+    """
+    with _TMPDIR_LOCK:
+        d = tempfile.mkdtemp(prefix="vitedge-aoti-")  # mode 0700, owned by us
+        old = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = d
+        try:
+            yield Path(d)
+        finally:
+            if old is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = old
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class AOTInductorRunner:
     """Runs a ``.pt2`` package with ``torch._inductor.aoti_load_package`` on CPU."""
 
     runtime = "aotinductor"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, data: bytes | None = None):
+        """Load the package ``path``, or the package bytes ``data`` already read (and hashed) by
+        :meth:`Artifact.read_file` (``path`` then only names it in messages).
+
+        libtorch only loads a package from a path, so the bytes are zip-checked
+        (:func:`vitedge.safety.safe_zip_members`), written to a private 0700 temp folder and loaded from there; that
+        folder, with libtorch's extraction inside it, is removed once the load returns or fails (the loaded library
+        stays mapped). Raises ArtifactError.
+        """
         if threads:
             torch.set_num_threads(threads)
-        if not Path(path).is_file():
-            raise ArtifactError(f"AOTInductor package {path} is missing")
+        if data is None:
+            if not Path(path).is_file():
+                raise ArtifactError(f"AOTInductor package {path} is missing")
+            try:
+                data = Path(path).read_bytes()
+            except OSError as e:
+                raise ArtifactError(f"cannot read AOTInductor package {path}: {e.strerror or e}") from None
         from ..safety import safe_zip_members
         try:  # a .pt2 is a zip that the loader extracts: no escaping member names, no zip bomb
-            safe_zip_members(path)
+            safe_zip_members(path, data=data)
         except ArtifactError as e:
             raise ArtifactError(f"cannot load AOTInductor package {path}: {e}") from None
         try:
-            with warnings.catch_warnings():
+            with _private_tmpdir() as tmp, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.model = torch._inductor.aoti_load_package(str(path))
+                pkg = tmp / FILENAME
+                fd = os.open(pkg, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+                with open(fd, "wb") as f:
+                    f.write(data)
+                logging.getLogger("torch._inductor.package.package").setLevel(logging.ERROR)  # "outdated pt2" retry
+                self.model = torch._inductor.aoti_load_package(str(pkg))
         except Exception as e:  # noqa: BLE001 - libtorch raises RuntimeError with a long C++ trace
             raise ArtifactError(f"cannot load AOTInductor package {path}: {first_line(e)}") from None
 
@@ -107,5 +154,7 @@ class AOTInductorRunner:
 
 
 def load(artifact: Artifact, threads: int | None = None) -> AOTInductorRunner:
-    """Load the artifact's ``.pt2`` package. Raises ArtifactError if it is missing or libtorch cannot read it."""
-    return AOTInductorRunner(artifact.file, threads)
+    """Load the artifact's ``.pt2`` package from the bytes :meth:`Artifact.read_file` read once (hashed when
+    verified), through a private temp folder removed afterwards. Raises ArtifactError if it is missing, differs
+    from the manifest, or libtorch cannot read it."""
+    return AOTInductorRunner(artifact.file, threads, data=artifact.read_file())

@@ -272,7 +272,10 @@ class ExecuTorchRunner:
     """Runs a ``.pte`` program's ``forward`` method with the ExecuTorch runtime's Python bindings (CPU, XNNPACK)."""
 
     def __init__(self, path: Path, threads: int | None = None, input_shape: list[int] | None = None,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, data: bytes | None = None):
+        """Load the program file ``path``, or the program bytes ``data`` already read (and hashed) by
+        :meth:`Artifact.read_file` (``path`` then only names it in messages). Raises ArtifactError,
+        RuntimeMissingError."""
         Runtime, Verification, _ = _bindings()
         self.threads = set_threads(threads or torch.get_num_threads())
         self.input_shape = input_shape
@@ -281,7 +284,7 @@ class ExecuTorchRunner:
         if not rt.backend_registry.is_available(DELEGATE):
             raise RuntimeMissingError(f"this ExecuTorch runtime has no {DELEGATE} registered")
         try:
-            data = Path(path).read_bytes()
+            data = Path(path).read_bytes() if data is None else data
             self.program = rt.load_program(data, verification=Verification.InternalConsistency)
             self.method = self.program.load_method("forward")
         except OSError as e:
@@ -320,8 +323,10 @@ class ExecuTorchRunner:
 
 
 def load(artifact: Artifact, threads: int | None = None) -> ExecuTorchRunner:
-    """Load the artifact's ``.pte`` into the ExecuTorch runtime, with XNNPACK's threadpool at ``threads``.
+    """Load the artifact's ``.pte`` into the ExecuTorch runtime from the bytes :meth:`Artifact.read_file` read once
+    (hashed when verified), with XNNPACK's threadpool at ``threads``.
     Raises ArtifactError (unreadable/corrupt program), RuntimeMissingError (executorch not installed)."""
     m = artifact.manifest
     shape = (m.get("inputs") or [{}])[0].get("shape")
-    return ExecuTorchRunner(artifact.file, threads, shape, (m.get("executorch") or {}).get("max_batch"))
+    return ExecuTorchRunner(artifact.file, threads, shape, (m.get("executorch") or {}).get("max_batch"),
+                            data=artifact.read_file())

@@ -54,6 +54,12 @@ GRAPH_LEVEL = "ORT_ENABLE_ALL"  # what load() opens new artifacts with (and what
 # (DeiT-Ti 34 -> 23 ms, scripts/onnx_fusion_bench.py); on an idle 2-core Xeon it cost 26-36% (LeViT-128S b1:
 # 4.96 -> 6.56 ms, ViT-style ONNX alike), and apps measure latency on a quiet device.
 SESSION_CONFIG = {"session.intra_op.allow_spinning": "1"}
+# The only session config entries a manifest may ask for: the ones vitedge itself writes (SESSION_CONFIG above,
+# vitedge.quantize.onnx.SESSION_CONFIG_FOLD_WEIGHTS) and the inter-op twin of the first, each "0" or "1". ONNX Runtime
+# has keys that write files (session.optimized_model_filepath, session.collect_node_memory_stats_to_file, profiling)
+# or change what runs; a hand-edited manifest must not reach them.
+ALLOWED_SESSION_CONFIG = {"session.intra_op.allow_spinning": ("0", "1"), "session.inter_op.allow_spinning": ("0", "1"),
+                          "session.disable_quant_qdq": ("0", "1")}
 
 FUSIONS = ("gelu", "attention")
 # Per-family default fusions of the stored fp32 graph, kept where interleaved runs measured a win (README, ONNX
@@ -326,25 +332,43 @@ def fusion_report(path: Path, level: str = GRAPH_LEVEL, session_config: dict | N
             "fused_activations": dict(sorted(activations.items())), "unfused": unfused_patterns(optimized)}
 
 
+def check_session_config(session_config, where: str = "ONNX Runtime", key_name: str = "session_config") -> dict:
+    """Return ``session_config`` if every entry is one vitedge writes (:data:`ALLOWED_SESSION_CONFIG`: key and
+    string value "0"/"1"); nothing else may reach ONNX Runtime (some keys write files wherever they name).
+
+    Raises:
+        ArtifactError: ``{where}: {key_name} key 'K' is not one vitedge writes; refusing it`` (or the value / the
+            mapping itself is refused), one line.
+    """
+    if session_config is None:
+        return {}
+    if not isinstance(session_config, dict):
+        raise ArtifactError(f"{where}: {key_name} is not a mapping of ONNX Runtime config keys to strings")
+    for key, value in session_config.items():
+        if key not in ALLOWED_SESSION_CONFIG:
+            raise ArtifactError(f"{where}: {key_name} key {str(key)[:100]!r} is not one vitedge writes; refusing it")
+        if not isinstance(value, str) or value not in ALLOWED_SESSION_CONFIG[key]:
+            raise ArtifactError(f"{where}: {key_name} key {key!r} has value {str(value)[:40]!r}, not one of "
+                                f"{', '.join(repr(v) for v in ALLOWED_SESSION_CONFIG[key])}; refusing it")
+    return dict(session_config)
+
+
 def session_options(threads: int | None, level: str = GRAPH_LEVEL, session_config: dict | None = None):
     """An ``onnxruntime.SessionOptions``: ``threads`` intra-op threads (None: :func:`vitedge.machine.default_threads`), one inter-op
     thread, graph optimization ``level`` (a name in :data:`GRAPH_LEVELS`), errors-only logging, then the
-    ``session_config`` entries (ONNX Runtime ``session.*`` config keys, values as strings).
-    Raises ArtifactError for an unknown level or a config that is not a mapping of names to strings/numbers."""
+    ``session_config`` entries (only those of :data:`ALLOWED_SESSION_CONFIG`, :func:`check_session_config`).
+    Raises ArtifactError for an unknown level or a config entry vitedge does not write (before any option is set)."""
     import onnxruntime as ort
     if level not in GRAPH_LEVELS:
         raise ArtifactError(f"unknown ONNX Runtime graph optimization level {level!r} (known: {', '.join(GRAPH_LEVELS)})")
+    session_config = check_session_config(session_config)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = threads or default_threads()  # torch's setting if torch is loaded
     so.inter_op_num_threads = 1
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    if not isinstance(session_config or {}, dict):
-        raise ArtifactError(f"ONNX Runtime session_config must be a mapping, got {type(session_config).__name__}")
-    for key, value in (session_config or {}).items():
-        if not isinstance(key, str) or isinstance(value, (dict, list, bool)) or value is None:
-            raise ArtifactError(f"ONNX Runtime session_config entry {key!r}: {value!r} is not name -> string")
-        so.add_session_config_entry(key, str(value))
+    for key, value in session_config.items():
+        so.add_session_config_entry(key, value)
     return so
 
 
@@ -352,10 +376,16 @@ class OnnxRuntimeRunner:
     """Runs an ONNX file with ONNX Runtime's CPU execution provider."""
 
     def __init__(self, path: Path, threads: int | None = None, session_config: dict | None = None,
-                 external_data: list[str] | None = None, graph_optimization_level: str = GRAPH_LEVEL):
-        """``session_config``: ONNX Runtime config entries stored with the artifact; ``graph_optimization_level``:
-        a name in :data:`GRAPH_LEVELS`. ``external_data``: the file's external-data locations if already checked by
-        :func:`vitedge.safety.check_onnx_external_data`; None checks them here (ArtifactError if unsafe)."""
+                 external_data: list[str] | None = None, graph_optimization_level: str = GRAPH_LEVEL,
+                 model_bytes: bytes | None = None, external_bytes: dict[str, bytes] | None = None):
+        """``session_config``: ONNX Runtime config entries stored with the artifact (allow-listed,
+        :func:`check_session_config`); ``graph_optimization_level``: a name in :data:`GRAPH_LEVELS`.
+        ``external_data``: the file's external-data locations if already checked by
+        :func:`vitedge.safety.check_onnx_external_data`; None checks them here (ArtifactError if unsafe).
+        ``model_bytes``: the ONNX file's bytes, already read (and hashed) by :func:`load`: ONNX Runtime then builds the
+        session from memory, ``path`` only names it in messages, and every external-data file must be in
+        ``external_bytes`` (``{location as the model writes it: bytes}``), handed over in memory too
+        (``SessionOptions.add_external_initializers_from_files_in_memory``); nothing is re-read from disk."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -364,10 +394,19 @@ class OnnxRuntimeRunner:
         self.session_config = dict(session_config or {})
         if external_data is None:  # no location outside the folder: checked before ORT opens the file
             from ..safety import check_onnx_external_data
-            external_data = check_onnx_external_data(path)
+            external_data = check_onnx_external_data(path, model_bytes)
         self.external_data = external_data
+        if model_bytes is not None and external_bytes:
+            names = list(external_bytes)
+            bufs = [external_bytes[n] for n in names]
+            so.add_external_initializers_from_files_in_memory(names, bufs, [len(b) for b in bufs])
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            with tempfile.TemporaryDirectory(prefix="vitedge-ort-empty-") as empty:
+                if model_bytes is not None:  # a model from bytes resolves external data in the working directory:
+                    # point it at an empty folder instead, so nothing is read from disk behind the checked bytes
+                    so.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+                self.session = ort.InferenceSession(str(path) if model_bytes is None else model_bytes, so,
+                                                    providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types with long messages
             raise ArtifactError(f"cannot load ONNX file {path}: {str(e).strip().splitlines()[0][:300]}") from None
         self.input_name = self.session.get_inputs()[0].name
@@ -378,33 +417,54 @@ class OnnxRuntimeRunner:
         return self.session.run(None, {self.input_name: x})
 
 
-def runtime_settings(manifest: dict) -> tuple[str, dict]:
+def runtime_settings(manifest: dict, where: str = "manifest") -> tuple[str, dict]:
     """(graph optimization level, session config) a manifest asks ONNX Runtime for: ``onnxruntime`` (written since
     the fusion report) merged with ``quantization.session_config`` (older int8 artifacts); a manifest with neither
-    gets :data:`GRAPH_LEVEL` and no entries, as before. Raises ArtifactError for a malformed ``onnxruntime`` block."""
+    gets :data:`GRAPH_LEVEL` and no entries, as before. Only the entries vitedge writes are accepted
+    (:data:`ALLOWED_SESSION_CONFIG`). ``where``: names the manifest in messages.
+
+    Raises:
+        ArtifactError: a malformed ``onnxruntime`` block, an unknown level, or a session config key or value
+            vitedge does not write (``manifest DIR: onnxruntime.session_config key 'K' is not one vitedge writes;
+            refusing it``).
+    """
     ort_block = manifest.get("onnxruntime") or {}
     quant = manifest.get("quantization") or {}
     if not isinstance(ort_block, dict) or not isinstance(quant, dict):
-        raise ArtifactError("manifest 'onnxruntime' / 'quantization' is not a mapping")
-    configs = [ort_block.get("session_config") or {}, quant.get("session_config") or {}]
-    if not all(isinstance(c, dict) for c in configs):
-        raise ArtifactError("manifest session_config is not a mapping of ONNX Runtime config keys to strings")
+        raise ArtifactError(f"{where}: 'onnxruntime' / 'quantization' is not a mapping")
+    configs = [check_session_config(ort_block.get("session_config") or {}, where, "onnxruntime.session_config"),
+               check_session_config(quant.get("session_config") or {}, where, "quantization.session_config")]
     level = ort_block.get("graph_optimization_level") or GRAPH_LEVEL
     if level not in GRAPH_LEVELS:
-        raise ArtifactError(f"manifest asks for an unknown ONNX Runtime graph optimization level {level!r}")
+        raise ArtifactError(f"{where} asks for an unknown ONNX Runtime graph optimization level {str(level)[:60]!r}")
     return level, {**configs[0], **configs[1]}
 
 
 def load(artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
     """Open the artifact's ONNX file in ONNX Runtime with the graph optimization level and session config its
-    manifest records (:func:`runtime_settings`). Raises ArtifactError / RuntimeMissingError."""
-    level, config = runtime_settings(artifact.manifest)
-    from ..safety import check_onnx_external_data
-    locations = check_onnx_external_data(artifact.file)  # before ONNX Runtime opens anything
+    manifest records (:func:`runtime_settings`, allow-listed).
+
+    The ONNX file and each external-data file it names are read once by :meth:`Artifact.read_file` (for a
+    verified artifact: listed in the manifest and hashed against it) and handed to ONNX Runtime from memory, so
+    the session runs the bytes that were checked, not whatever is on disk by then.
+    Raises ArtifactError / RuntimeMissingError."""
+    level, config = runtime_settings(artifact.manifest, f"manifest {artifact.path}")
+    from ..safety import onnx_external_locations
+    model_bytes = artifact.read_file()
+    locations = onnx_external_locations(artifact.file, model_bytes)  # before ONNX Runtime sees anything
     files = artifact.manifest.get("files") or {}  # empty only for the export driver's own parity run
     base = Path(artifact.manifest["artifact"]).parent
-    unlisted = [loc for loc in locations if files and (base / loc).as_posix() not in files]
+    listed_only = bool(files) or artifact.verified
+    unlisted = [loc for loc in locations.values() if listed_only and (base / loc).as_posix() not in files]
     if unlisted:  # its bytes would reach the runtime without a SHA-256 check
         raise ArtifactError(f"ONNX file {artifact.file} reads external data {unlisted[0]!r}, which its manifest "
                             "does not list")
-    return OnnxRuntimeRunner(artifact.file, threads, config, locations, level)
+    read: dict[str, bytes] = {}
+    external = {}
+    for raw, loc in locations.items():
+        name = (base / loc).as_posix()
+        if name not in read:
+            read[name] = artifact.read_file(name)
+        external[raw] = read[name]
+    return OnnxRuntimeRunner(artifact.file, threads, config, sorted(set(locations.values())), level,
+                             model_bytes=model_bytes, external_bytes=external)

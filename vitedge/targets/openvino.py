@@ -509,9 +509,14 @@ class OpenVINORunner:
     """
 
     def __init__(self, xml: Path, weights: Path, threads: int | None = None, config: dict | None = None,
-                 input_shape: list[int] | None = None, output_names: list[str] | None = None):
+                 input_shape: list[int] | None = None, output_names: list[str] | None = None,
+                 xml_bytes: bytes | None = None, weights_bytes: bytes | None = None):
         """Compile ``xml`` + ``weights`` for the CPU with ``config`` (OpenVINO properties), ``threads`` inference
         threads (default: :func:`vitedge.machine.default_threads`) and one stream.
+
+        ``xml_bytes`` + ``weights_bytes``: the two files' bytes, already read (and hashed) by :func:`load`;
+        OpenVINO then reads the model from memory (``Core.read_model(xml bytes, weights Tensor)``) and the paths
+        only name it in messages.
 
         Raises:
             RuntimeMissingError: openvino is not installed.
@@ -520,7 +525,7 @@ class OpenVINORunner:
         ov = _import_ov()
         xml, weights = Path(xml), Path(weights)
         try:
-            size = xml.stat().st_size
+            size = xml.stat().st_size if xml_bytes is None else len(xml_bytes)
         except OSError as e:
             raise ArtifactError(f"cannot read OpenVINO IR {xml}: {e.strerror or e}") from None
         if size > MAX_XML_BYTES:
@@ -532,7 +537,11 @@ class OpenVINORunner:
         self._compiled: dict[int | None, tuple] = {}  # batch (None: the IR's own shapes) -> (compiled, request)
         try:
             self._core = ov.Core()
-            self._model = self._core.read_model(str(xml), str(weights))
+            if xml_bytes is None:
+                self._model = self._core.read_model(str(xml), str(weights))
+            else:  # from the verified bytes; the Tensor copies them and must outlive the model's compiles
+                self._weights = ov.Tensor(np.frombuffer(weights_bytes or b"", dtype=np.uint8))
+                self._model = self._core.read_model(xml_bytes, self._weights)
             shape = self._ir_shape = self._model.inputs[0].get_partial_shape()
             # static compiles only for an IR whose one input is (dynamic B, static C, H, W)
             self._static = (len(self._model.inputs) == 1 and shape.rank.is_static and shape.rank.get_length() == 4
@@ -637,4 +646,7 @@ def load(artifact: Artifact, threads: int | None = None) -> OpenVINORunner:
     config = _check_config(ovm["config"], str(artifact.path)) if "config" in ovm else \
         dict(CONFIGS.get(precision, CONFIGS["fp32"]))
     out_names = [o.get("name") for o in m.get("outputs") or []] or None
-    return OpenVINORunner(xml, weights, threads, config, (m.get("inputs") or [{}])[0].get("shape"), out_names)
+    xml_bytes = artifact.read_file(max_bytes=MAX_XML_BYTES)  # read once (size capped first, hashed when verified)
+    weights_bytes = artifact.read_file(weights_name)  # ... and OpenVINO reads the model from these bytes
+    return OpenVINORunner(xml, weights, threads, config, (m.get("inputs") or [{}])[0].get("shape"), out_names,
+                          xml_bytes=xml_bytes, weights_bytes=weights_bytes)

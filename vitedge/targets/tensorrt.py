@@ -348,13 +348,15 @@ class TensorRTRunner:
     """Runs a serialized engine: ``tensorrt.Runtime.deserialize_cuda_engine``, one execution context, I/O through
     torch CUDA tensors (``set_tensor_address``), ``execute_async_v3`` on a dedicated torch CUDA stream."""
 
-    def __init__(self, engine_path: Path, output_names: list[str] | None = None):
+    def __init__(self, engine_path: Path, output_names: list[str] | None = None, data: bytes | None = None):
+        """Deserialize the engine file ``engine_path``, or the engine bytes ``data`` already read (and hashed) by
+        :meth:`Artifact.read_file` (``engine_path`` then only names it in messages)."""
         trt = _import_tensorrt()
         if trt is None:
             raise RuntimeMissingError(f"TensorRT is not installed ({INSTALL_HINT})")
         self._logger = _trt_logger(trt)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes() if data is None else data)
         if self.engine is None:
             raise ArtifactError(f"TensorRT cannot deserialize {engine_path} (built by another TensorRT version or "
                                 f"for another GPU? rebuild it with trtexec.sh or vitedge export)")
@@ -414,7 +416,11 @@ def load(artifact: Artifact, threads: int | None = None) -> TensorRTRunner:
     if not info.get("engine"):
         raise ArtifactError(f"{artifact.path} holds no TensorRT engine ({info.get('engine_missing', 'not built')}); "
                             f"build it with {artifact.path / TRTEXEC_FILE} or re-export on a machine with TensorRT")
-    return TensorRTRunner(artifact.path / info["engine"], [o["name"] for o in artifact.manifest.get("outputs", [])])
+    if _import_tensorrt() is None:
+        raise RuntimeMissingError(f"TensorRT is not installed ({INSTALL_HINT})")
+    data = artifact.read_file(info["engine"])  # read once (hashed when verified); TensorRT gets these bytes
+    return TensorRTRunner(artifact.path / info["engine"], [o["name"] for o in artifact.manifest.get("outputs", [])],
+                          data=data)
 
 
 # ---------------------------------------------------------------------------------------------------------------

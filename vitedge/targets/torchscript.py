@@ -65,14 +65,22 @@ class TorchScriptRunner:
 
     runtime = "libtorch"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, data: bytes | None = None):
+        """Load the TorchScript file ``path``, or, given ``data``, those bytes (``path`` then only names it in
+        messages): the bytes are zip-checked (:func:`vitedge.safety.safe_zip_members`) and handed to libtorch from
+        memory, so what runs is exactly what was checked and hashed. Raises ArtifactError."""
         if threads:
             torch.set_num_threads(threads)
         from ..safety import safe_zip_members
-        safe_zip_members(path)  # a TorchScript file is a zip: no escaping names or bomb before libtorch reads it
+        if data is None:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as e:
+                raise ArtifactError(f"cannot read TorchScript file {path}: {e.strerror or e}") from None
+        safe_zip_members(path, data=data)  # a TorchScript file is a zip: no escaping names or bomb before libtorch
         ctx = _quiet()
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
         except Exception as e:  # noqa: BLE001 - libtorch raises RuntimeError with a long C++ trace
             raise ArtifactError(f"cannot load TorchScript file {path}: {str(e).strip().splitlines()[0]}") from None
         finally:
@@ -87,5 +95,7 @@ class TorchScriptRunner:
 
 
 def load(artifact: Artifact, threads: int | None = None) -> TorchScriptRunner:
-    """Load the artifact's TorchScript file. Raises ArtifactError if libtorch cannot read it."""
-    return TorchScriptRunner(artifact.file, threads)
+    """Load the artifact's TorchScript file from the bytes :meth:`Artifact.read_file` read once (and, for a
+    verified artifact, hashed against the manifest). Raises ArtifactError if they differ or libtorch cannot read
+    them."""
+    return TorchScriptRunner(artifact.file, threads, data=artifact.read_file())
