@@ -196,13 +196,20 @@ def assert_same_init(ref_cls, ours_cls, kwargs) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def assert_one_line_error(err: str, *needles) -> None:
-    """``err`` (a CLI's stderr) is one ``vitedge: error: ...`` line, no traceback, containing every needle."""
+def assert_one_line_error(err: str, *needles) -> str:
+    """``err`` (a CLI's stderr) is one ``vitedge: error: ...`` line, no traceback, containing every needle.
+    Returns that line."""
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert "Traceback" not in err, err
     assert len(lines) == 1 and lines[0].startswith("vitedge: error: "), err
     for n in needles:
         assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def one_line_error(capsys, *needles) -> str:
+    """What the in-process CLI printed to stderr (pytest's ``capsys``) is one error line with every needle."""
+    return assert_one_line_error(capsys.readouterr().err, *needles)
 
 
 def train_on_digits(model: nn.Module, pre: dict, epochs: int = 6) -> nn.Module:

@@ -25,18 +25,10 @@ from vitedge.export import export, prepare_preset
 from vitedge.manifest import read_manifest, write_manifest
 from vitedge.runtime import check_input
 from vitedge.safety import check_onnx_external_data, check_tree, safe_extract, safe_zip_members
+from helpers import one_line_error
 
 SIZE = (32, 32)
 
-
-def one_line_error(capsys, *needles) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("vitedge: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from vitedge.manifest import write_manifest
 from vitedge.runtime import open_artifact
 from vitedge.signing import generate_keypair, sign_artifact, verify_artifact
 from vitedge.validate import validate
+from helpers import one_line_error
 
 SIZE = (32, 32)
 
@@ -111,15 +112,6 @@ def refusal(target: str, d: Path, what: str) -> str:
             "trusted key; pass --key PUB.pem to check its signature, or --trust-code if you trust its source")
 
 
-def one_line(capsys, *needles) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("vitedge: error: "), err
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
-
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
@@ -161,7 +153,7 @@ def test_cli_refuses_unsigned_torchscript(arts, tmp_path, capsys, command):
     marker = tmp_path / "marker"
     d = make_hostile(arts["torchscript"], tmp_path / "hostile", marker)
     assert main([command, str(d)] + (["--iters", "1"] if command == "bench" else [])) == 1
-    assert one_line(capsys)[len("vitedge: error: "):] == refusal("torchscript", d, "TorchScript file")
+    assert one_line_error(capsys)[len("vitedge: error: "):] == refusal("torchscript", d, "TorchScript file")
     assert not marker.exists()
 
 
@@ -212,7 +204,7 @@ def test_aotinductor_is_refused_before_its_library_is_loaded(arts, tmp_path, mon
         open_artifact(d)
     assert str(e.value) == refusal("aotinductor", d, "AOTInductor package")
     assert main(["validate", str(d)]) == 1
-    one_line(capsys, "AOTInductor package runs code", "--trust-code")
+    one_line_error(capsys, "AOTInductor package runs code", "--trust-code")
     assert calls == []
 
 
@@ -323,7 +315,7 @@ def test_edited_signed_artifact_is_refused(arts, keys, tmp_path, capsys, attack)
     for cmd in (["verify", str(d), "--key", pub], ["validate", str(d), "--key", pub],
                 ["bench", str(d), "--key", pub, "--iters", "1"]):
         assert main(cmd) == 1
-        one_line(capsys, needle)
+        one_line_error(capsys, needle)
     assert not (tmp_path / "marker").exists()
 
 
@@ -348,15 +340,15 @@ def test_manifest_swapped_after_the_signature_check_is_refused(arts, keys, tmp_p
 def test_key_makes_the_hash_check_mandatory_and_covers_data_formats(arts, keys, tmp_path, capsys):
     """With a key, an unsigned ONNX artifact is refused too (any target), and --no-verify does not skip it."""
     assert main(["validate", str(arts["onnx"]), "--key", str(keys["a"][1]), "--no-verify"]) == 1
-    one_line(capsys, "is not signed (no model.sig)")
+    one_line_error(capsys, "is not signed (no model.sig)")
 
 
 def test_bad_key_files_are_usage_errors(arts, keys, tmp_path, capsys):
     d = str(arts["torchscript-signed"])
     assert main(["verify", d, "--key", str(keys["a"][0])]) == 2  # the private key given as a public key
-    one_line(capsys, "not a PEM public key", "pass the .pub.pem")
+    one_line_error(capsys, "not a PEM public key", "pass the .pub.pem")
     assert main(["verify", d, "--key", str(tmp_path / "nope.pub.pem")]) == 2
-    one_line(capsys, "cannot read public key")
+    one_line_error(capsys, "cannot read public key")
     with pytest.raises(SystemExit) as e:  # --key is required (argparse's usage error)
         main(["verify", d])
     assert e.value.code == 2
@@ -388,7 +380,7 @@ def test_export_with_a_bad_sign_key_fails_before_writing(keys, tmp_path, capsys)
     out = tmp_path / "out"
     assert main(["export", "deit_tiny", "--target", "onnx", "--image-size", "32", "32", "--sign",
                  str(keys["a"][1]), "-o", str(out)]) == 2
-    one_line(capsys, "is not a PEM private key")
+    one_line_error(capsys, "is not a PEM private key")
     assert not out.exists()
     with pytest.raises(UsageError):
         export(tiny(), torch.zeros(2, 3, *SIZE), "onnx", out, sign_key=tmp_path / "missing.pem")
@@ -418,7 +410,7 @@ def test_keygen(tmp_path, capsys):
     before = priv.read_bytes()
     capsys.readouterr()
     assert main(["keygen", "-o", str(prefix)]) == 2  # never overwrites a key
-    one_line(capsys, "exists")
+    one_line_error(capsys, "exists")
     assert priv.read_bytes() == before
 
 

@@ -27,37 +27,12 @@
 
 #include "image.h"  // internal (src/): exif_orientation, apply_orientation, read_image_file
 #include "vitedge/runner.h"
+#include "check.h"
 
 namespace {
 
-int failures = 0;
+using vitedge_test::failures;
 
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      ++failures;                                                                \
-      std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK(" #cond ") failed\n"; \
-    }                                                                            \
-  } while (0)
-
-void check_throws(const std::function<void()>& fn, const std::string& needle, int line) {
-  try {
-    fn();
-  } catch (const vitedge::Error& e) {
-    if (std::string(e.what()).find(needle) == std::string::npos) {
-      ++failures;
-      std::cerr << "line " << line << ": message '" << e.what() << "' lacks '" << needle << "'\n";
-    }
-    return;
-  } catch (const std::exception& e) {
-    ++failures;
-    std::cerr << "line " << line << ": threw a non-vitedge exception: " << e.what() << "\n";
-    return;
-  }
-  ++failures;
-  std::cerr << "line " << line << ": expected vitedge::Error containing '" << needle << "'\n";
-}
-#define CHECK_THROWS(expr, needle) check_throws([&] { (void)(expr); }, needle, __LINE__)
 
 using Bytes = std::vector<unsigned char>;
 

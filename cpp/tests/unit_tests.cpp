@@ -16,18 +16,11 @@
 #include "sha256.h"       // internal (src/): SHA-256 and the artifact integrity check
 #include "signature.h"    // internal (src/): model.sig verification
 #include "vitedge/runner.h"
+#include "check.h"
 
 namespace {
 
-int failures = 0;
-
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      ++failures;                                                                    \
-      std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK(" #cond ") failed\n";     \
-    }                                                                                \
-  } while (0)
+using vitedge_test::failures;
 
 #define CHECK_NEAR(a, b, tol)                                                                            \
   do {                                                                                                   \
@@ -38,25 +31,6 @@ int failures = 0;
     }                                                                                                    \
   } while (0)
 
-// Expect fn() to throw vitedge::Error whose message contains `needle`.
-void check_throws(const std::function<void()>& fn, const std::string& needle, int line) {
-  try {
-    fn();
-  } catch (const vitedge::Error& e) {
-    if (std::string(e.what()).find(needle) == std::string::npos) {
-      ++failures;
-      std::cerr << "line " << line << ": message '" << e.what() << "' lacks '" << needle << "'\n";
-    }
-    return;
-  } catch (const std::exception& e) {
-    ++failures;
-    std::cerr << "line " << line << ": threw a non-vitedge exception: " << e.what() << "\n";
-    return;
-  }
-  ++failures;
-  std::cerr << "line " << line << ": expected vitedge::Error containing '" << needle << "'\n";
-}
-#define CHECK_THROWS(expr, needle) check_throws([&] { (void)(expr); }, needle, __LINE__)
 
 void test_percentile() {
   // Reference values from numpy.percentile (method="linear").
