@@ -233,7 +233,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         dynamic_batch: keep dimension 0 symbolic (verified at batches 1, 3 and 8 against eager).
         tol_abs: max abs difference vs eager (fp32) on the bundled photos before the export is refused.
         precision: fp32 | fp16 | int8 (what each target supports: its ``PRECISIONS``); fp16 and int8 artifacts
-            are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, DESIGN.md tolerances).
+            are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, the project tolerances in vitedge.validate).
         quantization: int8 options for the target (ONNX: mode, method, calibration images (N, C, H, W), ...).
         target_options: options only one target understands (see the target module's ``write``).
         sign_key: elliptic-curve private key PEM (``vitedge keygen``): the artifact is signed

@@ -1,6 +1,6 @@
 // ONNX Runtime backend: the C API of the onnxruntime wheel's shared library, opened with dlopen.
 //
-// No installable package ships ONNX Runtime's headers (ENVIRONMENT.md), so this file declares nothing from
+// No installable package ships ONNX Runtime's headers (checked: PyPI wheels, npm, Debian), so this file declares nothing from
 // ORT itself: ort_api.h holds our own declarations of the documented C API (OrtApi, API version 13). Before
 // any real use, load_library() checks the library's version string, asks it for our API version (GetApi
 // returns nullptr when the library is older), checks that every OrtApi entry we use points into the library,

@@ -1,6 +1,6 @@
 // Our own minimal declarations of the ONNX Runtime C API, written for vitedge (not copied from ORT).
 //
-// Why: no package we can install ships ORT's headers (ENVIRONMENT.md), so the backend opens the shared library
+// Why: no package we can install ships ORT's headers (checked: PyPI wheels, npm, Debian), so the backend opens the shared library
 // of the `onnxruntime` wheel with dlopen and calls the C API through these declarations.
 //
 // Source: the documented C API, `onnxruntime_c_api.h` as published by the ONNX Runtime project (struct OrtApi,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Every key of the bench JSON (DESIGN.md "Benchmark result schema"); the C++ and Python runners emit the same.
+# Every key of the bench JSON (the bench result schema, README "Using it"); the C++ and Python runners emit the same.
 BENCH_KEYS = {"artifact", "runtime", "device", "batch", "threads", "warmup", "iters", "latency_ms",
               "throughput_ips", "peak_rss_mb", "artifact_mb", "machine"}
 LATENCY_KEYS = {"mean", "p50", "p90", "p99", "min", "max"}

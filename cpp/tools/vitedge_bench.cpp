@@ -1,5 +1,5 @@
 // vitedge-bench: time an exported artifact with the C++ runner and print the bench JSON
-// (schema shared with the Python side, see DESIGN.md "Benchmark result schema").
+// (schema shared with the Python side, the bench result schema of vitedge.bench).
 //
 // Units: latency in milliseconds (std::chrono::steady_clock, one sample per run() call, batch included);
 // throughput_ips = batch * 1000 / mean latency; peak_rss_mb and artifact_mb in MiB (2^20 bytes);
@@ -153,7 +153,7 @@ std::string trim(const std::string& s) {
 }
 
 ordered_json machine_info() {
-  // ISA features that change results (DESIGN.md), in this order when present: the same list as
+  // ISA features that change results (AVX2, AVX-512, VNNI, BF16, AMX), in this order when present: the same list as
   // vitedge/machine.py ISA_FLAGS, so the C++ and Python JSON agree.
   static const char* kFlags[] = {"avx2",     "fma",      "avx512f",  "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
                                  "amx_tile", "amx_int8", "amx_bf16", "asimd",    "asimddp",     "sve"};

@@ -2,7 +2,7 @@
 comparison (benchmarks/compare.py). Nothing in vitedge's export path imports it.
 
 ``import vit_pytorch`` runs the package ``__init__``, which imports ``dino`` and hence torchvision, which has no
-CPU build that imports beside the torch 2.13.0 CPU wheel (ENVIRONMENT.md). The model files themselves import only
+CPU build that imports beside the torch 2.13.0 CPU wheel (torchvision from PyPI fails with "operator torchvision::nms does not exist"). The model files themselves import only
 torch and einops, so :func:`upstream_module` registers an empty ``vit_pytorch`` package whose ``__path__`` points
 at the installed files and imports the submodules from it.
 """

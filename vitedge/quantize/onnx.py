@@ -1,6 +1,6 @@
 """int8 and fp16 for ONNX graphs, run by ONNX Runtime.
 
-Default int8 recipe (ViT-aware, after FQ-ViT / PTQ4ViT / ORT's guidance, see ../shared/ANCHORS.md section 2):
+Default int8 recipe (ViT-aware, after FQ-ViT / PTQ4ViT / ORT's guidance):
 static QDQ, per-channel symmetric int8 weights, int8 activations, calibrated on real images. Only the
 weight-bearing ops (MatMul, Gemm, Conv) are quantized: LayerNorm, Softmax, GELU/SiLU/Hardswish and the residual
 adds stay float (their activations are the ones known to break under per-tensor int8), and so do the

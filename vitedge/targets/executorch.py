@@ -3,7 +3,7 @@
 Recipe (ExecuTorch docs, "Building and Running ExecuTorch with XNNPACK Backend" and "Quantization Overview"):
 
 - fp32: ``torch.export.export`` with a batch-2 example and ``Dim("batch", min=1, max=max_batch)`` (a batch-1
-  example specialises the batch for several families, ENVIRONMENT.md), parameter-only computations folded into
+  example specialises the batch for several families; MobileViT raises), parameter-only computations folded into
   constants (:func:`fold_constants`), then
   ``executorch.exir.to_edge_transform_and_lower(..., partitioner=[XnnpackPartitioner()])`` and
   ``.to_executorch()``. Operators XNNPACK does not take stay on ExecuTorch's portable/optimized CPU kernels.

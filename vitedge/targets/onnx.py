@@ -1,7 +1,7 @@
 """ONNX target: ``torch.onnx.export(dynamo=True)`` with a symbolic batch dimension, run by ONNX Runtime.
 
 The current (dynamo) exporter is used with a batch-2 example and ``Dim("batch")``: with a batch-1 example
-it may specialise the batch to 1 (ENVIRONMENT.md). If it fails, the legacy TorchScript-based exporter
+it may specialise the batch to 1 (seen with torch 2.13). If it fails, the legacy TorchScript-based exporter
 (opset 17, ``dynamic_axes``) is the documented fallback, and the manifest records which one ran and why.
 
 For the ``onnx`` target (run by ONNX Runtime) the stored fp32 graph then gets ONNX Runtime-only fusions that ORT's
