@@ -166,7 +166,8 @@ def cmd_validate(args) -> int:
     tol = {"max_abs": args.max_abs, "top1_agreement": args.min_top1, "cosine": args.min_cosine,
            "max_drop_points": args.max_drop}
     r = validate(args.artifact, images=args.images, tolerance=tol, threads=args.threads,
-                 verify=not args.no_verify, dataset=args.dataset, trusted_keys=args.key, trust_code=args.trust_code)
+                 verify=not args.no_verify, dataset=args.dataset, trusted_keys=args.key, trust_code=args.trust_code,
+                 device=args.device)
     _write_json(args.json, r)
     m = r["metrics"]
     from rich.table import Table
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-drop", type=float, help="max top-1 drop in points vs fp32 eager (default 1.0)")
     v.add_argument("--threads", type=int)
     v.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
+    v.add_argument("--device", default="cpu",
+                   help="run the artifact on cpu (default), cuda or cuda:N (torchscript and aotinductor only); the "
+                        "eager reference runs on the CPU")
     _trust_args(v)
     v.set_defaults(func=cmd_validate)
 
