@@ -56,11 +56,14 @@ step() {
 }
 
 # ---- 1. env ---------------------------------------------------------------------------------------------------
-if ! "$PY" -c 'import vitedge.cli, vitedge.export, skimage, rich' 2>>"$LOG"; then
-  if ls "$ROOT"/.gpu/wheels/*.whl >/dev/null 2>&1; then  # carried wheels (scripts/gpu_prepare.sh GPU_WHEELS=...)
-    step wheels 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" \
+PYCHECK='import vitedge.cli, vitedge.export, rich; from vitedge.data import bundled_photo_paths; bundled_photo_paths()'
+if ! "$PY" -c "$PYCHECK" 2>>"$LOG"; then
+  if ls "$ROOT"/.gpu/wheels/*.whl >/dev/null 2>&1; then  # carried wheels (scripts/gpu_prepare.sh)
+    step wheels 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$WORK/site" \
       "$ROOT"/.gpu/wheels/*.whl
-    export PYTHONPATH=$PYTHONPATH:$WORK/site
+    export PYTHONPATH=$ROOT:$WORK/site${PYTHONPATH#$ROOT}
+  else
+    log "python3 lacks a module vitedge needs and .gpu/wheels is empty (see the log; scripts/gpu_prepare.sh)"
   fi
 fi
 step env 120 "$PY" - "$DEVICE" "$WORK/env.json" <<'EOF'
@@ -107,8 +110,9 @@ if [ $ENV_RC = 0 ] && [ -z "$BENCH" ]; then
     export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # nothing is compiled for the GPU; skips detection
   fi
   log "cmake args: ${CMAKE_ARGS[*]}"
+  # Every default target (not only vitedge-bench: backends may be plugins it loads at run time); tests off.
   ( step cmake 150 cmake -S "$ROOT" -B "$BUILD" "${CMAKE_ARGS[@]}" &&
-    step build 360 cmake --build "$BUILD" -j"$JOBS" --target vitedge-bench ) &
+    step build 360 cmake --build "$BUILD" -j"$JOBS" ) &
   BUILD_PID=$!
 fi
 

@@ -9,10 +9,11 @@
 #              (nlohmann/json.hpp + CMake config), libssl-dev + libssl3 (OpenSSL headers and libcrypto). Static
 #              libraries, docs and man pages are dropped to keep the folder small. gpu_check.sh uses a package from
 #              here only where the machine has no copy of its own.
-#   wheels/    Python wheels for packages the GPU image lacks (GPU_WHEELS="name==version ...", default none: the
-#              GPU image's python3 has every module vitedge imports for export/bench — torch, numpy, onnx, pillow,
-#              tabulate, scikit-image, rich, safetensors). Downloaded for GPU_PYTHON_VERSION (default 3.12, the
-#              image's python3) with pip download --only-binary.
+#   wheels/    Python wheels, downloaded for GPU_PYTHON_VERSION (default 3.12, the GPU image's python3) with pip
+#              download --only-binary --no-deps: GPU_WHEELS (default "scikit-image==0.26.0", the version this
+#              project's venv has, for the photos bundled inside it). The GPU image's python3 has every module vitedge
+#              imports for export/bench (torch, numpy, onnx, pillow, tabulate, scikit-image, rich, safetensors), so
+#              gpu_check.sh installs these wheels only if importing vitedge or finding the bundled photos fails there.
 #   MANIFEST   what was fetched (package versions, sizes).
 # Exit status: 0 when everything was fetched and unpacked, 1 otherwise (one line saying what failed).
 set -euo pipefail
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 DEST=.gpu
 DEBS="libstb-dev libstb0 nlohmann-json3-dev libssl-dev libssl3"
 GPU_PYTHON_VERSION=${GPU_PYTHON_VERSION:-3.12}
-GPU_WHEELS=${GPU_WHEELS:-}
+GPU_WHEELS=${GPU_WHEELS-scikit-image==0.26.0}
 PY=${PYTHON:-python3}
 
 die() { echo "gpu_prepare: error: $*" >&2; exit 1; }
