@@ -19,7 +19,8 @@
 #               the export parity, the latencies; writes OUTDIR/gpu_check.json; exit 0 only if every check passed
 # Environment: DEVICE (cuda|cpu), PRESET, TARGETS ("torchscript aotinductor"), PRECISIONS ("fp32 fp16"), PYTHON
 # (python3), VITEDGE_BENCH (an already built vitedge-bench: skips step 2), OUT or OUTDIR (results folder; default
-# build/gpu_check), WARMUP (10), ITERS (50), JOBS (nproc).
+# build/gpu_check), WARMUP (10), ITERS (50), JOBS (nproc), REUSE=1 (keep artifacts a previous run exported),
+# GPU_FORCE_SYSROOT=1 (C++ deps from .gpu/sysroot even where the system has them).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -125,7 +126,12 @@ if [ $ENV_RC = 0 ]; then
       name=$PRESET-$target-$prec
       art=$WORK/art/$name
       rm -f "$WORK/runs/$name".*
-      if step "export:$name" 300 "$PY" -m vitedge.cli export "$PRESET" --target "$target" --precision "$prec" \
+      if [ "${REUSE:-0}" = 1 ] && [ -f "$art/manifest.json" ]; then
+        log "reusing $art (REUSE=1)"
+        ARTS+=("$name")
+        step "python:$name" 120 "$PY" -m vitedge.cli bench "$art" --device "$DEVICE" --trust-code --batch 1 \
+          --warmup "$WARMUP" --iters "$ITERS" --no-progress --json "$WORK/runs/$name.python.json"
+      elif step "export:$name" 300 "$PY" -m vitedge.cli export "$PRESET" --target "$target" --precision "$prec" \
            --device "$DEVICE" -o "$art" --force; then
         ARTS+=("$name")
         step "python:$name" 120 "$PY" -m vitedge.cli bench "$art" --device "$DEVICE" --trust-code --batch 1 \
