@@ -47,7 +47,7 @@ def test_json_structure(measured):
     assert res["skipped"] == []
     (row,) = res["rows"]
     assert (row["preset"], row["target"], row["precision"]) == ("deit_tiny", "torchscript", "fp32")
-    assert row["runtime"] == {"cpp": "libtorch", "bare": "libtorch", "python": "libtorch"}
+    assert row["runtime"] == {"cpp": "libtorch-cpp", "bare": "libtorch-cpp-bare", "python": "libtorch"}
     assert {k: len(v) for k, v in row["rounds_p50_ms"].items()} == {"cpp": 1, "bare": 1, "python": 1}
 
 
