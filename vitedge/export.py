@@ -304,6 +304,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                 raise ExportError(f"{target} export failed: {first_line(e, 400)}") from None
             batches = list(info.get("parity_batches") or batches)  # e.g. inside a TensorRT optimization profile
             art = Artifact(tmp, {"artifact": info["artifact"], "files": {}, "quantization": info.get("quantization"),
+                                 "export": info["export"],  # export.device: what an AOTInductor loader checks
                                  **(info.get("manifest") or {})})
             cannot = runs_here(mod)
             parity = {} if cannot is None else {"skipped": f"not run on this machine: {cannot}"}
