@@ -176,3 +176,19 @@ def test_cpp_runner_device(ts_artifact, onnx_artifact):
     if not HAS_CUDA:
         r = run(ts_artifact.path, "--device", "cuda")
         assert r.returncode == 1 and "use device cpu" in cpp_error(r.stderr)
+
+
+def test_parity_run_sees_the_export_device(tmp_path, monkeypatch):
+    # The export's parity run loads the artifact from a provisional manifest: it must carry export.device, which
+    # the AOTInductor loader checks against the device it is asked for (a CUDA package loaded "for cpu" fails).
+    from vitedge.targets import torchscript
+    seen = []
+    real = torchscript.load
+
+    def spy(art, *a, **k):
+        seen.append(art.manifest["export"]["device"])
+        return real(art, *a, **k)
+    monkeypatch.setattr(torchscript, "load", spy)
+    vitedge.export.export(tiny_vit(), torch.zeros(2, 3, *SIZE), "torchscript", tmp_path / "a",
+                          preprocessing=make_preprocessing(SIZE))
+    assert seen == ["cpu"]
