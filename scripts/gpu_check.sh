@@ -19,7 +19,7 @@
 #               the export parity, the latencies; writes OUTDIR/gpu_check.json; exit 0 only if every check passed
 # Environment: DEVICE (cuda|cpu), PRESET, TARGETS ("torchscript aotinductor"), PRECISIONS ("fp32 fp16"), PYTHON
 # (python3), VITEDGE_BENCH (an already built vitedge-bench: skips step 2), OUT or OUTDIR (results folder; default
-# build/gpu_check), WARMUP (10), ITERS (50), JOBS (nproc), REUSE=1 (keep artifacts a previous run exported),
+# build/gpu_check), BUDGET (450 s for the whole check), WARMUP (10), ITERS (50), JOBS (nproc), REUSE=1 (keep artifacts a previous run exported),
 # GPU_FORCE_SYSROOT=1 (C++ deps from .gpu/sysroot even where the system has them).
 set -u
 cd "$(dirname "$0")/.."
@@ -43,10 +43,24 @@ T0=$(date +%s)
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=$WORK/inductor-cache
 
 log() { echo "[gpu_check $(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
+# The whole check ends within BUDGET seconds (default 450): each step's timeout is cut to what is left, keeping
+# REPORT_RESERVE seconds for the report, and a step with under 5 s left is skipped (rc 125), so the JSON is always
+# written even when something hangs.
+BUDGET=${BUDGET:-450}
+REPORT_RESERVE=40
+DEADLINE=$(( T0 + BUDGET ))
 # step NAME TIMEOUT_S CMD...: run CMD under `timeout`, its output to the log, one JSON line per step in STEPS.
 step() {
   local name=$1 limit=$2; shift 2
   local t=$(date +%s)
+  local left=$(( DEADLINE - REPORT_RESERVE - t ))
+  [ "$name" = report ] && left=$(( DEADLINE - t > 20 ? DEADLINE - t : 20 ))
+  if [ $left -lt 5 ]; then
+    log "step $name skipped: the ${BUDGET}s budget is spent"
+    printf '{"step": "%s", "rc": 125, "seconds": 0, "timeout_s": 0, "skipped": "budget spent"}\n' "$name" >> "$STEPS"
+    return 125
+  fi
+  [ $left -lt $limit ] && limit=$left
   log "step $name (timeout ${limit}s): $*"
   timeout --kill-after=10 "$limit" "$@" >> "$LOG" 2>&1
   local rc=$?
