@@ -125,9 +125,14 @@ if [ $ENV_RC = 0 ] && [ -z "$BENCH" ]; then
     export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # nothing is compiled for the GPU; skips detection
   fi
   log "cmake args: ${CMAKE_ARGS[*]}"
-  # Every default target (not only vitedge-bench: backends may be plugins it loads at run time); tests off.
-  ( step cmake 150 cmake -S "$ROOT" -B "$BUILD" "${CMAKE_ARGS[@]}" &&
-    step build 360 cmake --build "$BUILD" -j"$JOBS" ) &
+  # vitedge-bench and any backend plugin targets (vitedge_backend_*: libraries it may load at run time); tests off.
+  build_targets() {
+    local t
+    t=$(cmake --build "$BUILD" --target help 2>/dev/null | sed -n 's/^\.\.\. \(vitedge_backend_[A-Za-z0-9_]*\).*/\1/p')
+    echo vitedge-bench $t
+  }
+  ( step cmake 150 cmake -G "Unix Makefiles" -S "$ROOT" -B "$BUILD" "${CMAKE_ARGS[@]}" &&
+    step build 360 cmake --build "$BUILD" -j"$JOBS" --target $(build_targets) ) &
   BUILD_PID=$!
 fi
 
