@@ -122,6 +122,10 @@ if [ $ENV_RC = 0 ] && [ -z "$BENCH" ]; then
     "-DOPENSSL_CRYPTO_LIBRARY=$SYS/lib/x86_64-linux-gnu/libcrypto.so"); }
   if [ "${DEVICE%%:*}" = cuda ]; then
     command -v nvcc >/dev/null && CMAKE_ARGS+=("-DCMAKE_CUDA_COMPILER=$(command -v nvcc)")
+    # Keep libtorch_cuda.so as a dependency although no symbol of it is referenced directly: it registers the CUDA
+    # kernels when loaded; dropped by --as-needed, libtorch would report no CUDA at run time.
+    CMAKE_ARGS+=("-DCMAKE_EXE_LINKER_FLAGS=-Wl,--no-as-needed" "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,--no-as-needed"
+                 "-DCMAKE_MODULE_LINKER_FLAGS=-Wl,--no-as-needed")
     export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # nothing is compiled for the GPU; skips detection
   fi
   log "cmake args: ${CMAKE_ARGS[*]}"
