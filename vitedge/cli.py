@@ -203,7 +203,8 @@ def cmd_bench(args) -> int:
     for col in ("runtime", "batch", "threads", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak RSS MB",
                 "size MB"):
         t.add_column(col, justify="right")
-    t.add_row(r["runtime"] + ("" if r["device"] == "cpu" else f" ({r['device']})"), str(r["batch"]), str(r["threads"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}",
+    runtime = r["runtime"] + ("" if r["device"] == "cpu" else f" ({r['device']})")
+    t.add_row(runtime, str(r["batch"]), str(r["threads"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}",
               f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{r['throughput_ips']:.1f}", f"{r['peak_rss_mb']:.0f}",
               f"{r['artifact_mb']:.2f}")
     _console().print(t)
