@@ -116,8 +116,8 @@ def markdown(result: dict) -> str:
     load = result["load_average_1_5_15min"]
     lines = [f"# C++ runner vs Python, batch 1, {s['threads']} threads", "",
              f"Median over {s['rounds']} round(s) of each round's p50 ({s['warmup']} warm-up + {s['iters']} timed "
-             f"runs per process, a fresh process per measurement, order rotated per round), on {m['cpu']} ({m['cores']} "
-             f"cores; {', '.join(m['flags']) or 'no listed ISA flags'}); photo {s['photo']}; load average "
+             f"runs per process, a fresh process per measurement, order rotated per round), on {m['cpu']} "
+             f"({m['cores']} cores; {', '.join(m['flags']) or 'no listed ISA flags'}); photo {s['photo']}; load average "
              f"{load['before'][0]} before, {load['after'][0]} after. Ratio = C++ / Python; goal <= {GOAL}.", "",
              "| preset | target | precision | C++ Runner p50 (ms) | C++ bare p50 (ms) | Python p50 (ms) | "
              "C++/Python | bare/Python | goal |",
