@@ -76,7 +76,7 @@ def _input(art, batch: int, images, input_size) -> np.ndarray:
 
 def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10, iters: int = 50,
           images=None, input_size: tuple[int, int] | None = None, progress: bool = False,
-          verify: bool = True, trusted_keys=None, trust_code: bool = False) -> dict:
+          verify: bool = True, trusted_keys=None, trust_code: bool = False, device: str | None = None) -> dict:
     """Time ``iters`` runs of the artifact at ``path`` after ``warmup`` runs, on real preprocessed photos.
 
     Args:
@@ -86,6 +86,9 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
         input_size: (H, W) of a synthetic normal input instead of photos (checked against the artifact).
         progress: show a progress bar on stderr.
         trusted_keys, trust_code: the trust rule of :func:`vitedge.runtime.open_artifact`.
+        device: cpu (default), cuda or cuda:N (TorchScript and AOTInductor only; :mod:`vitedge.device`). On CUDA a
+            timed call includes the input's copy to the GPU and the outputs' copy back (which waits for the GPU),
+            as the C++ runner's ``run`` does.
     Returns:
         A dict in the benchmark schema (module docstring).
     Raises:
@@ -100,7 +103,7 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
     machine = machine_info()
     threads = threads or machine["cores"]
     art, checked = open_artifact(path, threads=threads, verify=verify, trusted_keys=trusted_keys,
-                                 trust_code=trust_code)
+                                 trust_code=trust_code, device=device)
     fixed = art.manifest["inputs"][0]["shape"][0]
     if fixed > 0 and batch != fixed:
         raise UsageError(f"this artifact has a fixed batch of {fixed}; re-export with --batch dynamic to use {batch}")

@@ -75,6 +75,9 @@ def cmd_export(args) -> int:
     if args.precision is None:  # Core ML computes in fp16 by default (coremltools' mlprogram default)
         args.precision = "fp16" if args.target == "coreml" else "fp32"
     check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
+    from .device import check_target_device, parse_device, require_device
+    check_target_device(args.target, parse_device(args.device), args.precision)
+    require_device(args.device)
     if args.sign:
         from .signing import check_private_key
         check_private_key(args.sign)
@@ -128,7 +131,7 @@ def cmd_export(args) -> int:
     labels = (spec.get("training") or {}).get("labels")
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
                  opset=args.opset, precision=args.precision, quantization=quant, labels=labels,
-                 target_options=target_options, sign_key=args.sign, force=args.force)
+                 target_options=target_options, sign_key=args.sign, force=args.force, device=args.device)
     trt = art.manifest.get("tensorrt") or {}
     if args.target == "trt" and not trt.get("engine"):
         from .errors import PartialArtifactError
@@ -163,7 +166,8 @@ def cmd_validate(args) -> int:
     tol = {"max_abs": args.max_abs, "top1_agreement": args.min_top1, "cosine": args.min_cosine,
            "max_drop_points": args.max_drop}
     r = validate(args.artifact, images=args.images, tolerance=tol, threads=args.threads,
-                 verify=not args.no_verify, dataset=args.dataset, trusted_keys=args.key, trust_code=args.trust_code)
+                 verify=not args.no_verify, dataset=args.dataset, trusted_keys=args.key, trust_code=args.trust_code,
+                 device=args.device)
     _write_json(args.json, r)
     m = r["metrics"]
     from rich.table import Table
@@ -191,7 +195,7 @@ def cmd_bench(args) -> int:
     r = bench(args.artifact, batch=args.batch, threads=args.threads, warmup=args.warmup, iters=args.iters,
               images=args.images, input_size=tuple(args.input_size) if args.input_size else None,
               progress=not args.no_progress and sys.stderr.isatty(), verify=not args.no_verify,
-              trusted_keys=args.key, trust_code=args.trust_code)
+              trusted_keys=args.key, trust_code=args.trust_code, device=args.device)
     _write_json(args.json, r)
     from rich.table import Table
     lat = r["latency_ms"]
@@ -199,7 +203,8 @@ def cmd_bench(args) -> int:
     for col in ("runtime", "batch", "threads", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak RSS MB",
                 "size MB"):
         t.add_column(col, justify="right")
-    t.add_row(r["runtime"], str(r["batch"]), str(r["threads"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}",
+    runtime = r["runtime"] + ("" if r["device"] == "cpu" else f" ({r['device']})")
+    t.add_row(runtime, str(r["batch"]), str(r["threads"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}",
               f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{r['throughput_ips']:.1f}", f"{r['peak_rss_mb']:.0f}",
               f"{r['artifact_mb']:.2f}")
     _console().print(t)
@@ -298,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--coreml-author", help="model metadata: author (default: vitedge VERSION)")
     cm.add_argument("--coreml-license", help="model metadata: license of the weights")
     cm.add_argument("--coreml-version", help="model metadata: version string (default: vitedge's)")
+    e.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: export for that device (torchscript and aotinductor only; "
+                        "the artifact then runs on that kind of device)")
     e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET); must not exist, be "
                                           "empty, or (with --force) hold a previous vitedge artifact")
     e.add_argument("--force", action="store_true", help="replace the previous vitedge artifact at -o (anything else "
@@ -318,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-drop", type=float, help="max top-1 drop in points vs fp32 eager (default 1.0)")
     v.add_argument("--threads", type=int)
     v.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
+    v.add_argument("--device", default="cpu",
+                   help="run the artifact on cpu (default), cuda or cuda:N (torchscript and aotinductor only); the "
+                        "eager reference runs on the CPU")
     _trust_args(v)
     v.set_defaults(func=cmd_validate)
 
@@ -341,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the result JSON here")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
+    b.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N (torchscript and aotinductor artifacts only)")
     _trust_args(b)
     b.set_defaults(func=cmd_bench)
 

@@ -27,6 +27,7 @@ INPUT_NAME = "pixel_values"
 MAX_PARAMS = 10**9         # largest model a manifest's model.kwargs may rebuild (counted on the meta device first)
 MAX_META_OPS = 100_000     # torch calls allowed while building it on the meta device (presets: under 3,000)
 MAX_META_SECONDS = 10.0    # and wall time (a huge depth of cheap layers)
+CUDA_FP32_TOLERANCE = {"cosine": 0.9999}  # fp32 artifact on CUDA vs fp32 eager on the CPU (see export's device)
 
 
 class _OpBudget(torch.overrides.TorchFunctionMode):
@@ -221,7 +222,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
            dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4,
            precision: str = "fp32", quantization: dict | None = None,
            target_options: dict | None = None, sign_key: str | os.PathLike | None = None,
-           force: bool = False) -> Artifact:
+           force: bool = False, device: str = "cpu") -> Artifact:
     """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
 
     Args:
@@ -239,19 +240,29 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         sign_key: elliptic-curve private key PEM (``vitedge keygen``): the artifact is signed
             (``model.sig``, :func:`vitedge.signing.sign_artifact`) in its temporary folder before it is swapped
             into place, so it is never visible unsigned.
+        device: cpu (default), cuda or cuda:N: export for that device (TorchScript and AOTInductor only; not
+            TorchScript int8). The parity check then runs the artifact on that device against fp32 eager on the CPU;
+            for fp32 on CUDA the tolerance is cosine >= 0.9999 (:data:`CUDA_FP32_TOLERANCE`) instead of ``tol_abs``:
+            GPU kernels sum in another order and cuDNN convolutions may use TF32.
         force: replace ``out_dir`` if it holds a previous vitedge artifact. Without it only a missing path or an
             empty folder is written; a folder holding anything else, a file or a symlink is never replaced.
     Returns:
         The written :class:`Artifact`.
     Raises:
         UsageError: unknown target, a precision or int8 mode the target cannot do, an example that is not
-            float32 NCHW, or a ``sign_key`` that is not a readable P-256/P-384/P-521 private key (checked first).
+            float32 NCHW, or a ``sign_key`` that is not a readable P-256/P-384/P-521 private key (checked first),
+            or a malformed ``device`` or one the target cannot use.
+        RuntimeMissingError: CUDA asked for and this PyTorch cannot use it.
         ArtifactError: ``out_dir`` exists and is not a vitedge artifact, or is one and ``force`` is False (checked
             before any export work and again just before the swap; ``out_dir`` is left untouched).
         ExportError: the exporter failed, or the artifact is outside its precision's tolerance against fp32
             eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
+    from .device import check_target_device, parse_device, require_device
     mod = target_module(target)
+    device = parse_device(device)
+    check_target_device(target, device, precision)
+    require_device(device)
     if sign_key is not None:
         from .signing import check_private_key
         check_private_key(sign_key)  # before the export's minutes of work
@@ -271,8 +282,12 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     options = {"input_names": [INPUT_NAME], "output_names": out_names, "dynamic_batch": dynamic_batch, "opset": opset,
                "precision": precision, "quantization": quantization, "target_options": dict(target_options or {}),
                "preprocessing": pre, "labels": labels, "spec": spec,
-               "target": target}  # e.g. the ONNX writer adds ONNX Runtime-only fusions for target "onnx" alone
-    tol = tolerance_for(precision, {"max_abs": tol_abs} if precision == "fp32" else None)
+               "target": target,  # e.g. the ONNX writer adds ONNX Runtime-only fusions for target "onnx" alone
+               "device": device}
+    if precision == "fp32" and device != "cpu":
+        tol = dict(CUDA_FP32_TOLERANCE)
+    else:
+        tol = tolerance_for(precision, {"max_abs": tol_abs} if precision == "fp32" else None)
     tol.pop("max_drop_points", None)
 
     # Real photos for the parity check, at the model's input size and channel count.
@@ -289,10 +304,11 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                 raise ExportError(f"{target} export failed: {first_line(e, 400)}") from None
             batches = list(info.get("parity_batches") or batches)  # e.g. inside a TensorRT optimization profile
             art = Artifact(tmp, {"artifact": info["artifact"], "files": {}, "quantization": info.get("quantization"),
+                                 "export": info["export"],  # export.device: what an AOTInductor loader checks
                                  **(info.get("manifest") or {})})
             cannot = runs_here(mod)
             parity = {} if cannot is None else {"skipped": f"not run on this machine: {cannot}"}
-            runner = mod.load(art) if cannot is None else None
+            runner = None if cannot is not None else mod.load(art) if device == "cpu" else mod.load(art, device=device)
             for b in batches if runner is not None else []:
                 x = photos[torch.arange(b) % photos.shape[0]].contiguous()
                 ref, got = _outputs(model, x), runner.run(x.numpy())

@@ -70,7 +70,7 @@ class CheckedRunner:
 
 
 def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify: bool = True,
-                  trusted_keys=None, trust_code: bool = False):
+                  trusted_keys=None, trust_code: bool = False, device: str | None = None):
     """Read the manifest (verifying file hashes unless ``verify`` is False) and load the runner.
 
     Trust rule: with ``trusted_keys`` (a PEM path or a list of them), the folder's ``model.sig`` must verify with
@@ -80,13 +80,20 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify
     AOTInductor: loading it runs its author's code) is refused unless ``trust_code`` is True; data formats
     (ONNX, OpenVINO, ExecuTorch, Core ML, TensorRT) load as before.
 
+    ``device``: cpu (default), cuda or cuda:N. CUDA is for TorchScript and AOTInductor artifacts only (not
+    TorchScript int8); an AOTInductor package runs only on the kind of device it was compiled for (manifest
+    ``export.device``). See :mod:`vitedge.device`.
+
     Returns:
         (Artifact, CheckedRunner): the runner's ``run(x)`` checks ``x`` with :func:`check_input` first.
     Raises:
         SignatureError: a missing, malformed or untrusted signature, or files that differ from the signed ones.
         UntrustedCodeError: a code-bearing artifact with neither a trusted key nor ``trust_code``.
-        ArtifactError (missing/corrupt/unknown target), RuntimeMissingError, UsageError (bad key file).
+        ArtifactError (missing/corrupt/unknown target), RuntimeMissingError (also: CUDA asked for, none usable),
+        UsageError (bad key file; a malformed device, or CUDA for a target that runs on the CPU only).
     """
+    from .device import check_target_device, parse_device, require_device
+    device = parse_device(device)
     keys = [trusted_keys] if isinstance(trusted_keys, (str, os.PathLike)) else list(trusted_keys or [])
     signed = None
     if keys:
@@ -109,7 +116,11 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify
     cannot = runs_here(mod)
     if cannot:
         raise RuntimeMissingError(f"{art.manifest['target']} artifact {art.path} cannot run here: {cannot}")
-    return art, CheckedRunner(art, mod.load(art, threads))
+    check_target_device(art.manifest["target"], device, art.manifest.get("precision", "fp32"))
+    if device == "cpu":
+        return art, CheckedRunner(art, mod.load(art, threads))
+    require_device(device)
+    return art, CheckedRunner(art, mod.load(art, threads, device=device))
 
 
 def check_input(art: Artifact, x: np.ndarray) -> None:

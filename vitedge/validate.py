@@ -85,7 +85,8 @@ def _run_pairs(eager, runner, x: "torch.Tensor", fixed: int, art=None):
 
 def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None, model=None,
              tolerance: dict | None = None, threads: int | None = None, verify: bool = True,
-             dataset: str | None = None, trusted_keys=None, trust_code: bool = False) -> dict:
+             dataset: str | None = None, trusted_keys=None, trust_code: bool = False,
+             device: str | None = None) -> dict:
     """Run an artifact in its runtime and eager PyTorch on the same preprocessed real images.
 
     Args:
@@ -98,6 +99,8 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
             the fp32 eager model against the labels, and the drop in points (plus the parity metrics).
         trusted_keys, trust_code: the trust rule of :func:`vitedge.runtime.open_artifact` (public key PEM
             path(s) whose signature must verify; or load an unsigned code-bearing artifact anyway).
+        device: where the artifact runs: cpu (default), cuda or cuda:N (TorchScript and AOTInductor only, see
+            :mod:`vitedge.device`); the eager reference always runs in fp32 on the CPU.
     Returns:
         ``{"artifact", "target", "runtime", "precision", "images" | "dataset", "metrics": {...}, "tolerance",
         "failures": [...], "passed": bool}``; with a dataset, metrics also hold ``top1``, ``eager_top1``,
@@ -111,7 +114,7 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
     from .runtime import open_artifact
 
     art, runner = open_artifact(path, threads=threads, verify=verify, trusted_keys=trusted_keys,
-                                trust_code=trust_code)
+                                trust_code=trust_code, device=device)
     eager = model.eval() if model is not None else build_model(art.manifest.get("model") or {})
     pre = art.manifest["preprocessing"]
     fixed = art.manifest["inputs"][0]["shape"][0]
@@ -140,6 +143,10 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
         metrics = compare(ref, out)
         result["images"] = [str(p) for p in paths]
         tol = {k: v for k, v in tolerance_for(precision, tolerance).items() if k != "max_drop_points"}
+        if precision == "fp32" and device not in (None, "cpu") and not any(
+                (tolerance or {}).get(k) is not None for k in ("max_abs", "top1_agreement", "cosine")):
+            from .export import CUDA_FP32_TOLERANCE  # GPU sums in another order, TF32 convolutions: as at export
+            tol = dict(CUDA_FP32_TOLERANCE)
     failures = check_tolerance(metrics, tol)
     for name, a in (("artifact", out), ("eager reference", ref)):  # NaN/Inf outputs fail, named as such
         bad = int(np.size(a) - np.isfinite(a).sum())

@@ -502,6 +502,10 @@ class OnnxRuntimeBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_onnxruntime_backend(ModelSource& source, const Options& options) {
+  // Only ONNX Runtime's CPU execution provider is used: refuse a CUDA device instead of running on the CPU.
+  if (options.device != "cpu")
+    throw Error("the ONNX Runtime backend runs on the CPU in vitedge; device '" + options.device +
+                "' is for TorchScript and AOTInductor artifacts");
   return std::make_unique<OnnxRuntimeBackend>(source, options);
 }
 

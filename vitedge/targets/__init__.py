@@ -1,6 +1,9 @@
 """Export targets. Each module provides ``write(model, example, directory, options) -> dict`` (the file it
 wrote and how), ``load(artifact, threads) -> Runner`` and ``PRECISIONS``; :mod:`vitedge.export` drives them.
 
+``load`` of the targets that run on CUDA (torchscript, aotinductor: :data:`vitedge.device.CUDA_TARGETS`) also
+takes ``device=`` ("cpu", "cuda", "cuda:N"); the others are only ever called without it.
+
 Optional module attributes:
     ``runs_here() -> str | None``: None when this machine can run the target's artifacts, else the one-line
         reason it cannot (e.g. "Core ML prediction needs macOS"). Export then writes the artifact without the

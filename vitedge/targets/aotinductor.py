@@ -17,6 +17,7 @@ Upstream recipe: https://pytorch.org/docs/stable/torch.compiler_aot_inductor.htm
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -56,14 +57,21 @@ def _cache_dir():
 def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dict) -> dict:
     """``torch.export`` ``model`` on ``example`` (B, C, H, W) float32 and AOT-compile it to ``directory/model.pt2``.
 
-    options: dynamic_batch (symbolic dim 0, from a batch-2 example), precision (fp32 | fp16 with float32 I/O).
+    options: dynamic_batch (symbolic dim 0, from a batch-2 example), precision (fp32 | fp16 with float32 I/O),
+    device (cpu | cuda | cuda:N: a copy of the model is exported and compiled for that device; a CUDA package
+    runs only on CUDA, a CPU one only on the CPU).
     Raises whatever torch.export / Inductor raise (the export driver turns it into one ExportError line).
     """
+    from ..device import device_type
     from ..quantize import pytorch as tq
     precision = options.get("precision", "fp32")
+    device = options.get("device") or "cpu"
     quant = None
     if precision == "fp16":
         model, quant = tq.fp16(model)
+    if device != "cpu":
+        model = (model if quant is not None else copy.deepcopy(model)).to(device)
+        example = example.to(device)
     dynamic = options.get("dynamic_batch", True)
     if dynamic and example.shape[0] < 2:
         example = example.expand(2, *example.shape[1:]).contiguous()
@@ -76,7 +84,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     return {"artifact": FILENAME, "backend": "libtorch", "quantization": quant,
             "export": {"method": "torch.export.export + torch._inductor.aoti_compile_and_package",
                        "example_batch": int(example.shape[0]), "inductor_configs": dict(INDUCTOR_CONFIGS),
-                       "device": "cpu", "torch": torch.__version__}}
+                       "device": device_type(device), "torch": torch.__version__}}
 
 
 _TMPDIR_LOCK = threading.Lock()  # TMPDIR is process-wide: one package load at a time changes it
@@ -106,19 +114,21 @@ def _private_tmpdir():
 
 
 class AOTInductorRunner:
-    """Runs a ``.pt2`` package with ``torch._inductor.aoti_load_package`` on CPU."""
+    """Runs a ``.pt2`` package with ``torch._inductor.aoti_load_package`` on the device it was compiled for."""
 
     runtime = "aotinductor"
 
-    def __init__(self, path: Path, threads: int | None = None, data: bytes | None = None):
+    def __init__(self, path: Path, threads: int | None = None, data: bytes | None = None, device: str = "cpu"):
         """Load the package ``path``, or the package bytes ``data`` already read (and hashed) by
         :meth:`Artifact.read_file` (``path`` then only names it in messages).
 
         libtorch only loads a package from a path, so the bytes are zip-checked
         (:func:`vitedge.safety.safe_zip_members`), written to a private 0700 temp folder and loaded from there; that
         folder, with libtorch's extraction inside it, is removed once the load returns or fails (the loaded library
-        stays mapped). Raises ArtifactError.
+        stays mapped). ``device``: cpu, cuda or cuda:N, which must be the kind the package was compiled for (the
+        caller checks it against the manifest); the input is copied there. Raises ArtifactError.
         """
+        self.device = device
         if threads:
             torch.set_num_threads(threads)
         if data is None:
@@ -141,20 +151,28 @@ class AOTInductorRunner:
                 with open(fd, "wb") as f:
                     f.write(data)
                 logging.getLogger("torch._inductor.package.package").setLevel(logging.ERROR)  # "outdated pt2" retry
-                self.model = torch._inductor.aoti_load_package(str(pkg))
+                index = int(device.partition(":")[2] or -1) if device != "cpu" else -1
+                self.model = torch._inductor.aoti_load_package(str(pkg), device_index=index)
         except Exception as e:  # noqa: BLE001 - libtorch raises RuntimeError with a long C++ trace
             raise ArtifactError(f"cannot load AOTInductor package {path}: {first_line(e)}") from None
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first)."""
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            out = self.model(t if self.device == "cpu" else t.to(self.device))
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.float().numpy() for o in outs]
+        return [o.float().cpu().numpy() for o in outs]
 
 
-def load(artifact: Artifact, threads: int | None = None) -> AOTInductorRunner:
+def load(artifact: Artifact, threads: int | None = None, device: str = "cpu") -> AOTInductorRunner:
     """Load the artifact's ``.pt2`` package from the bytes :meth:`Artifact.read_file` read once (hashed when
-    verified), through a private temp folder removed afterwards. Raises ArtifactError if it is missing, differs
-    from the manifest, or libtorch cannot read it."""
-    return AOTInductorRunner(artifact.file, threads, data=artifact.read_file())
+    verified), through a private temp folder removed afterwards, to run on ``device``. Raises ArtifactError if it
+    is missing, differs from the manifest, was compiled for another kind of device than ``device`` (manifest
+    ``export.device``), or libtorch cannot read it."""
+    from ..device import artifact_device, device_type
+    compiled = artifact_device(artifact.manifest)
+    if compiled != device_type(device):
+        raise ArtifactError(f"AOTInductor package {artifact.file} was compiled for {compiled}, not {device}; run it "
+                            f"with --device {compiled} or re-export it with --device {device}")
+    return AOTInductorRunner(artifact.file, threads, data=artifact.read_file(), device=device)

@@ -6,6 +6,7 @@ keeps the batch dimension symbolic (checked at export by running batches 1 and 3
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
@@ -35,14 +36,22 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     """Trace ``model`` on ``example`` (B, C, H, W), freeze, save ``directory/model.pt``.
 
     ``options["precision"]``: fp32 | fp16 (float16 compute, float32 I/O) | int8 (dynamic int8 Linear layers).
+    ``options["device"]``: cpu (default) | cuda | cuda:N: trace a copy of the model on that device (the graph's
+    weights and any device the trace records are that device's; checked by :func:`vitedge.device.check_target_device`
+    before). float32 input and output stay the interface; the runner moves them.
     """
+    from ..device import device_type
     from ..quantize import pytorch as tq
     precision = options.get("precision", "fp32")
+    device = options.get("device") or "cpu"
     quant = None
     if precision == "int8":
         model, quant = tq.dynamic_int8(model)
     elif precision == "fp16":
         model, quant = tq.fp16(model)
+    if device != "cpu":
+        model = (model if quant is not None else copy.deepcopy(model)).to(device)
+        example = example.to(device)
     ctx = _quiet()
     try:
         with torch.no_grad():
@@ -57,18 +66,21 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     finally:
         ctx.__exit__(None, None, None)
     return {"artifact": FILENAME, "backend": "libtorch", "quantization": quant,
-            "export": {"method": "torch.jit.trace + torch.jit.freeze", "example_batch": int(example.shape[0])}}
+            "export": {"method": "torch.jit.trace + torch.jit.freeze", "example_batch": int(example.shape[0]),
+                       "device": device_type(device)}}
 
 
 class TorchScriptRunner:
-    """Runs a TorchScript file with ``torch.jit.load`` on CPU."""
+    """Runs a TorchScript file with ``torch.jit.load`` on ``device`` (cpu, cuda, cuda:N)."""
 
     runtime = "libtorch"
 
-    def __init__(self, path: Path, threads: int | None = None, data: bytes | None = None):
+    def __init__(self, path: Path, threads: int | None = None, data: bytes | None = None, device: str = "cpu"):
         """Load the TorchScript file ``path``, or, given ``data``, those bytes (``path`` then only names it in
         messages): the bytes are zip-checked (:func:`vitedge.safety.safe_zip_members`) and handed to libtorch from
-        memory, so what runs is exactly what was checked and hashed. Raises ArtifactError."""
+        memory, so what runs is exactly what was checked and hashed. ``device``: where the module's tensors are
+        mapped (``map_location``) and the input is copied to. Raises ArtifactError."""
+        self.device = device
         if threads:
             torch.set_num_threads(threads)
         from ..safety import safe_zip_members
@@ -80,22 +92,24 @@ class TorchScriptRunner:
         safe_zip_members(path, data=data)  # a TorchScript file is a zip: no escaping names or bomb before libtorch
         ctx = _quiet()
         try:
-            self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+            self.module = torch.jit.load(io.BytesIO(data), map_location=device).eval()
         except Exception as e:  # noqa: BLE001 - libtorch raises RuntimeError with a long C++ trace
             raise ArtifactError(f"cannot load TorchScript file {path}: {str(e).strip().splitlines()[0]}") from None
         finally:
             ctx.__exit__(None, None, None)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first)."""
+        """float32 (B, C, H, W) -> list of float32 outputs (logits (B, classes) first), as CPU numpy arrays (on
+        CUDA: input copied to the device, outputs copied back, which waits for the GPU)."""
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(x))
+            t = torch.from_numpy(x)
+            out = self.module(t if self.device == "cpu" else t.to(self.device))
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.numpy() for o in outs]
+        return [o.cpu().numpy() for o in outs]
 
 
-def load(artifact: Artifact, threads: int | None = None) -> TorchScriptRunner:
+def load(artifact: Artifact, threads: int | None = None, device: str = "cpu") -> TorchScriptRunner:
     """Load the artifact's TorchScript file from the bytes :meth:`Artifact.read_file` read once (and, for a
     verified artifact, hashed against the manifest). Raises ArtifactError if they differ or libtorch cannot read
     them."""
-    return TorchScriptRunner(artifact.file, threads, data=artifact.read_file())
+    return TorchScriptRunner(artifact.file, threads, data=artifact.read_file(), device=device)
