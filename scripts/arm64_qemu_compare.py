@@ -60,14 +60,22 @@ def read_dump(path: Path) -> np.ndarray:
     return data.reshape(meta["shape"])
 
 
-def run_bench(exe: Path, artifact: Path, png: Path, out: Path) -> tuple[np.ndarray, float]:
-    """One untimed-warmup-free run of vitedge-bench on one image: (logits (1, K) float32, wall seconds)."""
+def run_bench(exe: Path, artifact: Path, png: Path, out: Path, runtime: str | None = None) -> tuple[np.ndarray, float]:
+    """One untimed-warmup-free run of vitedge-bench on one image: (logits (1, K) float32, wall seconds).
+
+    With ``runtime`` (e.g. "executorch-cpp"), the run's --json report must name that runtime (Failure otherwise)."""
     t0 = time.perf_counter()
+    report = Path(str(out) + ".report.json")
     r = subprocess.run([str(exe), str(artifact), "--trust-code", "--image", str(png), "--batch", "1", "--warmup", "0",
-                        "--iters", "1", "--dump-output", str(out)], capture_output=True, text=True, timeout=1800)
+                        "--iters", "1", "--dump-output", str(out), "--json", str(report)],
+                       capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise Failure(f"{exe} on {png.name} exited {r.returncode}: {(r.stderr or r.stdout).strip()[-500:]}")
+    if runtime is not None:
+        got = json.loads(report.read_text()).get("runtime")
+        if got != runtime:
+            raise Failure(f"{exe} ran {artifact.name} with runtime {got!r}, expected {runtime!r}")
     return read_dump(out), wall
 
 
@@ -103,7 +111,7 @@ def eager_model(manifest: dict) -> torch.nn.Module:
         raise Failure(f"eager reference needs a preset with seeded weights, the artifact has {m.get('weights')}")
     model, spec, _ = prepare_preset(m["preset"], image_size=tuple(manifest["preprocessing"]["size"]),
                                     seed=int(m["weights"]["seed"]))
-    if spec["kwargs"] != m["kwargs"]:
+    if json.loads(json.dumps(spec["kwargs"])) != m["kwargs"]:  # as JSON: tuples are lists in the manifest
         raise Failure(f"rebuilt {m['preset']} has kwargs {spec['kwargs']}, the artifact {m['kwargs']}")
     return model.eval()
 
@@ -124,7 +132,8 @@ def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[s
         ref = et_x86(x)
         with torch.inference_mode():
             ref_eager = eager(torch.from_numpy(x)).numpy()
-        arm, arm_wall = run_bench(args.arm64_bench, art, png, work / "dumps" / f"{png.stem}.et.arm64.bin")
+        arm, arm_wall = run_bench(args.arm64_bench, art, png, work / "dumps" / f"{png.stem}.et.arm64.bin",
+                                  runtime="executorch-cpp")
         if arm.shape != ref.shape:
             raise Failure(f"{png.name}: arm64 ExecuTorch output shape {arm.shape}, x86 ExecuTorch {ref.shape}")
         row = {"photo": png.name}
@@ -138,7 +147,8 @@ def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[s
                    row["max_abs_diff_arm64_vs_x86_executorch_python"]),
                   ("x86 eager PyTorch", row["top1_x86_eager"], row["max_abs_diff_arm64_vs_x86_eager"])]
         if args.x86_bench:
-            x86, _ = run_bench(args.x86_bench, art, png, work / "dumps" / f"{png.stem}.et.x86.bin")
+            x86, _ = run_bench(args.x86_bench, art, png, work / "dumps" / f"{png.stem}.et.x86.bin",
+                               runtime="executorch-cpp")
             row["top1_x86_cpp"], _ = top2(x86)
             row["max_abs_diff_arm64_vs_x86_cpp"] = float(np.abs(arm - x86).max())
             checks.append(("x86 C++ ExecuTorch", row["top1_x86_cpp"], row["max_abs_diff_arm64_vs_x86_cpp"]))
@@ -181,12 +191,11 @@ def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[s
         table.add_row(*cells)
     Console(width=220).print(table)
 
-    import executorch
+    exp = manifest.get("export", {})
     section = {
-        "artifact": str(art), "artifact_file": manifest["artifact"],
-        "delegates": manifest.get("export", {}).get("delegates", manifest.get("target_options")),
-        "exported_with_executorch": manifest["versions"].get("executorch"),
-        "x86_executorch": getattr(executorch, "__version__", None) or _dist_version("executorch"),
+        "artifact": str(art), "artifact_file": manifest["artifact"], "export_method": exp.get("method"),
+        "delegate": exp.get("delegate"), "delegated_subgraphs": exp.get("delegated_subgraphs"),
+        "x86_executorch": _dist_version("executorch"),
         "arm64_executorch_wheel": args.et_wheel, "tolerance_max_abs": tol, "photos": rows, "classify": classify,
         "top1_agreement_vs_x86_executorch": sum(r["top1_arm64"] == r["top1_x86_executorch_python"] for r in rows) / len(rows),
         "top1_agreement_vs_x86_eager": sum(r["top1_arm64"] == r["top1_x86_eager"] for r in rows) / len(rows),
