@@ -116,8 +116,9 @@ def eager_model(manifest: dict) -> torch.nn.Module:
     return model.eval()
 
 
-def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[str]]:
-    """arm64 vitedge-bench on the ExecuTorch artifact vs the x86 references, on the PNGs: (JSON section, failures)."""
+def compare_executorch(args, pngs: list[Path], names: list[str], work: Path) -> tuple[dict, list[str]]:
+    """arm64 vitedge-bench on the ExecuTorch artifact vs the x86 references, on the PNGs (the photos NAMES,
+    resized): (JSON section, failures)."""
     art = args.et_artifact
     manifest = json.loads((art / "manifest.json").read_text())
     if manifest.get("backend") != "executorch":
@@ -127,7 +128,7 @@ def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[s
     et_x86 = python_executorch(art / manifest["artifact"])
     eager = eager_model(manifest)
     rows, failures = [], []
-    for png in pngs:
+    for png, name in zip(pngs, names):
         x = preprocess(load_rgb(png), pre)[None]
         ref = et_x86(x)
         with torch.inference_mode():
@@ -136,7 +137,7 @@ def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[s
                                   runtime="executorch-cpp")
         if arm.shape != ref.shape:
             raise Failure(f"{png.name}: arm64 ExecuTorch output shape {arm.shape}, x86 ExecuTorch {ref.shape}")
-        row = {"photo": png.name}
+        row = {"photo": name}
         row["top1_x86_executorch_python"], row["margin_x86_executorch_python"] = top2(ref)
         row["top1_x86_eager"], _ = top2(ref_eager)
         row["top1_arm64"], _ = top2(arm)
@@ -154,11 +155,11 @@ def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[s
             checks.append(("x86 C++ ExecuTorch", row["top1_x86_cpp"], row["max_abs_diff_arm64_vs_x86_cpp"]))
         for name, top1, diff in checks:
             if top1 != row["top1_arm64"]:
-                failures.append(f"{png.name}: arm64 ExecuTorch top-1 {row['top1_arm64']} != {name} top-1 {top1}")
+                failures.append(f"{name}: arm64 ExecuTorch top-1 {row['top1_arm64']} != {name} top-1 {top1}")
             if not diff <= tol:
-                failures.append(f"{png.name}: arm64 ExecuTorch vs {name} max abs diff {diff:.3g} > {tol:g}")
+                failures.append(f"{name}: arm64 ExecuTorch vs {name} max abs diff {diff:.3g} > {tol:g}")
         rows.append(row)
-        print(f"  {png.name} (ExecuTorch): arm64 top-1 {row['top1_arm64']}, x86 ExecuTorch top-1 "
+        print(f"  {name} (ExecuTorch): arm64 top-1 {row['top1_arm64']}, x86 ExecuTorch top-1 "
               f"{row['top1_x86_executorch_python']}, eager top-1 {row['top1_x86_eager']}, max abs diff "
               f"{row['max_abs_diff_arm64_vs_x86_executorch_python']:.3g} vs x86 ExecuTorch, "
               f"{row['max_abs_diff_arm64_vs_x86_eager']:.3g} vs eager ({arm_wall:.1f} s under qemu)", flush=True)
@@ -171,7 +172,7 @@ def compare_executorch(args, pngs: list[Path], work: Path) -> tuple[dict, list[s
             ok = classify_names(lines, png, row["top1_x86_executorch_python"])
             row["classify_top1_matches"] = ok
             if not ok:
-                failures.append(f"{png.name}: classify on the .pte does not name x86 ExecuTorch top-1 "
+                failures.append(f"{row['photo']}: classify on the .pte does not name x86 ExecuTorch top-1 "
                                 f"{row['top1_x86_executorch_python']}")
 
     table = Table(title=f"ExecuTorch (.pte, XNNPACK): arm64 (qemu-aarch64) vs x86 on the bundled photos")
@@ -305,7 +306,7 @@ def compare(args) -> int:
 
     executorch_section = None
     if args.et_artifact:
-        executorch_section, et_failures = compare_executorch(args, pngs, work)
+        executorch_section, et_failures = compare_executorch(args, pngs, [r["photo"] for r in rows], work)
         failures += et_failures
 
     result = {
