@@ -91,9 +91,10 @@ def artifacts(tmp_path_factory):
 def test_arm64_executorch_matches_x86_under_qemu(artifacts, tmp_path):
     if not ARM64_BENCH.exists() or shutil.which("qemu-aarch64") is None:
         pytest.skip("no cross-built runner under qemu (run `make arm64` first)")
-    if "libexecutorch.so" not in subprocess.run(["readelf", "-d", str(ROOT / "build/arm64/cpp/libvitedge.so")],
-                                                capture_output=True, text=True).stdout:
-        pytest.skip("the arm64 build has no ExecuTorch backend")
+    libs = [p for p in (ROOT / "build" / "arm64").rglob("lib*.so*") if "CMakeFiles" not in p.parts]
+    if not any("[libexecutorch.so]" in subprocess.run(["readelf", "-d", str(p)], capture_output=True, text=True).stdout
+               for p in libs):
+        pytest.skip("the arm64 build has no ExecuTorch backend (no library of it links libexecutorch.so)")
     ts, et = artifacts
     x86 = next((b for b in X86_BENCHES if b.exists()), None)
     r, res = run_compare(tmp_path, ARM64_BENCH, x86, ts, et)
