@@ -129,7 +129,7 @@ if [ "$EXECUTORCH" = 1 ]; then
   # The backend must really be in this build: a library of it (libvitedge.so, or a backend plugin) links the
   # arm64 libexecutorch.so.
   file -b "$ET_DEPS/unpacked/executorch/lib/libexecutorch.so"
-  for so in "$BUILD"/cpp/lib*.so*; do aarch64-linux-gnu-readelf -d "$so"; done 2>/dev/null \
+  find "$BUILD/cpp" -name 'lib*.so*' -not -path '*/CMakeFiles/*' -exec aarch64-linux-gnu-readelf -d {} + 2>/dev/null \
     | grep -q 'NEEDED.*\[libexecutorch\.so\]' \
     || die "no library in $BUILD/cpp links libexecutorch.so: the ExecuTorch backend was not built"
 fi

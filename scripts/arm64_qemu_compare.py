@@ -153,11 +153,11 @@ def compare_executorch(args, pngs: list[Path], names: list[str], work: Path) -> 
             row["top1_x86_cpp"], _ = top2(x86)
             row["max_abs_diff_arm64_vs_x86_cpp"] = float(np.abs(arm - x86).max())
             checks.append(("x86 C++ ExecuTorch", row["top1_x86_cpp"], row["max_abs_diff_arm64_vs_x86_cpp"]))
-        for name, top1, diff in checks:
+        for ref_name, top1, diff in checks:
             if top1 != row["top1_arm64"]:
-                failures.append(f"{name}: arm64 ExecuTorch top-1 {row['top1_arm64']} != {name} top-1 {top1}")
+                failures.append(f"{name}: arm64 ExecuTorch top-1 {row['top1_arm64']} != {ref_name} top-1 {top1}")
             if not diff <= tol:
-                failures.append(f"{name}: arm64 ExecuTorch vs {name} max abs diff {diff:.3g} > {tol:g}")
+                failures.append(f"{name}: arm64 ExecuTorch vs {ref_name} max abs diff {diff:.3g} > {tol:g}")
         rows.append(row)
         print(f"  {name} (ExecuTorch): arm64 top-1 {row['top1_arm64']}, x86 ExecuTorch top-1 "
               f"{row['top1_x86_executorch_python']}, eager top-1 {row['top1_x86_eager']}, max abs diff "

@@ -102,7 +102,8 @@ def test_arm64_executorch_matches_x86_under_qemu(artifacts, tmp_path):
     section = res["executorch"]
     assert section["passed"] and not section["failures"]
     assert section["top1_agreement_vs_x86_executorch"] == 1.0 and section["top1_agreement_vs_x86_eager"] == 1.0
-    assert len(section["photos"]) == len(res["photos"]) >= 4
+    assert [p["photo"] for p in section["photos"]] == [p["photo"] for p in res["photos"]] and len(res["photos"]) >= 4
+    assert all(p["classify_top1_matches"] is not False for p in section["photos"])
     assert section["max_abs_diff_vs_x86_executorch"] <= section["tolerance_max_abs"]
 
 
@@ -131,7 +132,10 @@ if sys.argv[1] == {str(et)!r}:
     r, res = run_compare(tmp_path, fake, None, ts, et)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     fails = [ln for ln in r.stderr.splitlines() if ln.startswith("FAIL:")]
-    assert fails and all("ExecuTorch" in ln for ln in fails), r.stderr[-3000:]
+    assert fails and all("arm64 ExecuTorch" in ln for ln in fails), r.stderr[-3000:]
+    photos = [p["photo"] for p in res["photos"]]
+    assert [p["photo"] for p in res["executorch"]["photos"]] == photos
+    assert all(ln.split(":")[1].strip() in photos for ln in fails), fails  # "FAIL: <photo>: ..."
     assert res["photos"] and all(p["top1_arm64"] == p["top1_x86_pytorch"] for p in res["photos"])  # TorchScript ok
     assert res["executorch"]["passed"] is False
     assert res["executorch"]["top1_agreement_vs_x86_executorch"] < 1.0
