@@ -11,7 +11,7 @@ BUILD := build/cpp
 APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev clang
 JOBS ?= 2
 
-.PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64 cpp-sanitize
+.PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64 cpp-sanitize cpp-notorch
 
 setup: $(STAMP) cpp
 
@@ -44,6 +44,7 @@ test: setup
 	$(PY) -m pytest -n $(JOBS) -q
 	ctest --test-dir $(BUILD) --output-on-failure
 	$(MAKE) --no-print-directory cpp-sanitize
+	$(MAKE) --no-print-directory cpp-notorch
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
@@ -53,13 +54,21 @@ test-slow: setup
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 cpp-sanitize: sysdeps $(STAMP)
 	cmake -S . -B build/cpp-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="$(SAN)" -DCMAKE_C_FLAGS="$(SAN)" \
-	  -DCMAKE_EXE_LINKER_FLAGS="$(SAN)" -DCMAKE_SHARED_LINKER_FLAGS="$(SAN)" \
+	  -DCMAKE_EXE_LINKER_FLAGS="$(SAN)" -DCMAKE_SHARED_LINKER_FLAGS="$(SAN)" -DCMAKE_MODULE_LINKER_FLAGS="$(SAN)" \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
 	  -DVITEDGE_PYTHON="$(CURDIR)/$(PY)" >/dev/null
-	cmake --build build/cpp-asan -j$(JOBS) --target vitedge_unit_tests vitedge_image_tests vitedge-bench classify vitedge_threads_test \
+	cmake --build build/cpp-asan -j$(JOBS) --target vitedge_unit_tests vitedge_image_tests vitedge-bench classify vitedge_threads_test vitedge_backends \
 	  vitedge_c_api_test vitedge_verified_bytes_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir build/cpp-asan --output-on-failure -R '^cpp_(unit|image|bad_inputs|threads|c_api_c|verified_bytes|trust)$$'
+
+# The runner built without libtorch (-DVITEDGE_WITH_TORCH=OFF: ONNX Runtime + OpenVINO), in build/cpp-notorch, and
+# its ctests (cpp_notorch: no file links libtorch, TorchScript refused with the rebuild hint; ONNX Runtime parity).
+cpp-notorch: sysdeps $(STAMP)
+	cmake -S . -B build/cpp-notorch -DCMAKE_BUILD_TYPE=Release -DVITEDGE_WITH_TORCH=OFF -DVITEDGE_WITH_EXECUTORCH=OFF \
+	  -DVITEDGE_FUZZ=OFF -DVITEDGE_TSAN=OFF -DVITEDGE_PYTHON="$(CURDIR)/$(PY)" >/dev/null
+	cmake --build build/cpp-notorch -j$(JOBS)
+	ctest --test-dir build/cpp-notorch --output-on-failure
 
 # Cross-build the C++ runner for aarch64 Linux and check it under qemu-aarch64 (accuracy, not speed):
 # unit tests + top-1 on the bundled photos vs x86; writes benchmarks/results/arm64_qemu.json.
@@ -67,4 +76,4 @@ arm64: $(STAMP) sysdeps
 	JOBS=$(JOBS) scripts/arm64_qemu.sh
 
 clean:
-	rm -rf $(BUILD) artifacts
+	rm -rf $(BUILD) build/cpp-asan build/cpp-notorch artifacts

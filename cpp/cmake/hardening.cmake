@@ -33,7 +33,7 @@ endif()
 # ---- ThreadSanitizer build of the runner + vitedge-load (GCC or Clang on Linux) ----
 option(VITEDGE_TSAN "Build the runner and vitedge-load again with -fsanitize=thread for the cpp_load_tsan test" ON)
 set(_vitedge_tsan_bin "${CMAKE_BINARY_DIR}/tsan")
-if(VITEDGE_TSAN AND CMAKE_SYSTEM_NAME STREQUAL "Linux" AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+if(VITEDGE_TSAN AND VITEDGE_WITH_TORCH AND CMAKE_SYSTEM_NAME STREQUAL "Linux" AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   ExternalProject_Add(vitedge_tsan
     SOURCE_DIR "${PROJECT_SOURCE_DIR}" BINARY_DIR "${_vitedge_tsan_bin}"
     CMAKE_ARGS -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER} -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -55,19 +55,19 @@ if(VITEDGE_BUILD_TESTS)
                           "${CMAKE_CURRENT_SOURCE_DIR}/fuzz/seeds/${name}" "${CMAKE_CURRENT_SOURCE_DIR}/fuzz/regressions"
                           "${CMAKE_CURRENT_BINARY_DIR}/test-fuzz-${name}" 5)
       set_tests_properties(cpp_fuzz_${name} PROPERTIES TIMEOUT 120)
-    else()
+    elseif(NOT VITEDGE_FUZZ STREQUAL "OFF")
       add_test(NAME cpp_fuzz_${name} COMMAND sh -c "echo 'SKIP: clang++ not found (apt-get install clang), fuzz target not built'; exit 77")
       set_tests_properties(cpp_fuzz_${name} PROPERTIES SKIP_RETURN_CODE 77)
     endif()
   endforeach()
-  if(EXISTS "${VITEDGE_PYTHON}")
+  if(EXISTS "${VITEDGE_PYTHON}" AND VITEDGE_WITH_TORCH)
     add_executable(vitedge_api_checks tests/api_checks.cpp)
     target_link_libraries(vitedge_api_checks PRIVATE vitedge_runner)
     add_test(NAME cpp_api_bad_inputs COMMAND vitedge_api_checks "${CMAKE_CURRENT_BINARY_DIR}/test-fixtures/torchscript"
                                              "${CMAKE_CURRENT_BINARY_DIR}/test-api-checks")
     set_tests_properties(cpp_api_bad_inputs PROPERTIES FIXTURES_REQUIRED vitedge_artifacts TIMEOUT 120)
   endif()
-  if(_vitedge_tsan_load AND EXISTS "${VITEDGE_PYTHON}")
+  if(_vitedge_tsan_load AND EXISTS "${VITEDGE_PYTHON}" AND VITEDGE_WITH_TORCH)
     # One TorchScript Runner shared by 4 caller threads for 8 s on the fixture artifact and photos; OMP_NUM_THREADS=1
     # so libtorch runs no OpenMP workers (their barriers are invisible to TSan). No suppressions.
     set(_vitedge_fx "${CMAKE_CURRENT_BINARY_DIR}/test-fixtures")

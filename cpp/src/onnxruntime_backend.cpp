@@ -10,7 +10,9 @@
 // Library search order (first hit wins; an explicit choice that fails is an error, not a fall-through):
 //   1. Options::onnxruntime_library (vitedge-bench: none; library users set it),
 //   2. the environment variable VITEDGE_ONNXRUNTIME_LIB,
-//   3. the path found at configure time (CMake asks VITEDGE_PYTHON's onnxruntime package), if it exists,
+//   3. libonnxruntime.so.1 in the onnxruntime backend folder, if it exists: $VITEDGE_BACKEND_DIR/onnxruntime/, then
+//      <folder of libvitedge.so>/vitedge/backends/onnxruntime/ (the build copies the onnxruntime wheel's library
+//      there and `cmake --install` installs it there, so an installed prefix carries its own copy),
 //   4. "libonnxruntime.so.1" through the dynamic loader (LD_LIBRARY_PATH, ld.so.cache, ...).
 // A loaded library stays loaded for the life of the process (never dlclose'd: ORT owns thread pools and
 // static state); every ORT object this backend creates is released by RAII holders.
@@ -29,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend.h"
+#include "plugin.h"
 #include "ort_api.h"
 
 namespace vitedge {
@@ -265,14 +268,6 @@ Library open_and_check(void* handle, const std::string& path) {
   return Library{path, v, api};
 }
 
-std::string configured_default() {
-#ifdef VITEDGE_ONNXRUNTIME_DEFAULT_LIB
-  return VITEDGE_ONNXRUNTIME_DEFAULT_LIB;
-#else
-  return "";
-#endif
-}
-
 const Library& load_library(const Options& options) {
   static std::mutex mutex;
   static std::map<std::string, Library> loaded;  // by the path given to dlopen; never unloaded
@@ -290,12 +285,15 @@ const Library& load_library(const Options& options) {
   }
   std::string tried;
   if (candidates.empty()) {
-    const std::string def = configured_default();
-    std::error_code ec;
-    if (!def.empty() && fs::exists(def, ec))
-      candidates.push_back(def);
-    else if (!def.empty())
-      tried = def + " (configured at build time; no such file)";
+    for (const std::string& dir : backend_dirs("onnxruntime")) {
+      const std::string bundled = (fs::path(dir) / kLoaderName).string();
+      std::error_code ec;
+      if (fs::is_regular_file(bundled, ec)) {
+        candidates.push_back(bundled);
+        break;
+      }
+      tried += (tried.empty() ? "" : "; ") + bundled + " (no such file)";
+    }
     candidates.push_back(kLoaderName);
   }
   for (const std::string& path : candidates) {

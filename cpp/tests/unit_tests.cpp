@@ -486,7 +486,11 @@ void test_runner_api() {
     aoti |= b.target == "aotinductor" && b.backend == "libtorch" && b.built;
     CHECK(b.built || b.rebuild_hint.find("-DVITEDGE_WITH_") == 0);
   }
+#if VITEDGE_EXPECT_TORCH
   CHECK(ts && aoti);
+#else
+  CHECK(!ts && !aoti);  // -DVITEDGE_WITH_TORCH=OFF
+#endif
 
   // preprocess_rgb: a 2x2 image upscaled to 4x4 (PIL bilinear: edge pixels keep their value), then normalised.
   vitedge::Preprocessing p;

@@ -102,8 +102,9 @@ struct Options {
   int warmup = 0;
   /// Check the SHA-256 (and size) of every file the manifest covers before loading (default). false skips it.
   bool verify = true;
-  /// ONNX Runtime artifacts: the libonnxruntime.so to dlopen. Empty: $VITEDGE_ONNXRUNTIME_LIB, else the path
-  /// found at configure time (the onnxruntime wheel of VITEDGE_PYTHON), else "libonnxruntime.so.1".
+  /// ONNX Runtime artifacts: the libonnxruntime.so to dlopen. Empty: $VITEDGE_ONNXRUNTIME_LIB, else the copy
+  /// installed with libvitedge (lib/vitedge/backends/onnxruntime/libonnxruntime.so.1), else "libonnxruntime.so.1"
+  /// through the dynamic loader.
   std::string onnxruntime_library;
   /// PEM public keys (paths; elliptic-curve P-256/P-384/P-521, as OpenSSF model-signing writes them). Not empty:
   /// ARTIFACT_DIR/model.sig must be a model-signing signature that verifies with one of them and covers every
