@@ -68,13 +68,16 @@ def export(preset_target: str, out: Path) -> Path:
     return out
 
 
-def run_compare(tmp_path: Path, arm64_bench: Path, x86_bench: Path | None, ts: Path, et: Path):
+def run_compare(tmp_path: Path, arm64_bench: Path, x86_bench: Path | None, ts: Path, et: Path,
+                classify: Path | None = None):
     result = tmp_path / "result.json"
     cmd = [sys.executable, str(SCRIPT), "--artifact", str(ts), "--arm64-bench", str(arm64_bench),
            "--workdir", str(tmp_path / "work"), "--json", str(result), "--qemu-version", "test",
            "--wheel", "test", "--et-artifact", str(et), "--et-wheel", "test"]
     if x86_bench:
         cmd += ["--x86-bench", str(x86_bench)]
+    if classify:
+        cmd += ["--arm64-classify", str(classify)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     return r, (json.loads(result.read_text()) if result.exists() else None)
@@ -97,13 +100,16 @@ def test_arm64_executorch_matches_x86_under_qemu(artifacts, tmp_path):
         pytest.skip("the arm64 build has no ExecuTorch backend (no library of it links libexecutorch.so)")
     ts, et = artifacts
     x86 = next((b for b in X86_BENCHES if b.exists()), None)
-    r, res = run_compare(tmp_path, ARM64_BENCH, x86, ts, et)
+    classify = ARM64_BENCH.parent / "classify"
+    classify = classify if classify.exists() else None
+    r, res = run_compare(tmp_path, ARM64_BENCH, x86, ts, et, classify)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     section = res["executorch"]
     assert section["passed"] and not section["failures"]
     assert section["top1_agreement_vs_x86_executorch"] == 1.0 and section["top1_agreement_vs_x86_eager"] == 1.0
     assert [p["photo"] for p in section["photos"]] == [p["photo"] for p in res["photos"]] and len(res["photos"]) >= 4
-    assert all(p["classify_top1_matches"] is not False for p in section["photos"])
+    if classify:
+        assert all(p["classify_top1_matches"] is True for p in section["photos"])
     assert section["max_abs_diff_vs_x86_executorch"] <= section["tolerance_max_abs"]
 
 
