@@ -6,11 +6,17 @@
 #         -DTorch_DIR=$PWD/build/arm64-deps/wheel/torch/share/cmake/Torch \
 #         -Dnlohmann_json_DIR=$PWD/build/arm64-deps/host-headers/share/cmake/nlohmann_json \
 #         -DSTB_INCLUDE_DIR=$PWD/build/arm64-deps/host-headers/include \
-#         -DVITEDGE_PYTHON=
+#         -DVITEDGE_PYTHON= \
+#         -DVITEDGE_WITH_EXECUTORCH=ON \
+#         -Dexecutorch_DIR=$PWD/build/arm64-deps/et-wheel/unpacked/executorch/share/cmake
 #
 # scripts/arm64_qemu.sh prepares VITEDGE_AARCH64_DEPS and runs exactly this; it holds:
 #   wheel/         the unpacked torch aarch64 manylinux wheel (PyPI): arm64 libtorch in wheel/torch,
 #                  its bundled OpenBLAS / Arm Compute Library / libgomp / libgfortran in wheel/torch.libs
+#   et-wheel/      the executorch aarch64 manylinux wheel (PyPI), unpacked in et-wheel/unpacked: the ExecuTorch C++
+#                  runtime (executorch/lib/libexecutorch*.so: runtime, XNNPACK delegate, CPU kernels, thread pool),
+#                  its headers and CMake config (executorch/share/cmake, passed as executorch_DIR; the config
+#                  locates its files relative to itself, so the find-root settings below do not apply to it)
 #   sysroot/       Debian arm64 packages unpacked (dpkg-deb -x): zlib1g (libgfortran in torch.libs needs
 #                  libz.so.1; the cross toolchain lacks it), libssl-dev + libssl3 (the runner's SHA-256 uses
 #                  OpenSSL's libcrypto)
@@ -62,9 +68,12 @@ set(ENV{PKG_CONFIG_SYSROOT_DIR} "${VITEDGE_AARCH64_DEPS}/sysroot")
 
 # libtorch_cpu.so needs the wheel's bundled libraries (torch.libs) and those need libz: let the linker resolve
 # them without adding them to the executables' runpath (libtorch's own $ORIGIN runpath finds torch.libs at run time).
+# Likewise the ExecuTorch libraries need each other (libexecutorch_backend_xnnpack.so -> libexecutorch_threadpool.so):
+# a cross linker does not follow their $ORIGIN runpath, so executables linking libvitedge.so need the folder here.
 set(_vitedge_rpath_link
     "-Wl,-rpath-link,${VITEDGE_AARCH64_DEPS}/wheel/torch/lib"
     "-Wl,-rpath-link,${VITEDGE_AARCH64_DEPS}/wheel/torch.libs"
+    "-Wl,-rpath-link,${VITEDGE_AARCH64_DEPS}/et-wheel/unpacked/executorch/lib"
     "-Wl,-rpath-link,${VITEDGE_AARCH64_DEPS}/sysroot/lib/${VITEDGE_AARCH64_TRIPLE}"
     "-Wl,-rpath-link,${VITEDGE_AARCH64_DEPS}/sysroot/usr/lib/${VITEDGE_AARCH64_TRIPLE}")
 string(JOIN " " _vitedge_rpath_link ${_vitedge_rpath_link})
