@@ -81,7 +81,7 @@ struct Manifest {
   /// OpenVINO artifacts (target "openvino"): the IR weights file, relative to the artifact directory:
   /// openvino.weights (default: the artifact's name with ".bin") in the folder of "artifact". Empty for other targets.
   std::string openvino_weights;
-  /// openvino.config, the compile properties vitedge writes, in manifest order; absent (nullopt) when the manifest
+  /// openvino.config, the compile properties vitedge writes, in key order; absent (nullopt) when the manifest
   /// has none (the backend then applies the precision's default, as the Python loader does). Only these keys and
   /// values are accepted, as in vitedge/targets/openvino.py: PERFORMANCE_HINT LATENCY|THROUGHPUT,
   /// INFERENCE_PRECISION_HINT f32|bf16|f16, EXECUTION_MODE_HINT PERFORMANCE|ACCURACY; anything else is refused.
