@@ -3,7 +3,7 @@ Not a test: `python benchmarks/openvino_classify.py [--build build/cpp/cpp]` (ne
 OpenVINO backend, cpp/cmake/openvino.cmake).
 
 For each preset:
-0. a digits checkpoint (`vitedge.train.train_digits`: 64x64, 10 classes, trained here if absent). No pretrained
+0. a digits checkpoint (`vitedge.train.train_digits`: 64x64, 10 classes, --epochs epochs, trained here if absent). No pretrained
    ImageNet weights can be downloaded here, and a preset's seeded weights give near-uniform outputs that barely
    depend on the input (measured: MobileViT-XS and LeViT-128S put all 8 photos in one class at p = 0.001), so their
    top-1 "agreement" would prove little; a trained model's top-1 depends on the input and its accuracy is known.
@@ -96,12 +96,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def one_preset(preset: str, args, photos: list[Path], digits: list[Path], labels: np.ndarray) -> dict:
-    from vitedge.train import train_digits
+    from vitedge.train import read_sidecar, train_digits
     build = Path(args.build)
     ck = Path(args.checkpoints) / f"{preset}.safetensors"
     if not ck.exists():
         print(f"  training {preset} on digits ...", flush=True)
-        train_digits(preset, ck, log=None)
+        train_digits(preset, ck, epochs=args.epochs, log=None)
+    sidecar = read_sidecar(ck) or {}
     art = Path(args.out) / f"{preset}-openvino-int8"
     t0 = time.perf_counter()
     sh([sys.executable, "-m", "vitedge.cli", "export", preset, "--target", "openvino", "--precision", "int8",
@@ -134,7 +135,7 @@ def one_preset(preset: str, args, photos: list[Path], digits: list[Path], labels
             "py_digits_top1": 100.0 * float(np.mean(p_digit.argmax(1) == labels)),
             "cpp_runtime": cpp["runtime"], "python_runtime": py["runtime"],
             "cpp_p50": cpp["latency_ms"]["p50"], "py_p50": py["latency_ms"]["p50"],
-            "openvino_config": (m.get("openvino") or {}).get("config"),
+            "openvino_config": (m.get("openvino") or {}).get("config"), "checkpoint": sidecar,
             "per_photo": [{"photo": p.name, "cpp_top1": c, "python_top1": int(p_photo[i].argmax()),
                            "python_top1_prob": round(float(p_photo[i].max()), 5)}
                           for i, (p, c) in enumerate(zip(photos, c_photo))]}
@@ -149,7 +150,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "artifacts/openvino_classify"))
     ap.add_argument("--checkpoints", default=str(ROOT / "artifacts/openvino_classify/checkpoints"),
-                    help="folder of digits checkpoints PRESET.safetensors (trained with defaults if absent)")
+                    help="folder of digits checkpoints PRESET.safetensors (trained if absent)")
+    ap.add_argument("--epochs", type=int, default=4, help="training epochs for a missing checkpoint (default 4: "
+                    "minutes on this shared 2-core machine; train_digits' own default is 12)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     args = ap.parse_args()
     import torch
