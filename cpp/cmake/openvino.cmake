@@ -4,7 +4,9 @@
 #   VITEDGE_WITH_OPENVINO=AUTO (default): built when the config is found, else one status line says why not.
 #   ON: required (configure fails without it).  OFF: not built (the runner refuses OpenVINO artifacts, saying how
 #   to rebuild).
-# Included by cpp/CMakeLists.txt after the vitedge_runner target exists.
+# Included by cpp/CMakeLists.txt after the vitedge_runner target exists. Two modes: with cpp/cmake/backends.cmake's
+# vitedge_add_backend (the plugin build) the backend becomes the plugin libvitedge_backend_openvino.so (include this
+# file before vitedge_finish_backends()); without it, openvino_backend.cpp is compiled into vitedge_runner.
 set(VITEDGE_WITH_OPENVINO AUTO CACHE STRING "OpenVINO backend: AUTO (when the OpenVINO CMake config is found), ON, OFF")
 set_property(CACHE VITEDGE_WITH_OPENVINO PROPERTY STRINGS AUTO ON OFF)
 if(VITEDGE_WITH_OPENVINO STREQUAL "AUTO")
@@ -15,6 +17,7 @@ else()
   set(_vitedge_ov_mode OFF)
 endif()
 
+set(VITEDGE_WITH_OPENVINO_BUILT OFF)
 if(_vitedge_ov_mode STREQUAL "OFF")
   message(STATUS "OpenVINO backend: off (VITEDGE_WITH_OPENVINO=OFF)")
 else()
@@ -37,17 +40,30 @@ else()
     endif()
     message(STATUS "OpenVINO backend: off (no OpenVINO CMake config; pip install 'vitedge[openvino]' or set OpenVINO_DIR)")
   else()
-    target_sources(vitedge_runner PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src/openvino_backend.cpp)
-    target_link_libraries(vitedge_runner PRIVATE openvino::runtime)
-    target_compile_definitions(vitedge_runner PRIVATE VITEDGE_WITH_OPENVINO=1)
-    # The wheel's libopenvino.so.<ver> finds its plugins (libopenvino_intel_cpu_plugin.so) and the IR frontend in
-    # its own directory; the runner needs that directory on its RPATH, built and installed.
+    # The directory of the wheel's libopenvino.so.<ver>: OpenVINO loads its CPU plugin and IR frontend from there.
     get_target_property(_vitedge_ov_lib openvino::runtime IMPORTED_LOCATION_RELEASE)
     if(NOT _vitedge_ov_lib)
       get_target_property(_vitedge_ov_lib openvino::runtime IMPORTED_LOCATION)
     endif()
-    if(_vitedge_ov_lib)
-      get_filename_component(_vitedge_ov_libdir "${_vitedge_ov_lib}" DIRECTORY)
+    get_filename_component(_vitedge_ov_libdir "${_vitedge_ov_lib}" DIRECTORY)
+    if(COMMAND vitedge_add_backend)
+      # Plugin build (cpp/cmake/backends.cmake): libvitedge_backend_openvino.so. Include this file BEFORE
+      # vitedge_finish_backends(). RUNTIME_LIBS: what OpenVINO dlopens itself (not NEEDED, so not found by
+      # file(GET_RUNTIME_DEPENDENCIES)): the CPU plugin, the IR frontend, TBB's NUMA binding and its hwloc.
+      file(GLOB _vitedge_ov_dlopened "${_vitedge_ov_libdir}/libopenvino_intel_cpu_plugin.so"
+           "${_vitedge_ov_libdir}/libopenvino_ir_frontend.so*" "${_vitedge_ov_libdir}/libtbbbind*.so*"
+           "${_vitedge_ov_libdir}/libhwloc.so*")
+      vitedge_add_backend(openvino
+        SOURCES src/openvino_backend.cpp
+        ROWS openvino:openvino:make_openvino_backend
+        LINK openvino::runtime
+        RUNTIME_DIRS "${_vitedge_ov_libdir}"
+        RUNTIME_LIBS ${_vitedge_ov_dlopened})
+    else()
+      # Compiled into libvitedge (runner.cpp's table has the row under VITEDGE_WITH_OPENVINO).
+      target_sources(vitedge_runner PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src/openvino_backend.cpp)
+      target_link_libraries(vitedge_runner PRIVATE openvino::runtime)
+      target_compile_definitions(vitedge_runner PRIVATE VITEDGE_WITH_OPENVINO=1)
       set_property(TARGET vitedge_runner APPEND PROPERTY BUILD_RPATH "${_vitedge_ov_libdir}")
       set_property(TARGET vitedge_runner APPEND PROPERTY INSTALL_RPATH "${_vitedge_ov_libdir}")
     endif()
@@ -56,8 +72,14 @@ else()
   endif()
 endif()
 
+if(NOT VITEDGE_WITH_OPENVINO_BUILT AND COMMAND vitedge_backend_off)
+  vitedge_backend_off(ROWS openvino:openvino:-
+                      HINT "-DVITEDGE_WITH_OPENVINO=ON (needs the openvino wheel's C++ runtime and CMake config)")
+endif()
+
 # ctest: C++ vs Python OpenVINO on the bundled photos, and hostile manifests/IR files refused by both.
-if(VITEDGE_WITH_OPENVINO_BUILT AND VITEDGE_BUILD_TESTS AND EXISTS "${VITEDGE_PYTHON}")
+# (VITEDGE_BUILD_TESTS may be declared after this file is included: undefined means its default, ON)
+if(VITEDGE_WITH_OPENVINO_BUILT AND (NOT DEFINED VITEDGE_BUILD_TESTS OR VITEDGE_BUILD_TESTS) AND EXISTS "${VITEDGE_PYTHON}")
   add_test(NAME cpp_openvino
            COMMAND "${VITEDGE_PYTHON}" "${CMAKE_CURRENT_SOURCE_DIR}/tests/openvino_backend.py"
                    --bench $<TARGET_FILE:vitedge-bench> --classify $<TARGET_FILE:classify>
