@@ -3,8 +3,8 @@ Not a test: `python benchmarks/openvino_classify.py [--build build/cpp/cpp]` (ne
 OpenVINO backend, cpp/cmake/openvino.cmake).
 
 For each preset:
-0. a digits checkpoint (`vitedge.train.train_digits`: 64x64, 10 classes, --epochs epochs, trained here if absent). No pretrained
-   ImageNet weights can be downloaded here, and a preset's seeded weights give near-uniform outputs that barely
+0. a digits checkpoint (`vitedge.train.train_digits`: 64x64, 10 classes, --epochs epochs, trained here if absent).
+   No pretrained ImageNet weights can be downloaded here, and a preset's seeded weights give near-uniform outputs that barely
    depend on the input (measured: MobileViT-XS and LeViT-128S put all 8 photos in one class at p = 0.001), so their
    top-1 "agreement" would prove little; a trained model's top-1 depends on the input and its accuracy is known.
 1. `vitedge export PRESET --target openvino --precision int8 --checkpoint CK --force -o DIR` (NNCF post-training

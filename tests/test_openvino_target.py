@@ -191,7 +191,8 @@ def test_check_ir_xml_accepts_ir_only():
     tov.check_ir_xml(b'<?xml version="1.0"?>\n<net name="m" version="11">\n</net>\n', "m.xml")
     tov.check_ir_xml(b"\xef\xbb\xbf<!-- c -->\n<net/>", "m.xml")
     for data, phrase in ((b"\x08\x09\x12\x07pytorch\x00", "NUL byte"),  # an ONNX protobuf
-                         (b'<!DOCTYPE net [<!ENTITY x SYSTEM "file:///etc/passwd">]><net>&x;</net>', "DOCTYPE or ENTITY"),
+                         (b'<!DOCTYPE net [<!ENTITY x SYSTEM "file:///etc/passwd">]><net>&x;</net>',
+                          "DOCTYPE or ENTITY"),
                          (b"<net/><!-- <!entity y 'z'> -->", "DOCTYPE or ENTITY"),
                          (b"<network></network>", "root element is not <net>"),
                          (b'<?xml-stylesheet href="x"?><net/>', "root element is not <net>"),

@@ -113,7 +113,8 @@ def check_classify(classify: Path, art: Path, photos: list[Path], tag: str) -> N
     for i, p in enumerate(photos):
         top = got.get(str(p))
         if not top or top[0][0] != int(ref[i].argmax()):
-            raise Failure(f"classify {tag} {p.name}: top-1 {top[0][0] if top else None} vs Python {int(ref[i].argmax())}")
+            raise Failure(f"classify {tag} {p.name}: top-1 {top[0][0] if top else None} vs Python "
+                          f"{int(ref[i].argmax())}")
     print(f"ok   classify {tag}: {len(photos)} full-size photos, top-1 identical to Python")
 
 
@@ -222,7 +223,8 @@ def hostile(exe: Path, fp32: Path, work: Path) -> None:
     doctype = xml.replace(b"<net ", b'<!DOCTYPE net [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n<net ', 1)
     for tag, data, phrase in (("DOCTYPE/ENTITY", doctype, "DOCTYPE or ENTITY"),
                               ("ENTITY only", xml + b"<!-- <!ENTITY y 'z'> -->", "DOCTYPE or ENTITY"),
-                              ("root not <net>", xml.replace(b"<net ", b"<network ", 1).replace(b"</net>", b"</network>"),
+                              ("root not <net>",
+                               xml.replace(b"<net ", b"<network ", 1).replace(b"</net>", b"</network>"),
                                "root element is not <net>"),
                               ("NUL byte", xml + b"\0", "NUL byte")):
         a = copy_artifact(fp32, h / tag.replace("/", "_").replace(" ", "_").replace("<", "").replace(">", ""))
@@ -246,7 +248,8 @@ def hostile(exe: Path, fp32: Path, work: Path) -> None:
     for tag, config, phrase in (("unknown key CACHE_DIR", {"CACHE_DIR": str(h / "cache")}, "CACHE_DIR"),
                                 ("unknown value", {"INFERENCE_PRECISION_HINT": "i8"}, "INFERENCE_PRECISION_HINT"),
                                 ("non-string value", {"PERFORMANCE_HINT": ["LATENCY"]}, "PERFORMANCE_HINT"),
-                                ("threads from the manifest", {"INFERENCE_NUM_THREADS": "64"}, "INFERENCE_NUM_THREADS")):
+                                ("threads from the manifest", {"INFERENCE_NUM_THREADS": "64"},
+                                 "INFERENCE_NUM_THREADS")):
         def edit(m, config=config):
             m["openvino"]["config"] = config
         a = copy_artifact(fp32, h / f"config_{tag.replace(' ', '_')}", edit)
@@ -259,7 +262,8 @@ def hostile(exe: Path, fp32: Path, work: Path) -> None:
     expect_refused("openvino.config not a mapping", exe, copy_artifact(fp32, h / "config_str", not_mapping),
                    "openvino.config is not a mapping", "openvino config is not a mapping")
 
-    for tag, weights, cpp_phrase, py_phrase in (("..", "../model.bin", "leaves the artifact directory", "escapes its folder"),
+    for tag, weights, cpp_phrase, py_phrase in (("..", "../model.bin", "leaves the artifact directory",
+                                                 "escapes its folder"),
                                                 ("absolute", "/etc/passwd", "is absolute", "is an absolute path"),
                                                 ("not a string", 7, "must be a file name", "must be a file name")):
         def edit(m, weights=weights):
@@ -289,7 +293,8 @@ def hostile(exe: Path, fp32: Path, work: Path) -> None:
     (a / "model.bin").write_bytes(bytes(w))
     # --no-verify: past the manifest's SHA-256, so that the signature's digest of the weights is what refuses them
     expect_refused("signed, weights changed (--key --no-verify)", exe, a, "model.bin does not match its signature",
-                   "model.bin", extra=("--key", pub, "--no-verify"), py_kwargs={"trusted_keys": [str(pub)], "verify": False})
+                   "model.bin", extra=("--key", pub, "--no-verify"),
+                   py_kwargs={"trusted_keys": [str(pub)], "verify": False})
 
     # --no-verify: truncated weights reach OpenVINO, which must fail with one line (no crash).
     a = copy_artifact(fp32, h / "bin_truncated")
