@@ -230,7 +230,15 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   // parse_manifest has already refused file names that leave the artifact directory.
   // The other listed files: sizes + SHA-256 (every entry must carry a sha256); the main file is checked below on
   // the bytes the backend gets.
-  if (options.verify) verify_artifact_files(artifact_dir, m, /*include_artifact=*/false);
+  // (files a backend loads besides the main one, the OpenVINO weights, are left out here too: they are read once and
+  // checked below, on the bytes the backend gets)
+  if (options.verify && m.openvino_weights.empty()) verify_artifact_files(artifact_dir, m, /*include_artifact=*/false);
+  if (options.verify && !m.openvino_weights.empty()) {
+    Manifest rest = m;
+    rest.file_bytes.erase(m.openvino_weights);
+    rest.file_sha256.erase(m.openvino_weights);
+    verify_artifact_files(artifact_dir, rest, /*include_artifact=*/false);
+  }
   const auto& in = m.inputs.front();
   if (in.dtype != "float32")
     throw Error("input '" + in.name + "' has dtype " + in.dtype + "; this runner feeds float32 only");
@@ -242,6 +250,9 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   // the backend gets.
   auto read_checked = [&](const std::string& name, const std::string& path, uint64_t max_bytes) {
     const auto listed = m.file_bytes.find(name);
+    if (options.verify && !m.file_sha256.count(name))
+      throw Error("manifest in " + artifact_dir + " records no sha256 for '" + name + "' (integrity cannot be checked; "
+                  "re-export it, or skip the check with verify = false / --no-verify)");
     std::string bytes = read_regular_file(path, max_bytes, "artifact file",
                                           options.verify && listed != m.file_bytes.end() ? listed->second : -1);
     if (options.verify || check_sig) {

@@ -15,8 +15,8 @@ openvino_backend.py --bench PATH/vitedge-bench --classify PATH/classify --lib PA
 5. --threads 1 and 2 give the same logits (INFERENCE_NUM_THREADS only changes the split of the work).
 6. Hostile artifacts, each refused by BOTH the C++ runner (vitedge-bench: exit 1, one error line, nothing on stdout)
    and the Python loader (vitedge.runtime.open_artifact: ArtifactError/one line) with a clear reason: an ONNX model
-   renamed model.xml, an XML with a DOCTYPE/ENTITY, an XML whose root is not <net>, a changed model.bin, an
-   oversized model.xml (65 MiB), unknown openvino.config keys and values, weights named outside the folder ("..",
+   renamed model.xml, an XML with a DOCTYPE/ENTITY, an XML whose root is not <net>, a changed model.bin, model.bin
+   listed without a sha256, an oversized model.xml (65 MiB), unknown openvino.config keys and values, weights named outside the folder ("..",
    absolute) or not listed in the manifest, and a signed artifact whose weights were changed (with --key).
    Corrupt weights under --no-verify reach OpenVINO and give one error line, no crash.
 """
@@ -238,6 +238,11 @@ def hostile(exe: Path, fp32: Path, work: Path) -> None:
     (a / "model.bin").write_bytes(bytes(w))
     expect_refused("model.bin changed (manifest hash kept)", exe, a, "model.bin does not match its manifest",
                    "model.bin does not match")
+
+    def no_sha(m):
+        m["files"]["model.bin"]["sha256"] = None
+    expect_refused("model.bin listed without a sha256", exe, copy_artifact(fp32, h / "bin_no_sha", no_sha),
+                   "records no sha256 for 'model.bin'", "file entry 'model.bin' is not")
 
     a = copy_artifact(fp32, h / "oversized_xml")
     with open(a / "model.xml", "ab") as f:
