@@ -187,6 +187,59 @@ def test_unlisted_weights_and_foreign_config_are_refused(fp32_artifact, tmp_path
         open_artifact(dst)
 
 
+def test_check_ir_xml_accepts_ir_only():
+    tov.check_ir_xml(b'<?xml version="1.0"?>\n<net name="m" version="11">\n</net>\n', "m.xml")
+    tov.check_ir_xml(b"\xef\xbb\xbf<!-- c -->\n<net/>", "m.xml")
+    for data, phrase in ((b"\x08\x09\x12\x07pytorch\x00", "NUL byte"),  # an ONNX protobuf
+                         (b'<!DOCTYPE net [<!ENTITY x SYSTEM "file:///etc/passwd">]><net>&x;</net>',
+                          "DOCTYPE or ENTITY"),
+                         (b"<net/><!-- <!entity y 'z'> -->", "DOCTYPE or ENTITY"),
+                         (b"<network></network>", "root element is not <net>"),
+                         (b'<?xml-stylesheet href="x"?><net/>', "root element is not <net>"),
+                         (b'<?xml version="1.0"?><?xml version="1.0"?><net/>', "root element is not <net>"),
+                         (b'<?xml version="1.0"', "declaration is not closed"),
+                         (b"<!-- <net>", "comment before its root element is not closed"),
+                         (b"", "root element is not <net>"), (b"<net", "root element is not <net>")):
+        with pytest.raises(ArtifactError, match=phrase):
+            tov.check_ir_xml(data, "m.xml")
+
+
+@pytest.mark.parametrize("how", ["onnx", "doctype"])
+def test_a_graph_that_is_not_ir_is_refused_even_when_hashed(fp32_artifact, tmp_path, how):
+    """Core.read_model reads any frontend's format: an ONNX model renamed model.xml (its hash recorded, as anyone
+    editing the folder can) or an XML with a DOCTYPE/ENTITY never reaches OpenVINO."""
+    import hashlib
+    _, art = fp32_artifact
+    dst = _copy(art, tmp_path)
+    if how == "onnx":
+        onnx_art = vitedge.export.export(tiny_vit(), torch.zeros(1, 3, *SIZE), "onnx", tmp_path / "onnx",
+                                         preprocessing=PRE)
+        data = (onnx_art.path / "model.onnx").read_bytes()
+    else:
+        data = (dst / "model.xml").read_bytes().replace(b"<net ", b'<!DOCTYPE net [<!ENTITY x "y">]>\n<net ', 1)
+    (dst / "model.xml").write_bytes(data)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["files"]["model.xml"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="is not an OpenVINO IR graph"):
+        open_artifact(dst)
+    rc, _, err = _cli("validate", dst)
+    assert rc == 1
+    assert_one_line_error(err, "is not an OpenVINO IR graph")
+
+
+@pytest.mark.parametrize("config", [{"PERFORMANCE_HINT": ["LATENCY"]}, {"INFERENCE_PRECISION_HINT": "i8"},
+                                    {"INFERENCE_NUM_THREADS": "64"}])
+def test_config_values_are_allow_listed(fp32_artifact, tmp_path, config):
+    _, art = fp32_artifact
+    dst = _copy(art, tmp_path)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["openvino"]["config"] = config
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="is not one vitedge applies"):
+        open_artifact(dst)
+
+
 def test_oversized_xml_is_refused_before_parsing(fp32_artifact, monkeypatch):
     _, art = fp32_artifact
     monkeypatch.setattr(tov, "MAX_XML_BYTES", 100)

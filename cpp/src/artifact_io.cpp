@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -353,6 +354,44 @@ struct PbReader {
 
 void check_onnx_no_external_data(const std::string& bytes, const std::string& origin) {
   PbReader{bytes, origin}.walk(Msg::Model, 0, bytes.size(), 0);
+}
+
+}  // namespace vitedge
+
+namespace vitedge {
+
+void check_openvino_ir(const std::string& bytes, const std::string& origin) {
+  const std::string not_ir = "OpenVINO IR " + origin + " is not an OpenVINO IR graph: ";
+  if (bytes.find('\0') != std::string::npos)
+    throw Error(not_ir + "it holds a NUL byte (an IR graph is XML text; other model formats are refused)");
+  std::string lower(bytes);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.find("<!doctype") != std::string::npos || lower.find("<!entity") != std::string::npos)
+    throw Error(not_ir + "it holds a DOCTYPE or ENTITY declaration (refused: no entity expansion)");
+  size_t i = bytes.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+  auto at = [&](const char* s) { return bytes.compare(i, std::strlen(s), s) == 0; };
+  bool first = true;
+  while (i < bytes.size()) {
+    if (std::strchr(" \t\r\n", bytes[i]) != nullptr) {
+      ++i;
+      continue;
+    }
+    if (first && at("<?xml") && i + 5 < bytes.size() && std::strchr(" \t\r\n?", bytes[i + 5]) != nullptr) {
+      const size_t end = bytes.find("?>", i);
+      if (end == std::string::npos) throw Error(not_ir + "its XML declaration is not closed");
+      i = end + 2;
+    } else if (at("<!--")) {
+      const size_t end = bytes.find("-->", i + 4);
+      if (end == std::string::npos) throw Error(not_ir + "a comment before its root element is not closed");
+      i = end + 3;
+    } else {
+      break;
+    }
+    first = false;
+  }
+  if (!(at("<net") && i + 4 < bytes.size() && std::strchr(" \t\r\n>/", bytes[i + 4]) != nullptr))
+    throw Error(not_ir + "its root element is not <net> (an OpenVINO artifact's graph must be IR XML; other "
+                "formats, e.g. ONNX, are refused)");
 }
 
 }  // namespace vitedge

@@ -41,6 +41,18 @@ void check_zip_archive(const std::string& bytes, const std::string& origin);
 /// a path the verified bytes do not cover. Malformed protobuf: Error too. `origin` labels errors.
 void check_onnx_no_external_data(const std::string& bytes, const std::string& origin);
 
+/// An OpenVINO IR graph (model.xml) is refused above this size: 64 MiB (a ViT-B graph is a few hundred KiB; the
+/// weights live in the .bin). Same limit as vitedge/targets/openvino.py MAX_XML_BYTES.
+constexpr uint64_t kMaxOpenVinoXmlBytes = uint64_t{64} << 20;
+
+/// Refuse bytes that are not an OpenVINO IR graph before OpenVINO reads them (its read_model would accept any format
+/// a frontend reads: ONNX, TensorFlow, PaddlePaddle, ... and ONNX could name external data by path). Accepted: an
+/// optional UTF-8 byte order mark, then only whitespace, one XML declaration (<?xml ...?>) and comments before the
+/// root element, which must be <net>; no NUL byte anywhere, and no "<!DOCTYPE" or "<!ENTITY" anywhere (no
+/// document type definition, no entity expansion). The same rule as vitedge/targets/openvino.py check_ir_xml.
+/// `origin` (the file's path) labels the error. Throws Error.
+void check_openvino_ir(const std::string& bytes, const std::string& origin);
+
 /// The relative names ("a/b.bin") of every entry below `dir`, recursively, sorted; `model.sig` at the top level
 /// is left out. Throws Error on a symlink or a non-regular, non-directory entry (FIFO, device, socket).
 std::vector<std::string> list_artifact_tree(const std::string& dir);

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vitedge/runner.h"
@@ -34,6 +35,9 @@ struct ModelSource {
   std::string path;           // dir/manifest.artifact: labels messages only
   const Manifest* manifest;   // the artifact's parsed manifest (outlives the backend's constructor only)
   std::string bytes;          // the verified content of the main file
+  /// Further files the backend loads (OpenVINO: the IR weights), as (name relative to dir, verified content): read
+  /// once by Runner::open and checked like the main file (size, SHA-256, signature). Never re-open them by path.
+  std::vector<std::pair<std::string, std::string>> files;
 };
 
 /// A backend constructor: the verified model and the runner options. Throws vitedge::Error.
@@ -71,5 +75,13 @@ std::unique_ptr<Backend> make_tensorrt_backend(ModelSource& source, const Option
 /// VITEDGE_WITH_EXECUTORCH). `source.bytes` is the artifact's .pte program (XNNPACK-delegated; loaded through a BufferDataLoader); options.threads
 /// resizes ExecuTorch's process-wide thread pool, which XNNPACK runs on. CPU only.
 std::unique_ptr<Backend> make_executorch_backend(ModelSource& source, const Options& options);
+
+/// OpenVINO (openvino_backend.cpp; compiled when CMake finds OpenVINO's CMake config, the openvino wheel's by
+/// default: VITEDGE_WITH_OPENVINO). `source.bytes` is the IR graph (model.xml, checked by check_openvino_ir) and
+/// `source.files[0]` its weights (model.bin); read with Core::read_model(xml, weights tensor), never from a path.
+/// Compiled for the CPU with the manifest's allow-listed config (else the precision's default), NUM_STREAMS 1 and
+/// INFERENCE_NUM_THREADS = options.threads (when > 0), for the exact input shape of each batch size met (up to 4,
+/// then one dynamic-batch compile), each with a pool of infer requests (run() is thread-safe).
+std::unique_ptr<Backend> make_openvino_backend(ModelSource& source, const Options& options);
 
 }  // namespace vitedge

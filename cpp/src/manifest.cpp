@@ -158,6 +158,76 @@ void parse_session_config(const json& block, const std::string& where, const std
   }
 }
 
+// OpenVINO compile properties a manifest may carry (vitedge/targets/openvino.py _ALLOWED_CONFIG, same list): each
+// key with its allowed values. Anything else reaching Core::compile_model (CACHE_DIR writes files, ...) is refused.
+struct OvAllowed {
+  const char* key;
+  std::vector<const char*> values;
+};
+const std::vector<OvAllowed>& ov_allowed() {
+  static const std::vector<OvAllowed> rows = {{"PERFORMANCE_HINT", {"LATENCY", "THROUGHPUT"}},
+                                              {"INFERENCE_PRECISION_HINT", {"f32", "bf16", "f16"}},
+                                              {"EXECUTION_MODE_HINT", {"PERFORMANCE", "ACCURACY"}}};
+  return rows;
+}
+
+// The "openvino" block of an OpenVINO artifact (read for target "openvino" only, as the Python loader does).
+void parse_openvino(const json& root, const std::string& origin, Manifest& m) {
+  if (m.target != "openvino") return;
+  const auto it = root.find("openvino");
+  const bool present = it != root.end() && !it->is_null();
+  if (present && !it->is_object()) fail(origin, "\"openvino\" must be an object");
+  if (present && it->contains("config")) {
+    const json& c = (*it)["config"];
+    if (!c.is_object()) fail(origin, "openvino.config is not a mapping");
+    std::vector<std::pair<std::string, std::string>> config;
+    for (const auto& [key, value] : c.items()) {
+      const OvAllowed* row = nullptr;
+      for (const auto& r : ov_allowed())
+        if (key == r.key) row = &r;
+      bool ok = row != nullptr && value.is_string();
+      if (ok) {
+        ok = false;
+        for (const char* v : row->values) ok = ok || value.get<std::string>() == v;
+      }
+      if (!ok)
+        throw Error("manifest " + origin + ": openvino config " + one_line(key) + "=" + one_line(value.dump()) +
+                    " is not one vitedge applies (known: PERFORMANCE_HINT LATENCY|THROUGHPUT, "
+                    "INFERENCE_PRECISION_HINT f32|bf16|f16, EXECUTION_MODE_HINT PERFORMANCE|ACCURACY)");
+      config.emplace_back(key, value.get<std::string>());
+    }
+    m.openvino_config = std::move(config);
+  }
+  std::string weights;
+  if (present && it->contains("weights") && !(*it)["weights"].is_null()) {
+    const json& w = (*it)["weights"];
+    if (!w.is_string()) fail(origin, "openvino.weights must be a file name (a string)");
+    weights = w.get<std::string>();
+  }
+  if (!weights.empty()) {
+    check_inside(weights, "openvino.weights", origin);
+  } else {  // absent or "": the artifact's name with ".bin"
+    const std::string file = m.artifact.substr(m.artifact.find_last_of('/') + 1);
+    const auto dot = file.rfind('.');
+    weights = (dot == std::string::npos || dot == 0 ? file : file.substr(0, dot)) + ".bin";
+  }
+  if (weights.find('\\') != std::string::npos)
+    fail(origin, "openvino.weights '" + one_line(weights) + "' holds a backslash");
+  // folder of "artifact" + weights, "." and empty components dropped (as Python's PurePosixPath joins them)
+  const auto slash = m.artifact.find_last_of('/');
+  const std::string joined = (slash == std::string::npos ? "" : m.artifact.substr(0, slash + 1)) + weights;
+  std::string norm;
+  size_t start = 0;
+  while (start <= joined.size()) {
+    size_t end = joined.find('/', start);
+    if (end == std::string::npos) end = joined.size();
+    const std::string part = joined.substr(start, end - start);
+    if (!part.empty() && part != ".") norm += (norm.empty() ? "" : "/") + part;
+    start = end + 1;
+  }
+  m.openvino_weights = norm;
+}
+
 bool is_sha256_hex(const std::string& s) {
   if (s.size() != 64) return false;
   for (char c : s)
@@ -230,6 +300,7 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
     }
     if (root.contains("quantization") && root["quantization"].is_object())
       parse_session_config(root["quantization"], "quantization", origin, m);
+    parse_openvino(root, origin, m);
     if (root.contains("files") && !root["files"].is_null()) {
       const json& f = root["files"];
       if (!f.is_object()) fail(origin, "\"files\" must be an object {name: {sha256, bytes}}");

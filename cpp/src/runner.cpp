@@ -213,7 +213,15 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   // parse_manifest has already refused file names that leave the artifact directory.
   // The other listed files: sizes + SHA-256 (every entry must carry a sha256); the main file is checked below on
   // the bytes the backend gets.
-  if (options.verify) verify_artifact_files(artifact_dir, m, /*include_artifact=*/false);
+  // (files a backend loads besides the main one, the OpenVINO weights, are left out here too: they are read once and
+  // checked below, on the bytes the backend gets)
+  if (options.verify && m.openvino_weights.empty()) verify_artifact_files(artifact_dir, m, /*include_artifact=*/false);
+  if (options.verify && !m.openvino_weights.empty()) {
+    Manifest rest = m;
+    rest.file_bytes.erase(m.openvino_weights);
+    rest.file_sha256.erase(m.openvino_weights);
+    verify_artifact_files(artifact_dir, rest, /*include_artifact=*/false);
+  }
   const auto& in = m.inputs.front();
   if (in.dtype != "float32")
     throw Error("input '" + in.name + "' has dtype " + in.dtype + "; this runner feeds float32 only");
@@ -221,20 +229,42 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   source.dir = artifact_dir;
   source.path = artifact_file_path(artifact_dir, m.artifact);  // missing, symlink out, FIFO/device: Error
   source.manifest = &m;
-  const auto listed = m.file_bytes.find(m.artifact);
-  source.bytes = read_regular_file(source.path, kMaxModelFileBytes, "artifact file",
-                                   options.verify && listed != m.file_bytes.end() ? listed->second : -1);
-  if (options.verify || check_sig) {
-    const std::string got = sha256_hex(source.bytes.data(), source.bytes.size());
-    if (options.verify && got != m.file_sha256.at(m.artifact))
-      throw Error("artifact file " + source.path + " does not match its manifest: sha256 " + got +
-                  ", manifest records " + m.file_sha256.at(m.artifact) + " (corrupted or tampered with?)");
-    if (check_sig && got != signed_files.at(m.artifact))
-      throw Error("artifact file " + source.path + " does not match its signature (altered after signing); refusing it");
-  }
+  // Each file a backend loads is read once here; its size and SHA-256 (manifest, signature) are checked on the bytes
+  // the backend gets.
+  auto read_checked = [&](const std::string& name, const std::string& path, uint64_t max_bytes) {
+    const auto listed = m.file_bytes.find(name);
+    if (options.verify && !m.file_sha256.count(name))
+      throw Error("manifest in " + artifact_dir + " records no sha256 for '" + name + "' (integrity cannot be checked; "
+                  "re-export it, or skip the check with verify = false / --no-verify)");
+    std::string bytes = read_regular_file(path, max_bytes, "artifact file",
+                                          options.verify && listed != m.file_bytes.end() ? listed->second : -1);
+    if (options.verify || check_sig) {
+      const std::string got = sha256_hex(bytes.data(), bytes.size());
+      if (options.verify && got != m.file_sha256.at(name))
+        throw Error("artifact file " + path + " does not match its manifest: sha256 " + got +
+                    ", manifest records " + m.file_sha256.at(name) + " (corrupted or tampered with?)");
+      const auto sig = signed_files.find(name);
+      if (check_sig && (sig == signed_files.end() || got != sig->second))
+        throw Error("artifact file " + path + " does not match its signature (altered after signing); refusing it");
+    }
+    return bytes;
+  };
+  // OpenVINO IR: the graph (XML, bounded) is checked to be IR before OpenVINO sees it (read_model would take any
+  // frontend's format), and the weights file must be one the manifest lists (so its SHA-256 is checked).
+  const bool openvino = m.target == "openvino";
+  if (openvino && (m.artifact.size() < 4 || m.artifact.compare(m.artifact.size() - 4, 4, ".xml") != 0))
+    throw Error(artifact_dir + ": OpenVINO artifact '" + m.artifact + "' is not an .xml IR");
+  if (openvino && !m.file_bytes.empty() && !m.file_bytes.count(m.openvino_weights))
+    throw Error(artifact_dir + ": OpenVINO weights '" + m.openvino_weights + "' are not listed in the manifest");
+  source.bytes = read_checked(m.artifact, source.path, openvino ? kMaxOpenVinoXmlBytes : kMaxModelFileBytes);
   // Zip archives (TorchScript .pt, AOTInductor .pt2) are checked before libtorch reads (or extracts) them.
   if (m.target == "torchscript" || m.target == "aotinductor") check_zip_archive(source.bytes, source.path);
   if (m.target == "onnx") check_onnx_no_external_data(source.bytes, source.path);
+  if (openvino) {
+    check_openvino_ir(source.bytes, source.path);
+    const std::string weights_path = artifact_file_path(artifact_dir, m.openvino_weights);
+    source.files.emplace_back(m.openvino_weights, read_checked(m.openvino_weights, weights_path, kMaxModelFileBytes));
+  }
   if (after_verify_hook_for_tests) after_verify_hook_for_tests(source.path);
   const BackendFactory make = row.builtin ? row.builtin : plugin_factory(row.plugin, row.target, row.backend);
   auto backend = make(source, options);

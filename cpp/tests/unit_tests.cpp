@@ -343,6 +343,57 @@ void test_onnx_external_data() {
   CHECK_THROWS(vitedge::check_onnx_no_external_data("this is not an ONNX model", "m.onnx"), "not a valid protobuf");
 }
 
+void test_openvino_ir_check() {
+  const std::string ir = "<?xml version=\"1.0\"?>\n<net name=\"Model0\" version=\"11\">\n<layers/></net>\n";
+  vitedge::check_openvino_ir(ir, "m.xml");                                   // what openvino.save_model writes
+  vitedge::check_openvino_ir("\xEF\xBB\xBF<!-- c -->\n<net>\n</net>", "m.xml");  // BOM, comment, no declaration
+  vitedge::check_openvino_ir("<net/>", "m.xml");
+  CHECK_THROWS(vitedge::check_openvino_ir(std::string("\x08\x09\x12\x07pytorch", 11) + std::string(1, '\0'), "m.xml"),
+               "NUL byte");  // an ONNX protobuf
+  CHECK_THROWS(vitedge::check_openvino_ir("<?xml version=\"1.0\"?><!DOCTYPE net [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><net>&x;</net>",
+                                          "m.xml"), "DOCTYPE or ENTITY");
+  CHECK_THROWS(vitedge::check_openvino_ir(ir + "<!-- <!entity y 'z'> -->", "m.xml"), "DOCTYPE or ENTITY");
+  CHECK_THROWS(vitedge::check_openvino_ir("<network></network>", "m.xml"), "root element is not <net>");
+  CHECK_THROWS(vitedge::check_openvino_ir("<?xml-stylesheet href=\"x\"?><net/>", "m.xml"), "root element is not <net>");
+  CHECK_THROWS(vitedge::check_openvino_ir("<?xml version=\"1.0\"?><?xml version=\"1.0\"?><net/>", "m.xml"),
+               "root element is not <net>");  // one declaration only
+  CHECK_THROWS(vitedge::check_openvino_ir("<?xml version=\"1.0\"", "m.xml"), "declaration is not closed");
+  CHECK_THROWS(vitedge::check_openvino_ir("<!-- <net>", "m.xml"), "comment before its root element is not closed");
+  CHECK_THROWS(vitedge::check_openvino_ir("", "m.xml"), "root element is not <net>");
+  CHECK_THROWS(vitedge::check_openvino_ir("<net", "m.xml"), "root element is not <net>");
+  CHECK_THROWS(vitedge::check_openvino_ir("ir_version: 8 graph { }", "m.xml"), "root element is not <net>");  // ONNX text
+}
+
+void test_openvino_manifest() {
+  const std::string ov = replace(replace(replace(std::string(kGood), "\"artifact\": \"model.pt\"", "\"artifact\": \"ir/model.xml\""),
+                                         "\"target\": \"torchscript\", \"backend\": \"libtorch\"",
+                                         "\"target\": \"openvino\", \"backend\": \"openvino\""),
+                                 "\"labels\"", "\"openvino\": OVBLOCK, \"labels\"");
+  auto with = [&](const std::string& block) { return vitedge::parse_manifest(replace(ov, "OVBLOCK", block)); };
+  auto m = with("{\"config\": {\"PERFORMANCE_HINT\": \"LATENCY\", \"INFERENCE_PRECISION_HINT\": \"bf16\"}, "
+                "\"weights\": \"model.bin\", \"device\": \"CPU\"}");
+  CHECK(m.openvino_weights == "ir/model.bin");  // beside the artifact, as Python's Path(artifact).parent / weights
+  CHECK(m.openvino_config.has_value() && m.openvino_config->size() == 2);
+  CHECK(m.openvino_config && (*m.openvino_config)[0].first == "INFERENCE_PRECISION_HINT" &&
+        (*m.openvino_config)[0].second == "bf16");  // in key order (nlohmann::json objects are sorted)
+  m = with("null");
+  CHECK(m.openvino_weights == "ir/model.bin" && !m.openvino_config.has_value());  // default: artifact name + .bin
+  CHECK(with("{\"weights\": \"./sub/./w.bin\"}").openvino_weights == "ir/sub/w.bin");
+  CHECK(with("{\"weights\": \"\"}").openvino_weights == "ir/model.bin");  // "" is absent, as Python's `or`
+  CHECK_THROWS(with("{\"weights\": \"../x.bin\"}"), "leaves the artifact directory");
+  CHECK_THROWS(with("{\"weights\": \"/etc/passwd\"}"), "is absolute");
+  CHECK_THROWS(with("{\"weights\": \"a\\\\b.bin\"}"), "backslash");
+  CHECK_THROWS(with("{\"weights\": 3}"), "must be a file name");
+  CHECK_THROWS(with("[1]"), "\"openvino\" must be an object");
+  CHECK_THROWS(with("{\"config\": null}"), "openvino.config is not a mapping");
+  CHECK_THROWS(with("{\"config\": {\"CACHE_DIR\": \"/tmp/x\"}}"), "openvino config CACHE_DIR=\"/tmp/x\" is not one vitedge applies");
+  CHECK_THROWS(with("{\"config\": {\"INFERENCE_PRECISION_HINT\": \"i8\"}}"), "is not one vitedge applies");
+  CHECK_THROWS(with("{\"config\": {\"PERFORMANCE_HINT\": [\"LATENCY\"]}}"), "is not one vitedge applies");
+  CHECK_THROWS(with("{\"config\": {\"INFERENCE_NUM_THREADS\": \"64\"}}"), "is not one vitedge applies");
+  // Other targets ignore the block, as the Python loader does.
+  CHECK(vitedge::parse_manifest(replace(std::string(kGood), "\"labels\"", "\"openvino\": 5, \"labels\"")).openvino_weights.empty());
+}
+
 void test_read_once_and_manifest_bounds() {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("vitedge_unit17_" + std::to_string(::getpid()));
@@ -521,6 +572,8 @@ int main() {
   test_image_from_memory();
   test_zip_check();
   test_onnx_external_data();
+  test_openvino_ir_check();
+  test_openvino_manifest();
   test_read_once_and_manifest_bounds();
   if (failures) {
     std::cerr << failures << " check(s) failed\n";

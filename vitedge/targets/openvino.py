@@ -23,7 +23,9 @@ off (:func:`without_usage_telemetry`).
 
 Safety: the IR is XML + raw little-endian weights (nothing is unpickled or executed); the manifest's SHA-256 of
 both files is checked before loading (``vitedge.manifest.read_manifest``), the weights file must be one the
-manifest lists, and an XML above :data:`MAX_XML_BYTES` is refused before the XML parser sees it.
+manifest lists, and an XML above :data:`MAX_XML_BYTES`, or one that is not IR (:func:`check_ir_xml`: another
+frontend's format such as ONNX renamed ``model.xml``, a DOCTYPE/ENTITY declaration), is refused before OpenVINO
+sees it. The C++ runner (cpp/src/openvino_backend.cpp) applies the same rules and the same config allow-list.
 """
 from __future__ import annotations
 
@@ -485,11 +487,53 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
                                       "device": "CPU", "version": ov.__version__}}}
 
 
+def check_ir_xml(data: bytes, where: str) -> None:
+    """Refuse ``data`` unless it is an OpenVINO IR graph (XML), before OpenVINO reads it: ``Core.read_model`` takes
+    any format a frontend reads (ONNX, TensorFlow, PaddlePaddle, ...), and an ONNX file may name external data by
+    path. Accepted: an optional UTF-8 byte order mark, then only whitespace, one XML declaration (``<?xml ...?>``)
+    and comments before the root element, which must be ``<net>``; no NUL byte anywhere and no ``<!DOCTYPE`` or
+    ``<!ENTITY`` anywhere (no document type definition, no entity expansion). The C++ runner applies the same rule
+    (cpp/src/artifact_io.cpp ``check_openvino_ir``), so both refuse the same files.
+
+    ``data``: the file's bytes; ``where``: its path, for the message.
+    Raises:
+        ArtifactError: one line saying why the bytes are not IR.
+    """
+    not_ir = f"OpenVINO IR {where} is not an OpenVINO IR graph: "
+    if b"\x00" in data:
+        raise ArtifactError(not_ir + "it holds a NUL byte (an IR graph is XML text; other model formats are refused)")
+    lower = data.lower()
+    if b"<!doctype" in lower or b"<!entity" in lower:
+        raise ArtifactError(not_ir + "it holds a DOCTYPE or ENTITY declaration (refused: no entity expansion)")
+    i = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    first = True
+    while i < len(data):
+        if data[i:i + 1] in (b" ", b"\t", b"\r", b"\n"):
+            i += 1
+            continue
+        if first and data.startswith(b"<?xml", i) and data[i + 5:i + 6] in (b" ", b"\t", b"\r", b"\n", b"?"):
+            end = data.find(b"?>", i)
+            if end < 0:
+                raise ArtifactError(not_ir + "its XML declaration is not closed")
+            i = end + 2
+        elif data.startswith(b"<!--", i):
+            end = data.find(b"-->", i + 4)
+            if end < 0:
+                raise ArtifactError(not_ir + "a comment before its root element is not closed")
+            i = end + 3
+        else:
+            break
+        first = False
+    if not (data.startswith(b"<net", i) and data[i + 4:i + 5] in (b" ", b"\t", b"\r", b"\n", b">", b"/")):
+        raise ArtifactError(not_ir + "its root element is not <net> (an OpenVINO artifact's graph must be IR XML; "
+                            "other formats, e.g. ONNX, are refused)")
+
+
 def _check_config(config, where: str) -> dict:
     if not isinstance(config, dict):
         raise ArtifactError(f"{where}: openvino config is not a mapping")
     for key, value in config.items():
-        if key not in _ALLOWED_CONFIG or value not in _ALLOWED_CONFIG[key]:
+        if key not in _ALLOWED_CONFIG or not isinstance(value, str) or value not in _ALLOWED_CONFIG[key]:
             raise ArtifactError(f"{where}: openvino config {key}={value!r} is not one vitedge applies "
                                 f"(known: {', '.join(f'{k} in {sorted(v)}' for k, v in _ALLOWED_CONFIG.items())})")
     return dict(config)
@@ -530,6 +574,12 @@ class OpenVINORunner:
             raise ArtifactError(f"cannot read OpenVINO IR {xml}: {e.strerror or e}") from None
         if size > MAX_XML_BYTES:
             raise ArtifactError(f"OpenVINO IR {xml} is {size} bytes, above the {MAX_XML_BYTES}-byte limit for a graph")
+        if xml_bytes is None:  # the export driver's own run: read the files once here, then load from the bytes
+            try:
+                xml_bytes, weights_bytes = xml.read_bytes(), weights.read_bytes()
+            except OSError as e:
+                raise ArtifactError(f"cannot read OpenVINO IR {xml}: {e.strerror or e}") from None
+        check_ir_xml(xml_bytes, str(xml))
         self.config = {**(config or {}), "INFERENCE_NUM_THREADS": int(threads or default_threads()),
                        "NUM_STREAMS": 1}
         self._partial_shape = ov.PartialShape
@@ -537,11 +587,9 @@ class OpenVINORunner:
         self._compiled: dict[int | None, tuple] = {}  # batch (None: the IR's own shapes) -> (compiled, request)
         try:
             self._core = ov.Core()
-            if xml_bytes is None:
-                self._model = self._core.read_model(str(xml), str(weights))
-            else:  # from the verified bytes; the Tensor copies them and must outlive the model's compiles
-                self._weights = ov.Tensor(np.frombuffer(weights_bytes or b"", dtype=np.uint8))
-                self._model = self._core.read_model(xml_bytes, self._weights)
+            # from the (verified) bytes; the Tensor copies them and must outlive the model's compiles
+            self._weights = ov.Tensor(np.frombuffer(weights_bytes or b"", dtype=np.uint8))
+            self._model = self._core.read_model(xml_bytes, self._weights)
             shape = self._ir_shape = self._model.inputs[0].get_partial_shape()
             # static compiles only for an IR whose one input is (dynamic B, static C, H, W)
             self._static = (len(self._model.inputs) == 1 and shape.rank.is_static and shape.rank.get_length() == 4
@@ -633,6 +681,8 @@ def load(artifact: Artifact, threads: int | None = None) -> OpenVINORunner:
     if xml.suffix != ".xml":
         raise ArtifactError(f"{artifact.path}: OpenVINO artifact {m['artifact']!r} is not an .xml IR")
     base = Path(m["artifact"]).parent
+    if ovm.get("weights") is not None and not isinstance(ovm.get("weights"), str):
+        raise ArtifactError(f"{artifact.path}: manifest openvino.weights must be a file name (a string)")
     weights_name = (base / check_relative_name(ovm.get("weights") or Path(m["artifact"]).with_suffix(".bin").name,
                                                f"manifest {artifact.path}: openvino weights")).as_posix()
     weights = artifact.path / weights_name

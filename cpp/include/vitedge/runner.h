@@ -78,13 +78,23 @@ struct Manifest {
   /// Only the keys vitedge writes are accepted (session.intra_op.allow_spinning, session.inter_op.allow_spinning,
   /// session.disable_quant_qdq), each "0" or "1": parse_manifest refuses any other key or value.
   std::vector<std::pair<std::string, std::string>> ort_session_config;
+  /// OpenVINO artifacts (target "openvino"): the IR weights file, relative to the artifact directory:
+  /// openvino.weights (default: the artifact's name with ".bin") in the folder of "artifact". Empty for other targets.
+  std::string openvino_weights;
+  /// openvino.config, the compile properties vitedge writes, in key order; absent (nullopt) when the manifest
+  /// has none (the backend then applies the precision's default, as the Python loader does). Only these keys and
+  /// values are accepted, as in vitedge/targets/openvino.py: PERFORMANCE_HINT LATENCY|THROUGHPUT,
+  /// INFERENCE_PRECISION_HINT f32|bf16|f16, EXECUTION_MODE_HINT PERFORMANCE|ACCURACY; anything else is refused.
+  std::optional<std::vector<std::pair<std::string, std::string>>> openvino_config;
 };
 
 /// Parse manifest JSON text. `origin` (a path) only labels error messages.
 /// Throws Error on invalid JSON, a missing/mistyped required field, schema_version > 1, a "files" entry whose
 /// sha256 is not 64 hex digits, or a file name (in "files" or "artifact") that is empty, absolute or has a
 /// ".." component (it must stay inside the artifact directory), a preprocessing.size that differs from the
-/// input's fixed (H, W), or an ONNX Runtime session_config key/value or graph level vitedge does not write.
+/// input's fixed (H, W), an ONNX Runtime session_config key/value or graph level vitedge does not write, or an
+/// "openvino" block that is not an object, whose "weights" is not a file name inside the folder, or whose
+/// "config" holds a key or value vitedge does not apply.
 /// Does not check that the backend is available (Runner::open does).
 Manifest parse_manifest(const std::string& json_text, const std::string& origin = "manifest.json");
 
