@@ -42,26 +42,15 @@ from vitedge.manifest import read_manifest  # noqa: E402
 from vitedge.report import markdown_table  # noqa: E402
 from vitedge.targets import openvino as tov  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "cpp" / "tests"))
+from _common import parse_classify  # noqa: E402  (classify's output format, shared with the ctests)
+
 COLUMNS = [("preset", "preset", "{}"), ("input", "input", "{}"), ("int8 layers", "int8_layers", "{}"),
            ("export s", "export_s", "{:.0f}"), ("photos: top-1 C++ = Python", "photos_agree", "{}"),
            ("photo classes", "photo_classes", "{}"), ("digits: top-1 C++ = Python", "digits_agree", "{}"),
            ("digits top-1 % C++", "cpp_digits_top1", "{:.2f}"), ("digits top-1 % Python", "py_digits_top1", "{:.2f}"),
            ("max top-5 score diff", "max_score_diff", "{:.2g}"),
            ("C++ p50 ms", "cpp_p50", "{:.2f}"), ("Python p50 ms", "py_p50", "{:.2f}")]
-
-
-def parse_classify(stdout: str) -> dict[str, list[tuple[int, float]]]:
-    """classify's output: a line per image path, then its top-5 as indented `index  label  score` lines."""
-    out: dict[str, list[tuple[int, float]]] = {}
-    current = None
-    for line in stdout.splitlines():
-        if not line.startswith(" "):
-            current = line.strip()
-            out[current] = []
-        else:
-            f = line.split()
-            out[current].append((int(f[0]), float(f[-1])))
-    return out
 
 
 def sh(cmd: list, timeout: float = 1800) -> subprocess.CompletedProcess:

@@ -144,3 +144,17 @@ def error_line_problems(r: subprocess.CompletedProcess, code: int, phrase: str,
     if r.stdout:
         problems.append(f"stdout not empty: {r.stdout[:200]!r}")
     return problems
+
+
+def parse_classify(stdout: str) -> dict[str, list[tuple[int, float]]]:
+    """classify's output: a line per image path, then its top-5 as indented `index  label  score` lines."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    current = None
+    for line in stdout.splitlines():
+        if not line.startswith(" "):
+            current = line.strip()
+            out[current] = []
+        else:
+            f = line.split()
+            out[current].append((int(f[0]), float(f[-1])))
+    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import Failure, check_bench_json, load_json, main, read_dump, run
+from _common import Failure, check_bench_json, load_json, main, parse_classify, read_dump, run
 
 TOL = 1e-4
 SCORE_TOL = 0.01
@@ -35,19 +35,6 @@ def bench(exe, art, work: Path, tag: str, *extra) -> tuple[dict, np.ndarray | No
     if r.returncode != 0:
         raise Failure(f"vitedge-bench {tag} exited {r.returncode}: {r.stderr.strip()}")
     return load_json(out_json), (None if not dump else read_dump(out_bin))
-
-
-def parse_classify(stdout: str) -> dict[str, list[tuple[int, float]]]:
-    out: dict[str, list[tuple[int, float]]] = {}
-    current = None
-    for line in stdout.splitlines():
-        if not line.startswith(" "):
-            current = line.strip()
-            out[current] = []
-        else:
-            f = line.split()
-            out[current].append((int(f[0]), float(f[-1])))
-    return out
 
 
 def check_target(target: str, fx: Path, args, work: Path) -> None:

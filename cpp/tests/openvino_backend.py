@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from _common import (Failure, PREPROCESSING, check_bench_json, copy_artifact, error_line_problems, load_json, main,
-                     read_dump, run, tiny_vit)
+                     parse_classify, read_dump, run, tiny_vit)
 
 FP32_TOL = 1e-4   # same library, same IR, same compile config: only reduction order may differ
 LOWP_TOL = 2e-2   # int8 / bf16: same kernels on both sides; a last-bit difference may move a quantized value
@@ -87,19 +87,6 @@ def compare(tag: str, ref: np.ndarray, got: np.ndarray, precision: str) -> float
         raise Failure(f"{tag}: max abs diff {diff:.3g} > {tol} vs Python OpenVINO")
     print(f"ok   {tag}: max abs diff vs Python OpenVINO {diff:.3g}, top-1 identical")
     return diff
-
-
-def parse_classify(stdout: str) -> dict[str, list[tuple[int, float]]]:
-    out: dict[str, list[tuple[int, float]]] = {}
-    current = None
-    for line in stdout.splitlines():
-        if not line.startswith(" "):
-            current = line.strip()
-            out[current] = []
-        else:
-            f = line.split()
-            out[current].append((int(f[0]), float(f[-1])))
-    return out
 
 
 def check_classify(classify: Path, art: Path, photos: list[Path], tag: str) -> None:
