@@ -19,7 +19,8 @@ the same ``--warmup`` / ``--iters`` for all:
 
 The order of the three rotates from round to round, and the cells are walked forwards in even rounds and
 backwards in odd ones, so a drift in machine load hits every runner alike. Cell = median over rounds of each
-round's p50 (ms). Ratio = C++ Runner p50 / Python p50 (and bare / Python); the goal is a ratio <= 1.03 (the C++
+round's p50 (ms). Ratio = median over rounds of (that round's C++ Runner p50 / that round's Python p50), and the
+same for bare / Python: a paired ratio, so a shift of machine load between rounds cancels; the goal is <= 1.03 (the C++
 runner no slower than Python). TorchScript and AOTInductor artifacts run code when loaded, so both sides get
 ``--trust-code`` (the artifacts are the ones this script just exported).
 
@@ -103,12 +104,16 @@ def run_python(art: Path, json_out: Path, threads: int, warmup: int, iters: int)
 
 
 def summarise(samples: dict) -> dict:
-    """Medians over rounds of the per-round p50s, and the ratios computed from them."""
+    """Medians over rounds of the per-round p50s, and the paired ratios: each round's C++ (or bare) p50 over the
+    same round's Python p50 (measured back to back), median over rounds. Pairing within a round keeps a shift of
+    the shared machine between rounds (this one moves between a fast and a slow state) out of the ratio."""
     med = {k: (float(np.median(v)) if v else None) for k, v in samples.items()}
-    py = med["python"]
-    return {"cpp_p50_ms": med["cpp"], "bare_p50_ms": med["bare"], "python_p50_ms": py,
-            "ratio_cpp_python": med["cpp"] / py if med["cpp"] is not None else None,
-            "ratio_bare_python": med["bare"] / py if med["bare"] is not None else None}
+
+    def paired(mode):
+        pairs = [a / b for a, b in zip(samples[mode], samples["python"])]
+        return float(np.median(pairs)) if pairs and len(pairs) == len(samples["python"]) else None
+    return {"cpp_p50_ms": med["cpp"], "bare_p50_ms": med["bare"], "python_p50_ms": med["python"],
+            "ratio_cpp_python": paired("cpp"), "ratio_bare_python": paired("bare")}
 
 
 def markdown(result: dict) -> str:
@@ -118,7 +123,8 @@ def markdown(result: dict) -> str:
              f"Median over {s['rounds']} round(s) of each round's p50 ({s['warmup']} warm-up + {s['iters']} timed "
              f"runs per process, a fresh process per measurement, order rotated per round), on {m['cpu']} "
              f"({m['cores']} cores; {', '.join(m['flags']) or 'no listed ISA flags'}); photo {s['photo']}; load average "
-             f"{load['before'][0]} before, {load['after'][0]} after. Ratio = C++ / Python; goal <= {GOAL}.", "",
+             f"{load['before'][0]} before, {load['after'][0]} after. Ratio = median over rounds of that round's C++ p50 / "
+             f"that round's Python p50 (paired); goal <= {GOAL}.", "",
              "| preset | target | precision | C++ Runner p50 (ms) | C++ bare p50 (ms) | Python p50 (ms) | "
              "C++/Python | bare/Python | goal |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -58,8 +58,11 @@ def test_cells_and_ratios_come_from_the_measured_rounds(measured):
     for mode in ("cpp", "bare", "python"):
         assert row[f"{mode}_p50_ms"] == pytest.approx(float(np.median(r[mode])))
         assert row[f"{mode}_p50_ms"] > 0
-    assert row["ratio_cpp_python"] == pytest.approx(row["cpp_p50_ms"] / row["python_p50_ms"])
-    assert row["ratio_bare_python"] == pytest.approx(row["bare_p50_ms"] / row["python_p50_ms"])
+    rounds = row["rounds_p50_ms"]
+    assert row["ratio_cpp_python"] == pytest.approx(
+        float(np.median([c / p for c, p in zip(rounds["cpp"], rounds["python"])])))
+    assert row["ratio_bare_python"] == pytest.approx(
+        float(np.median([b / p for b, p in zip(rounds["bare"], rounds["python"])])))
     assert row["goal_met"] == (row["ratio_cpp_python"] <= 1.03)
     line = next(ln for ln in md.splitlines() if ln.startswith("| deit_tiny | torchscript |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -82,3 +85,14 @@ def test_a_target_the_cpp_runner_cannot_load_is_skipped_with_its_reason(measured
                                          "'libtorch' is not built in"}]
     assert "- deit_tiny torchscript fp32: the C++ runner cannot run it here" in (tmp / "skip.md").read_text()
     assert os.path.isdir(tmp / "work" / "deit_tiny-torchscript")  # --work keeps the artifacts
+
+
+def test_ratio_pairs_each_round():
+    """A machine that shifts between a fast and a slow state between rounds: the paired ratio (median of per-round
+    C++/Python) stays 1.0 where the ratio of the medians would not."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cpp_vs_python import summarise
+    s = summarise({"cpp": [14.0, 22.0, 22.0], "bare": [14.0, 14.0, 22.0], "python": [14.0, 22.0, 14.0]})
+    assert s["cpp_p50_ms"] == 22.0 and s["python_p50_ms"] == 14.0   # medians: 22 / 14 would read 1.57
+    assert s["ratio_cpp_python"] == pytest.approx(1.0)
+    assert s["ratio_bare_python"] == pytest.approx(1.0)
