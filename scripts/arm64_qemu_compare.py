@@ -51,6 +51,18 @@ class Failure(Exception):
     """A failed run or check; printed as one line, exit 1."""
 
 
+def disagreements(label: str, top1_arm64: int, checks: list[tuple[str, int, float]], tol: float) -> list[str]:
+    """FAIL lines for each reference (name, its top-1, max abs diff vs arm64) whose top-1 differs from arm64's or
+    whose max abs diff exceeds TOL (a NaN diff fails too)."""
+    out = []
+    for ref_name, top1, diff in checks:
+        if top1 != top1_arm64:
+            out.append(f"{label} top-1 {top1_arm64} != {ref_name} top-1 {top1}")
+        if not diff <= tol:
+            out.append(f"{label} vs {ref_name} max abs diff {diff:.3g} > {tol:g}")
+    return out
+
+
 def read_dump(path: Path) -> np.ndarray:
     """Raw little-endian float32 written by vitedge-bench --dump-output, shaped by PATH.json."""
     meta = json.loads(Path(str(path) + ".json").read_text())
@@ -153,11 +165,7 @@ def compare_executorch(args, pngs: list[Path], names: list[str], work: Path) -> 
             row["top1_x86_cpp"], _ = top2(x86)
             row["max_abs_diff_arm64_vs_x86_cpp"] = float(np.abs(arm - x86).max())
             checks.append(("x86 C++ ExecuTorch", row["top1_x86_cpp"], row["max_abs_diff_arm64_vs_x86_cpp"]))
-        for ref_name, top1, diff in checks:
-            if top1 != row["top1_arm64"]:
-                failures.append(f"{name}: arm64 ExecuTorch top-1 {row['top1_arm64']} != {ref_name} top-1 {top1}")
-            if not diff <= tol:
-                failures.append(f"{name}: arm64 ExecuTorch vs {ref_name} max abs diff {diff:.3g} > {tol:g}")
+        failures += disagreements(f"{name}: arm64 ExecuTorch", row["top1_arm64"], checks, tol)
         rows.append(row)
         print(f"  {name} (ExecuTorch): arm64 top-1 {row['top1_arm64']}, x86 ExecuTorch top-1 "
               f"{row['top1_x86_executorch_python']}, eager top-1 {row['top1_x86_eager']}, max abs diff "
@@ -258,11 +266,7 @@ def compare(args) -> int:
             row["top1_x86_cpp"], _ = top2(x86)
             row["max_abs_diff_arm64_vs_x86_cpp"] = float(np.abs(arm - x86).max())
             checks.append(("x86 C++", row["top1_x86_cpp"], row["max_abs_diff_arm64_vs_x86_cpp"]))
-        for name, top1, diff in checks:
-            if top1 != row["top1_arm64"]:
-                failures.append(f"{photo.name}: arm64 top-1 {row['top1_arm64']} != {name} top-1 {top1}")
-            if not diff <= tol:
-                failures.append(f"{photo.name}: arm64 vs {name} max abs diff {diff:.3g} > {tol:g}")
+        failures += disagreements(f"{photo.name}: arm64", row["top1_arm64"], checks, tol)
         rows.append(row)
         print(f"  {photo.name}: arm64 top-1 {row['top1_arm64']}, x86 top-1 {row['top1_x86_pytorch']}, "
               f"max abs diff {row['max_abs_diff_arm64_vs_x86_pytorch']:.3g} ({arm_wall:.1f} s under qemu)", flush=True)
