@@ -42,14 +42,16 @@ std::vector<std::string> backend_dirs(const std::string& name) {
 
 BackendFactory plugin_factory(const std::string& name, const std::string& target, const std::string& backend) {
   static std::mutex mutex;
-  static std::map<std::string, void*> loaded;  // plugin name -> handle; never dlclose'd (backends live on)
+  // plugin name -> its checked factory entry point; the library is never dlclose'd (backends live on)
+  static std::map<std::string, vitedge_plugin_factory_fn> loaded;
   std::lock_guard<std::mutex> lock(mutex);
   const std::string file = "libvitedge_backend_" + name + ".so";
-  void* handle = nullptr;
-  std::string where;
+  vitedge_plugin_factory_fn factory = nullptr;
   if (auto it = loaded.find(name); it != loaded.end()) {
-    handle = it->second;
+    factory = it->second;
   } else {
+    void* handle = nullptr;
+    std::string where;
     std::string tried;
     for (const std::string& dir : backend_dirs(name)) {
       const std::string path = (fs::path(dir) / file).string();
@@ -71,16 +73,15 @@ BackendFactory plugin_factory(const std::string& name, const std::string& target
                   ". Install it with libvitedge (cmake --install puts it in lib/vitedge/backends/" + name +
                   "/) or set VITEDGE_BACKEND_DIR to the folder holding " + name + "/" + file);
     auto abi = reinterpret_cast<vitedge_plugin_abi_key_fn>(dlsym(handle, "vitedge_plugin_abi_key"));
-    auto factory = reinterpret_cast<vitedge_plugin_factory_fn>(dlsym(handle, "vitedge_plugin_factory"));
+    factory = reinterpret_cast<vitedge_plugin_factory_fn>(dlsym(handle, "vitedge_plugin_factory"));
     if (abi == nullptr || factory == nullptr)
       throw Error(where + " is not a vitedge backend plugin (no vitedge_plugin_abi_key / vitedge_plugin_factory)");
     const std::string theirs = abi(), ours = plugin_abi_key();
     if (theirs != ours)
       throw Error(where + " was built for another vitedge (plugin ABI '" + theirs + "', this library '" + ours +
                   "'); install the plugin built with this libvitedge");
-    loaded.emplace(name, handle);
+    loaded.emplace(name, factory);
   }
-  auto factory = reinterpret_cast<vitedge_plugin_factory_fn>(dlsym(handle, "vitedge_plugin_factory"));
   BackendFactory make = factory(target.c_str(), backend.c_str());
   if (make == nullptr)
     throw Error("the " + name + " backend plugin does not provide backend '" + backend + "' for target '" + target + "'");
