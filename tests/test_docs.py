@@ -217,5 +217,24 @@ def test_readme_is_a_guide():
     assert [c[:2] for c in _commands(first.code)] == [["make", "demo"], ["make", "test"]]
 
 
+def test_no_reference_outside_the_repository():
+    """The project's files stand alone: none cites the planning notes that live outside the repository."""
+    r = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("not a git checkout")
+    bad = re.compile(r"\.\./shared|\b(ENVIRONMENT|DESIGN|ANCHORS)\.md\b")
+    hits = []
+    for name in r.stdout.splitlines():
+        p = ROOT / name
+        if p.suffix in (".py", ".md", ".txt", ".toml", ".cmake", ".cpp", ".h", ".sh", ".cfg", ".in") or p.name in (
+                "Makefile", "CMakeLists.txt"):
+            if p.name == "test_docs.py":
+                continue
+            for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+                if bad.search(line):
+                    hits.append(f"{name}:{n}: {line.strip()[:100]}")
+    assert not hits, "files cite something outside the repository:\n" + "\n".join(hits)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
