@@ -23,7 +23,7 @@ import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import __version__
 from .errors import ArtifactError
@@ -39,8 +39,8 @@ DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16",
 
 MAX_FILE_BYTES = 16 * 2**30       # largest artifact file read into memory for a runtime (the zip cap in safety.py)
 
-__all__ = ["Artifact", "MAX_FILE_BYTES", "SCHEMA_VERSION", "atomic_directory", "check_destination", "clean_stale",
-           "file_entry", "is_artifact_dir", "read_manifest", "sha256_file", "versions", "write_manifest"]
+__all__ = ["Artifact", "MAX_FILE_BYTES", "SCHEMA_VERSION", "artifact_folder", "atomic_directory",
+           "check_destination", "clean_stale", "file_entry", "is_artifact_dir", "read_manifest", "sha256_file", "versions", "write_manifest"]
 
 
 def _read_regular(path: Path, max_bytes: int, what: str, expect: int | None = None) -> bytes:
@@ -240,8 +240,33 @@ def _check_structure(m: dict, mpath: Path) -> None:
         bad("'precision' is not a name")
 
 
+_NOT_MODEL_FILE = "is a file but not the model file of an artifact"
+
+
+def artifact_folder(path: str | os.PathLike) -> Path:
+    """The artifact folder ``path`` designates: ``path`` itself unless it is a regular file (symlinks followed),
+    which stands for the folder it is in (its path's parent) when that folder holds manifest.json and the file is
+    the one the manifest names in ``artifact`` (checked by :func:`read_manifest` once the manifest is parsed).
+
+    The C++ runner applies the same rule (cpp/src/artifact_io.cpp locate_artifact).
+
+    Raises:
+        ArtifactError: ``path`` is manifest.json itself, or a file with no manifest.json beside it (naming ``path``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        return p
+    if p.name == MANIFEST:
+        raise ArtifactError(f"{p} {_NOT_MODEL_FILE} (it is the manifest; give its folder {p.parent} or the model "
+                            "file it names)")
+    if not (p.parent / MANIFEST).is_file():
+        raise ArtifactError(f"{p} {_NOT_MODEL_FILE} (no {MANIFEST} beside it)")
+    return p.parent
+
+
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
-    """Read an artifact directory (or its manifest.json, or its main file).
+    """Read an artifact: its directory, or the model file in it (the file ``artifact`` names; see
+    :func:`artifact_folder`; manifest.json or any other file is refused).
 
     Always checked: the manifest is at most 16 MiB of JSON, its schema version is an integer no newer than
     this reader's, its keys have the types vitedge reads (files, inputs, outputs, preprocessing, ...), and every
@@ -259,14 +284,12 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     (H, W).
 
     Raises:
-        ArtifactError: missing directory or manifest; invalid, oversized or ill-typed manifest; a schema newer
-            than this reader; a name escaping the folder; a missing, unlisted, truncated or modified file
-            (named in the message).
+        ArtifactError: missing directory or manifest; a file that is not the artifact's model file; invalid,
+            oversized or ill-typed manifest; a schema newer than this reader; a name escaping the folder; a
+            missing, unlisted, truncated or modified file (named in the message).
     """
-    p = Path(path)
-    if p.is_file() and p.name != MANIFEST:
-        p = p.parent
-    directory = p.parent if p.name == MANIFEST else p
+    directory = artifact_folder(path)
+    given_file = Path(path) if directory != Path(path) else None
     mpath = directory / MANIFEST
     if not directory.exists():
         raise ArtifactError(f"artifact not found: {directory}")
@@ -291,6 +314,9 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
         if key not in manifest:
             raise ArtifactError(f"corrupt manifest {mpath}: missing {key!r}")
     _check_structure(manifest, mpath)
+    if given_file is not None and PurePosixPath(manifest["artifact"]) != PurePosixPath(given_file.name):
+        raise ArtifactError(f"{given_file} {_NOT_MODEL_FILE} (its {mpath} names {manifest['artifact']!r}; give the "
+                            f"folder {directory} or that file)")
     files: dict = manifest["files"]
     for name in (manifest["artifact"], *files):
         f = directory / name

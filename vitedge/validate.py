@@ -90,7 +90,7 @@ def validate(path: str | os.PathLike, *, images: str | os.PathLike | None = None
     """Run an artifact in its runtime and eager PyTorch on the same preprocessed real images.
 
     Args:
-        path: artifact directory (or its manifest / main file).
+        path: artifact directory (or the model file in it).
         images: folder of JPEG/PNG files; default the photos bundled with scikit-image.
         model: the eager ``nn.Module`` to compare with; default rebuilt from the manifest.
         tolerance: overrides of :data:`DEFAULT_TOLERANCE` for the artifact's precision.

@@ -1,5 +1,5 @@
-// classify [--key PUB.pem]... [--trust-code] ARTIFACT_DIR IMAGE...: top-5 labels and softmax scores per image
-// (vitedge runner example). --key: model.sig must verify with that public key (repeatable); --trust-code: load an
+// classify [--key PUB.pem]... [--trust-code] ARTIFACT IMAGE...: top-5 labels and softmax scores per image
+// (vitedge runner example). ARTIFACT: the artifact folder or the model file in it. --key: model.sig must verify with that public key (repeatable); --trust-code: load an
 // unsigned TorchScript / AOTInductor artifact anyway (they run code when loaded).
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,8 @@
 #include <vitedge/runner.h>
 
 int main(int argc, char** argv) {
-  const char* usage = "usage: classify [--key PUB.pem]... [--trust-code] ARTIFACT_DIR IMAGE...\n";
+  const char* usage = "usage: classify [--key PUB.pem]... [--trust-code] ARTIFACT IMAGE...\n"
+                      "  ARTIFACT: the artifact folder (manifest.json + model file) or the model file in it\n";
   vitedge::Options options;
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {

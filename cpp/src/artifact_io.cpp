@@ -80,6 +80,69 @@ int open_regular_file(const std::string& path, const std::string& what) {
   return fd;
 }
 
+namespace {
+
+// A path as Python's pathlib reads it, for the components that matter here: trailing "/" and "/." dropped
+// (Path("a/model.pt/") is "a/model.pt"), repeated "/" collapsed; a "." component inside is left to the OS.
+std::string pathlib_like(const std::string& path) {
+  std::string s = path;
+  for (;;) {
+    if (s.size() > 1 && s.back() == '/') s.pop_back();
+    else if (s.size() > 2 && s.compare(s.size() - 2, 2, "/.") == 0) s.resize(s.size() - 2);
+    else break;
+  }
+  return s;
+}
+
+// "./a//b/" -> "a/b": the components of a relative manifest name without empty and "." ones, as Python's
+// PurePosixPath compares names.
+std::string normal_name(const std::string& name) {
+  std::string out;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find('/', start);
+    if (end == std::string::npos) end = name.size();
+    const std::string part = name.substr(start, end - start);
+    if (!part.empty() && part != ".") out += (out.empty() ? "" : "/") + part;
+    start = end + 1;
+  }
+  return out;
+}
+
+const char* const kNotModelFile = " is a file but not the model file of an artifact";
+
+std::string printable(const std::string& name);  // below
+
+}  // namespace
+
+ArtifactLocation locate_artifact(const std::string& path) {
+  std::error_code ec;
+  if (path.empty()) throw Error("artifact path is empty");
+  if (fs::is_directory(path, ec)) return {path, "", ""};
+  const std::string p = pathlib_like(path);
+  if (!fs::is_regular_file(p, ec)) {
+    if (!fs::exists(fs::symlink_status(p, ec)))
+      throw Error("artifact '" + path + "' does not exist");
+    throw Error("'" + path + "' is neither an artifact folder nor a model file (FIFO, device, socket or dangling "
+                "symlink?)");
+  }
+  const fs::path fp(p);
+  const std::string name = fp.filename().string();
+  const std::string dir = fp.has_parent_path() ? fp.parent_path().string() : ".";
+  if (name == "manifest.json")
+    throw Error("'" + path + "'" + kNotModelFile + " (it is the manifest; give its folder '" + dir +
+                "' or the model file it names)");
+  if (!fs::exists(fs::symlink_status(fs::path(dir) / "manifest.json", ec)))
+    throw Error("'" + path + "'" + kNotModelFile + " (no manifest.json beside it)");
+  return {dir, path, name};
+}
+
+void check_artifact_file(const ArtifactLocation& loc, const Manifest& m, const std::string& manifest_path) {
+  if (loc.file.empty() || normal_name(m.artifact) == loc.file_name) return;
+  throw Error("'" + loc.file + "'" + kNotModelFile + " (its " + manifest_path + " names '" + printable(m.artifact) +
+              "'; give the folder '" + loc.dir + "' or that file)");
+}
+
 std::string artifact_file_path(const std::string& dir, const std::string& name) {
   const fs::path p = fs::path(dir) / name;
   std::error_code ec;

@@ -22,6 +22,29 @@ constexpr uint64_t kMaxModelFileBytes = uint64_t{16} << 30;
 std::string read_regular_file(const std::string& path, uint64_t max_bytes, const std::string& what,
                               int64_t expected_bytes = -1);
 
+/// Where an artifact is, from the path a user gave: the artifact folder, or the model file in it. The rule of
+/// vitedge/manifest.py artifact_folder + read_manifest, so C++ and Python accept the same paths:
+/// - a directory (a symlink to one too) is the artifact folder;
+/// - a regular file (symlinks followed; trailing "/" ignored, as Python's pathlib does) stands for the folder it
+///   is in (its path's parent, not the symlink target's) when that folder holds manifest.json and the file is the
+///   one the manifest's "artifact" names (check_artifact_file, once the manifest is parsed). manifest.json itself,
+///   any other file of the folder, a file with no manifest.json beside it, or a model file nested deeper than the
+///   folder are refused, naming the path as given.
+struct ArtifactLocation {
+  std::string dir;        // the artifact folder: `path` as given for a directory, else the file's parent ("." if none)
+  std::string file;       // `path` as given when it is a file, else empty
+  std::string file_name;  // the file's name (its last component) when `file` is set
+};
+
+/// Locate the artifact `path` designates (see ArtifactLocation). Throws Error (one line naming `path`): missing
+/// path, neither directory nor regular file (FIFO, device, socket), manifest.json given, a file with no
+/// manifest.json beside it.
+ArtifactLocation locate_artifact(const std::string& path);
+
+/// When `loc` came from a file: it must be the model file the parsed manifest `m` (read from `manifest_path`) names
+/// in "artifact"; Error naming the file and the name the manifest holds otherwise. No-op for a directory.
+void check_artifact_file(const ArtifactLocation& loc, const Manifest& m, const std::string& manifest_path);
+
 /// `name` (relative, already checked by parse_manifest) inside `dir`: refuses it when it is a symlink (or has a
 /// symlinked parent) that resolves outside `dir`, or when it is not a regular file. Returns dir/name.
 std::string artifact_file_path(const std::string& dir, const std::string& name);

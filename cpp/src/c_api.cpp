@@ -90,10 +90,10 @@ const char* vitedge_last_error(void) { return last_error.c_str(); }
 
 const char* vitedge_version(void) { return VITEDGE_VERSION; }
 
-vitedge_status vitedge_open(const char* artifact_dir, const vitedge_options* options, vitedge_runner** runner) {
+vitedge_status vitedge_open(const char* artifact, const vitedge_options* options, vitedge_runner** runner) {
   if (!runner) return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: runner (the out pointer) is NULL");
   *runner = nullptr;
-  if (!artifact_dir) return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: artifact_dir is NULL");
+  if (!artifact) return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: artifact is NULL");
   return guarded([&] {
     vitedge::Options opt;
     if (options) {
@@ -119,7 +119,7 @@ vitedge_status vitedge_open(const char* artifact_dir, const vitedge_options* opt
       opt.allow_unsigned_code = options->allow_unsigned_code != 0;
     }
     auto handle = std::make_unique<vitedge_runner>();
-    handle->runner = vitedge::Runner::open(artifact_dir, opt);
+    handle->runner = vitedge::Runner::open(artifact, opt);
     handle->runtime = handle->runner->runtime();
     *runner = handle.release();
     return VITEDGE_OK;

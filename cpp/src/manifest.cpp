@@ -331,13 +331,16 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
   }
 }
 
-Manifest read_manifest(const std::string& artifact_dir) {
-  const std::string path = artifact_dir + "/manifest.json";
+Manifest read_manifest(const std::string& artifact) {
+  const ArtifactLocation where = locate_artifact(artifact);  // the folder, or the model file in it
+  const std::string path = where.dir + "/manifest.json";
   std::error_code ec;
   if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec)))
-    throw Error("cannot open " + path + " (is '" + artifact_dir + "' a vitedge artifact directory?)");
+    throw Error("cannot open " + path + " (is '" + where.dir + "' a vitedge artifact directory?)");
   // Size and file type are checked on the open descriptor before a byte is read (a FIFO cannot hang it).
-  return parse_manifest(read_regular_file(path, kMaxManifestBytes, "manifest"), path);
+  Manifest m = parse_manifest(read_regular_file(path, kMaxManifestBytes, "manifest"), path);
+  check_artifact_file(where, m, path);
+  return m;
 }
 
 }  // namespace vitedge

@@ -190,10 +190,11 @@ std::map<std::string, std::string> check_signature(const std::string& dir, const
 
 void (*after_verify_hook_for_tests)(const std::string& model_path) = nullptr;
 
-std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Options& options) {
+std::unique_ptr<Runner> Runner::open(const std::string& path, const Options& options) {
   std::error_code ec;
-  if (!fs::is_directory(artifact_dir, ec))
-    throw Error("artifact directory '" + artifact_dir + "' does not exist or is not a directory");
+  // The artifact folder, or the model file in it (checked against the manifest once parsed).
+  const ArtifactLocation where = locate_artifact(path);
+  const std::string& artifact_dir = where.dir;
   if (options.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(options.threads));
   if (options.warmup < 0) throw Error("warmup must be >= 0, got " + std::to_string(options.warmup));
   check_device(options.device);
@@ -207,6 +208,7 @@ std::unique_ptr<Runner> Runner::open(const std::string& artifact_dir, const Opti
   std::map<std::string, std::string> signed_files;
   if (check_sig) signed_files = check_signature(artifact_dir, manifest_bytes, options);
   Manifest m = parse_manifest(manifest_bytes, manifest_path);
+  check_artifact_file(where, m, manifest_path);
   if (!check_sig && is_code_target(m.target) && !options.allow_unsigned_code)
     throw Error(unsigned_code_refusal(m.target, artifact_dir));
   const BackendRow& row = pick_backend(m);

@@ -201,8 +201,8 @@ def test(args) -> None:
         ("--batch without value", [good, "--batch"], 2, "--batch needs a value"),
         ("--iters 0", [good, "--iters", 0], 2, "--iters must be in"),
         ("unknown option", [good, "--fast"], 2, "unknown option --fast"),
-        ("no artifact", [], 2, "missing ARTIFACT_DIR"),
-        ("two artifacts", [good, good], 2, "expected one ARTIFACT_DIR"),
+        ("no artifact", [], 2, "missing ARTIFACT"),
+        ("two artifacts", [good, good], 2, "expected one ARTIFACT"),
     ]
     # A real image whose size does not match the (edited) input shape: the runner's shape check.
     from PIL import Image

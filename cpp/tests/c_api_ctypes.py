@@ -209,7 +209,7 @@ def bad_inputs(lib, fx: Path, work: Path) -> None:
         return d
 
     expect(lib, "missing artifact", open_(work / "nope"), ERROR, "does not exist", failures)
-    expect(lib, "NULL artifact_dir", open_(None), INVALID, "artifact_dir is NULL", failures)
+    expect(lib, "NULL artifact", open_(None), INVALID, "artifact is NULL", failures)
     expect(lib, "NULL out pointer", lib.vitedge_open(b"x", None, None), INVALID, "is NULL", failures)
     corrupt = edited("corrupt_manifest", lambda m, d: None)
     (corrupt / "manifest.json").write_text('{"schema_version": 1, "artifact": ')

@@ -187,7 +187,66 @@ void test_manifest() {
 
   // Opening: a missing directory and an unsupported backend are clear errors.
   CHECK_THROWS(vitedge::Runner::open("/nonexistent/vitedge-artifact"), "does not exist");
-  CHECK_THROWS(vitedge::read_manifest("/nonexistent/vitedge-artifact"), "cannot open");
+  CHECK_THROWS(vitedge::read_manifest("/nonexistent/vitedge-artifact"), "does not exist");
+}
+
+// The path a user gives: the artifact folder or the model file in it (locate_artifact, the rule of
+// vitedge/manifest.py artifact_folder); anything else is refused naming the path as given.
+void test_artifact_location() {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("vitedge_unit_loc_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "art");
+  fs::create_directories(dir / "elsewhere");
+  const std::string art = (dir / "art").string();
+  { std::ofstream(dir / "art" / "manifest.json") << "{}"; }
+  { std::ofstream(dir / "art" / "model.onnx") << "x"; }
+  { std::ofstream(dir / "art" / "notes.txt") << "x"; }
+  { std::ofstream(dir / "elsewhere" / "model.onnx") << "x"; }
+  vitedge::ArtifactLocation loc = vitedge::locate_artifact(art);
+  CHECK(loc.dir == art && loc.file.empty());
+  loc = vitedge::locate_artifact(art + "/model.onnx");
+  CHECK(loc.dir == art && loc.file == art + "/model.onnx" && loc.file_name == "model.onnx");
+  loc = vitedge::locate_artifact(art + "/model.onnx/");  // Python's pathlib drops the trailing slash: so do we
+  CHECK(loc.dir == art && loc.file == art + "/model.onnx/" && loc.file_name == "model.onnx");
+  vitedge::Manifest m;
+  m.artifact = "model.onnx";
+  vitedge::check_artifact_file(loc, m, art + "/manifest.json");
+  m.artifact = "./model.onnx";  // the same file, as Python's PurePosixPath compares names
+  vitedge::check_artifact_file(loc, m, art + "/manifest.json");
+  m.artifact = "sub/model.onnx";
+  CHECK_THROWS(vitedge::check_artifact_file(loc, m, art + "/manifest.json"),
+               "model.onnx/' is a file but not the model file of an artifact (its " + art + "/manifest.json names "
+               "'sub/model.onnx'; give the folder '" + art + "' or that file)");
+  m.artifact = "model.xml";
+  CHECK_THROWS(vitedge::check_artifact_file(vitedge::locate_artifact(art + "/notes.txt"), m, "M"),
+               "'" + art + "/notes.txt' is a file but not the model file of an artifact (its M names 'model.xml'");
+  vitedge::check_artifact_file(vitedge::locate_artifact(art), m, "M");  // a folder: nothing to compare
+  CHECK_THROWS(vitedge::locate_artifact(art + "/manifest.json"),
+               "'" + art + "/manifest.json' is a file but not the model file of an artifact (it is the manifest; "
+               "give its folder '" + art + "'");
+  CHECK_THROWS(vitedge::locate_artifact((dir / "elsewhere" / "model.onnx").string()),
+               "elsewhere/model.onnx' is a file but not the model file of an artifact (no manifest.json beside it)");
+  CHECK_THROWS(vitedge::locate_artifact(art + "/nope.onnx"), "artifact '" + art + "/nope.onnx' does not exist");
+  CHECK_THROWS(vitedge::locate_artifact(""), "artifact path is empty");
+  CHECK(::mkfifo((dir / "art" / "fifo").c_str(), 0600) == 0);
+  CHECK_THROWS(vitedge::locate_artifact(art + "/fifo"), "is neither an artifact folder nor a model file");
+  // A symlink to the model file stands for the folder the link is in (as Python's Path.parent): from elsewhere,
+  // there is no manifest.json beside it. A symlink to the folder is the folder.
+  fs::create_symlink(dir / "art" / "model.onnx", dir / "elsewhere" / "link.onnx");
+  CHECK_THROWS(vitedge::locate_artifact((dir / "elsewhere" / "link.onnx").string()), "no manifest.json beside it");
+  fs::create_symlink(dir / "art", dir / "artlink");
+  CHECK(vitedge::locate_artifact((dir / "artlink").string()).dir == (dir / "artlink").string());
+  CHECK(vitedge::locate_artifact((dir / "artlink" / "model.onnx").string()).dir == (dir / "artlink").string());
+  // A bare file name: the folder is ".".
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir / "art");
+  CHECK(vitedge::locate_artifact("model.onnx").dir == ".");
+  fs::current_path(cwd);
+  // Runner::open and read_manifest apply it (the refusals come before any manifest is read).
+  CHECK_THROWS(vitedge::Runner::open(art + "/manifest.json"), "(it is the manifest");
+  CHECK_THROWS(vitedge::read_manifest((dir / "elsewhere" / "model.onnx").string()), "no manifest.json beside it");
+  fs::remove_all(dir);
 }
 
 // FIPS 180-4 / NIST CSRC "SHA256.pdf" example vectors, plus the empty message.
@@ -567,6 +626,7 @@ int main() {
   test_runner_api();
   test_percentile();
   test_manifest();
+  test_artifact_location();
   test_tensor();
   test_sha256();
   test_image_from_memory();

@@ -34,10 +34,11 @@ using ordered_json = nlohmann::ordered_json;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitedge-bench ARTIFACT_DIR [--image PATH] [--batch N] [--threads N] [--warmup N] [--iters N]\n"
+    "usage: vitedge-bench ARTIFACT [--image PATH] [--batch N] [--threads N] [--warmup N] [--iters N]\n"
     "                     [--json OUT] [--dump-output FILE] [--seed N] [--no-verify] [--device D] [--bare]\n"
     "                     [--key PUB.pem]... [--trust-code]\n"
     "  Times ITERS runs (after WARMUP untimed runs) of a vitedge artifact and prints the bench JSON.\n"
+    "  ARTIFACT            the artifact folder (manifest.json + model file) or the model file in it\n"
     "  --image PATH        preprocess this image (manifest preprocessing) and replicate it to the batch;\n"
     "                      default: standard-normal random input (seeded by --seed, default 0)\n"
     "  --batch N           batch size (default 1)\n"
@@ -51,7 +52,7 @@ constexpr const char* kUsage =
     "  --dump-output FILE  write the first output of the first timed run as raw little-endian float32 to FILE,\n"
     "                      and its shape to FILE.json\n"
     "  --no-verify         skip the SHA-256 check of the artifact files against manifest.json (checked by default)\n"
-    "  --key PUB.pem       trusted public key (repeatable): ARTIFACT_DIR/model.sig must verify with one of them\n"
+    "  --key PUB.pem       trusted public key (repeatable): the artifact's model.sig must verify with one of them\n"
     "                      and cover every file, before anything is loaded\n"
     "  --trust-code        without --key, load a TorchScript / AOTInductor artifact anyway (they run code when\n"
     "                      loaded; refused by default)\n";
@@ -139,8 +140,8 @@ Args parse_args(int argc, char** argv) {
   }
   if (a.bare && !a.dump.empty()) throw UsageError("--bare and --dump-output cannot be combined");
   if (positional.size() != 1)
-    throw UsageError(positional.empty() ? "missing ARTIFACT_DIR (see --help)"
-                                        : "expected one ARTIFACT_DIR, got " + std::to_string(positional.size()));
+    throw UsageError(positional.empty() ? "missing ARTIFACT (see --help)"
+                                        : "expected one ARTIFACT, got " + std::to_string(positional.size()));
   a.artifact = positional[0];
   return a;
 }
@@ -301,7 +302,7 @@ int bench(const Args& a) {
   const vitedge::Stats s = vitedge::summarize(ms);
 
   ordered_json j;
-  j["artifact"] = a.artifact;
+  j["artifact"] = runner->artifact_dir();  // the folder, as vitedge bench reports it
   j["runtime"] = runner->runtime() + (a.bare ? "-cpp-bare" : "-cpp");
   j["device"] = a.device;
   j["batch"] = a.batch;
@@ -311,7 +312,7 @@ int bench(const Args& a) {
   j["latency_ms"] = {{"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90}, {"p99", s.p99}, {"min", s.min}, {"max", s.max}};
   j["throughput_ips"] = s.mean > 0 ? a.batch * 1000.0 / s.mean : 0.0;
   j["peak_rss_mb"] = peak_rss_mib();
-  j["artifact_mb"] = artifact_mib(a.artifact, m);
+  j["artifact_mb"] = artifact_mib(runner->artifact_dir(), m);
   j["machine"] = machine_info();
   const std::string text = j.dump(2) + "\n";
   if (!a.json_out.empty()) write_file(a.json_out, text);

@@ -2,7 +2,7 @@
 // Runner each) for a fixed time; every output is compared bit for bit with the single-threaded output of the
 // same input, computed first on the main thread; resident memory (/proc/self/statm) is sampled every second.
 //
-//   vitedge-load ARTIFACT_DIR IMAGE_OR_DIR... [--threads 8] [--seconds 60] [--warmup-seconds 10] [--mode shared|each]
+//   vitedge-load ARTIFACT IMAGE_OR_DIR... [--threads 8] [--seconds 60] [--warmup-seconds 10] [--mode shared|each]
 //                [--intra-op 1] [--json OUT]
 //
 // Inputs: each IMAGE preprocessed with the manifest's preprocessing at batch 1, plus one batch of all images.
@@ -70,7 +70,7 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
-      std::cout << "usage: vitedge-load ARTIFACT_DIR IMAGE... [--threads N] [--seconds S] [--warmup-seconds S]\n"
+      std::cout << "usage: vitedge-load ARTIFACT IMAGE... [--threads N] [--seconds S] [--warmup-seconds S]\n"
                    "                    [--mode shared|each] [--intra-op N] [--json OUT] [--key PUB.pem]... [--trust-code]\n";
       std::exit(0);
     }
@@ -95,7 +95,7 @@ Args parse(int argc, char** argv) {
       a.mode = v;
     } else throw UsageError("unknown option " + arg);
   }
-  if (pos.size() < 2) throw UsageError("need ARTIFACT_DIR and at least one IMAGE (see --help)");
+  if (pos.size() < 2) throw UsageError("need ARTIFACT and at least one IMAGE (see --help)");
   if (a.warmup_seconds >= a.seconds) throw UsageError("--warmup-seconds must be below --seconds");
   a.artifact = pos[0];
   for (size_t i = 1; i < pos.size(); ++i) {  // a directory stands for the regular files in it, sorted

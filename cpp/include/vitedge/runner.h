@@ -1,7 +1,7 @@
 // vitedge C++ runner: load an exported vitedge artifact (a directory holding manifest.json and the model
 // file it names) and run batches through it.
 //
-//   auto runner = vitedge::Runner::open("artifacts/vit_tiny_ts");           // or an AOTInductor artifact
+//   auto runner = vitedge::Runner::open("artifacts/vit_tiny_ts");           // the folder, or its model file
 //   vitedge::Tensor x = runner->load_image("cat.jpg");                       // (1, 3, H, W), manifest preprocessing
 //   std::vector<vitedge::Tensor> outputs = runner->run(x);
 //   const vitedge::Tensor& logits = vitedge::output(outputs, "logits");      // shape (1, num_classes)
@@ -98,9 +98,10 @@ struct Manifest {
 /// Does not check that the backend is available (Runner::open does).
 Manifest parse_manifest(const std::string& json_text, const std::string& origin = "manifest.json");
 
-/// Read and parse ARTIFACT_DIR/manifest.json. Throws Error: missing file, not a regular file (a FIFO or device is
-/// refused without blocking), over 16 MiB (checked before reading), see parse_manifest.
-Manifest read_manifest(const std::string& artifact_dir);
+/// Read and parse the manifest.json of an artifact: `artifact` is its folder or the model file in it (as for
+/// Runner::open). Throws Error: a path that is neither (see Runner::open), missing manifest, not a regular file (a
+/// FIFO or device is refused without blocking), over 16 MiB (checked before reading), see parse_manifest.
+Manifest read_manifest(const std::string& artifact);
 
 struct Options {
   /// Intra-op CPU threads; 0 keeps the runtime's default. Note: for libtorch this is process-wide.
@@ -131,7 +132,11 @@ class Backend;  // internal, one per runtime (src/backend.h)
 
 class Runner {
  public:
-  /// Open the artifact in `artifact_dir`: reads manifest.json, checks its signature when options.trusted_keys
+  /// Open the artifact at `path`: its folder, or the model file in it (the file its manifest names in
+  /// "artifact", e.g. artifacts/vit_tiny_ts/model.pt; symlinks followed, the folder is the file path's parent).
+  /// Any other file is refused with an Error naming it: manifest.json, another file of the folder (model.sig,
+  /// OpenVINO's .bin), a file with no manifest.json beside it, a model file whose folder's manifest names another.
+  /// Then: reads manifest.json, checks its signature when options.trusted_keys
   /// is not empty (else refuses a code-bearing target unless options.allow_unsigned_code), checks schema_version
   /// and that its backend/target is built into this library (see backends(); libtorch: torchscript and
   /// aotinductor), checks the artifact files exist and have the sizes and SHA-256 the manifest records (unless
@@ -139,13 +144,14 @@ class Runner {
   /// once; a file swapped on disk after the check is never loaded).
   /// Throws Error with the reason otherwise. May be called from several threads at once (AOTInductor packages
   /// are loaded one at a time: libtorch's package loader is not thread-safe).
-  static std::unique_ptr<Runner> open(const std::string& artifact_dir, const Options& options = {});
+  static std::unique_ptr<Runner> open(const std::string& path, const Options& options = {});
 
   ~Runner();
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
 
   const Manifest& manifest() const { return manifest_; }
+  /// The artifact folder (the path given to open, or the model file's folder when a file was given).
   const std::string& artifact_dir() const { return dir_; }
   const Options& options() const { return options_; }
   /// The runtime that runs the model: "libtorch", "aotinductor", "onnxruntime", ...

@@ -67,9 +67,10 @@ const char* vitedge_last_error(void);
 /* The library version, e.g. "0.1.0". */
 const char* vitedge_version(void);
 
-/* Open the artifact directory (manifest.json + model file); options NULL = defaults (so a TorchScript or
- * AOTInductor artifact is refused: it is unsigned by any trusted key). *runner is NULL on failure. */
-vitedge_status vitedge_open(const char* artifact_dir, const vitedge_options* options, vitedge_runner** runner);
+/* Open an artifact: its folder (manifest.json + model file) or the model file in it (any other file: VITEDGE_ERROR,
+ * see vitedge::Runner::open); options NULL = defaults (so a TorchScript or AOTInductor artifact is refused: it is
+ * unsigned by any trusted key). *runner is NULL on failure. */
+vitedge_status vitedge_open(const char* artifact, const vitedge_options* options, vitedge_runner** runner);
 
 /* Close a runner (NULL is ignored). */
 void vitedge_close(vitedge_runner* runner);
