@@ -14,6 +14,7 @@ installed versions. It downloads nothing; resolving from the registry (torch inc
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -318,8 +319,8 @@ print(json.dumps(report))
 def installed(clean_copy, tmp_path_factory):
     """A new venv with vitedge installed from the clean copy's wheel; its dependencies come from the running
     environment through a .pth line."""
-    import setuptools
-    assert Version(setuptools.__version__) >= Version("77"), "pyproject's build-system needs setuptools>=77"
+    setuptools = Version(importlib.metadata.version("setuptools"))
+    assert setuptools >= Version("77"), f"pyproject's build-system needs setuptools>=77, this has {setuptools}"
     tmp = tmp_path_factory.mktemp("venv")
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PIP_FIND_LINKS", None)
