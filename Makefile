@@ -10,6 +10,10 @@ STAMP := $(VENV)/.vitedge-installed
 BUILD := build/cpp
 APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev clang
 JOBS ?= 2
+# Where torch's CPU build comes from. Empty: pip's own configuration, which on this project's machines serves
+# 2.13.0+cpu (pip prefers it to PyPI's CUDA 2.13.0: a local version label sorts higher). Elsewhere PyPI has only
+# the CUDA build for Linux; name PyTorch's CPU index: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: setup demo test test-python test-cpp test-slow cpp sysdeps clean arm64 cpp-sanitize cpp-notorch
 
@@ -25,7 +29,8 @@ sysdeps:
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	# torch first, on its own, so that `.[...]` below finds it satisfied: the CPU build, 2.13.0+cpu (see TORCH_INDEX)
+	$(BIN)/pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) )torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,coreml,executorch,openvino]'
 	# the oracle: vit-pytorch's model files (its package deps pull torchvision, which has no CPU build here)
 	$(BIN)/pip install -q -c constraints.txt --no-deps vit-pytorch
@@ -37,8 +42,10 @@ cpp: sysdeps $(STAMP)
 	  -DVITEDGE_PYTHON="$(CURDIR)/$(PY)" >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
 
+# The main job writes its table to artifacts/main/main_job.{md,json} (git-ignored): a run changes no tracked file.
+# `make demo RECORD=1` writes it to benchmarks/results/main_job.{md,json}, the committed results, instead.
 demo: setup
-	$(PY) benchmarks/main_job.py
+	$(PY) benchmarks/main_job.py$(if $(RECORD), --record)
 
 test: setup
 	$(PY) -m pytest -n $(JOBS) -q

@@ -6,7 +6,9 @@ artifacts/keys) and loaded only after its signature verifies (`--key`, in Python
 TorchScript file runs code when it is loaded, so the demo shows the way to load one without `--trust-code`.
 
 Everything runs through the same commands a user types (`vitedge export|validate|bench`, `vitedge-bench`), so
-the demo proves the CLI. Results go to benchmarks/results/main_job.{json,md} with the machine's CPU flags.
+the demo proves the CLI. The table goes to artifacts/main/main_job.{json,md} with the machine's CPU flags, so a run
+changes no tracked file; `--record` (`make demo RECORD=1`) writes it to benchmarks/results/ instead, the committed
+results, for a deliberate run that updates them.
 Weights are each preset's seeded random initialisation (no pretrained weights can be downloaded here), so
 the numbers measure export fidelity and speed, not ImageNet accuracy.
 """
@@ -27,6 +29,8 @@ from vitedge.report import main_rows, markdown_table, print_table  # noqa: E402
 
 VITEDGE = [sys.executable, "-m", "vitedge.cli"]
 CPP_BENCH = ROOT / "build/cpp/cpp/vitedge-bench"
+OUT = ROOT / "artifacts/main"  # artifacts, per-run JSON and (without --record) the table: all git-ignored
+RECORDED = ROOT / "benchmarks/results"  # the committed results: written only with --record
 KEY = ROOT / "artifacts/keys/main_job"  # KEY.pem (private) and KEY.pub.pem, made by `vitedge keygen` if absent
 
 
@@ -38,18 +42,32 @@ def sh(cmd: list) -> None:
         sys.exit(f"main job: command failed with exit code {rc}")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["mobilevit_xs", "levit_128s"])
     ap.add_argument("--targets", nargs="+", default=["torchscript", "onnx"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=machine_info()["cores"])
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--iters", type=int, default=100)
-    ap.add_argument("--out", default=str(ROOT / "artifacts/main"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    args = ap.parse_args()
-    out, results = Path(args.out), Path(args.results)
+    ap.add_argument("--out", default=str(OUT), help="artifacts and per-run JSON (default: %(default)s)")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--results", help="folder for main_job.{md,json} (default: the --out folder)")
+    where.add_argument("--record", action="store_true",
+                       help=f"write main_job.{{md,json}} to {RECORDED.relative_to(ROOT)}/, the committed results")
+    return ap.parse_args(argv)
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    """Where main_job.{md,json} go: --results, else the committed results with --record, else the --out folder."""
+    if args.results:
+        return Path(args.results)
+    return RECORDED if args.record else Path(args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out, results = Path(args.out), results_dir(args)
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     photo = next(p for p in bundled_photo_paths() if p.name == "astronaut.png")

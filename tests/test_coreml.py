@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("coremltools", reason="coremltools is not installed (pip install coremltools==9.0)")
+pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'vitedge[coreml]')")
 
 from test_families import SMALL  # noqa: E402
 from vitedge.cli import main  # noqa: E402

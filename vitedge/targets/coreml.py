@@ -93,7 +93,7 @@ def _ct():
             import coremltools as ct
             import coremltools.optimize.coreml  # noqa: F401
     except ImportError:
-        raise RuntimeMissingError("coremltools is not installed (pip install coremltools==9.0)") from None
+        raise RuntimeMissingError("coremltools is not installed (pip install 'vitedge[coreml]')") from None
     return ct
 
 
