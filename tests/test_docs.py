@@ -60,6 +60,8 @@ def _flags(sub: str) -> set[str]:
 
 def check_vitedge_flags(words: list[str], where: str) -> None:
     """Every ``--flag`` / ``-x`` in a vitedge command (usage syntax allowed) exists on its subcommand."""
+    if len(words) >= 2 and words[1] in ("--help", "-h", "--version"):
+        return
     assert len(words) >= 2 and words[1] in SUBCOMMANDS, f"{where}: unknown vitedge subcommand in {' '.join(words)!r}"
     known = _flags(words[1])
     for w in words[2:]:
@@ -110,7 +112,7 @@ def test_shell_block(block: Block):
         where = _id(block)
         if words[0] == "vitedge":
             check_vitedge_flags(words, where)
-            if "|" not in " ".join(words) and "[" not in " ".join(words):
+            if "|" not in " ".join(words) and "[" not in " ".join(words) and words[1] in SUBCOMMANDS:
                 try:
                     PARSER.parse_args(words[1:])
                 except SystemExit as e:
