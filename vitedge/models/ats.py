@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FeedForward, merge_heads, patch_grid, split_heads
+from .layers import FeedForward, check_image, merge_heads, patch_grid, split_heads
 from .vit import linear_patch_embedding
 
 __all__ = ["ATSViT", "ATSAttention", "ATSTransformer", "fixed_quantile_sample", "gumbel_sample"]
@@ -268,7 +268,9 @@ class ATSViT(nn.Module):
     ``self.num_output_tokens`` (the last sampling layer's K, or num_patches if no layer samples).
 
     Raises:
-        ValueError: image size not divisible by the patch size, or a bad ``max_tokens_per_depth``.
+        ValueError: image size not divisible by the patch size, or a bad ``max_tokens_per_depth``; in
+            ``forward``, an input that is not (B, channels, H, W) at the constructor's size
+            (:func:`~vitedge.models.layers.check_image`).
         RuntimeError: traced (``torch.jit.trace``) or exported (``torch.export`` / ONNX dynamo) while sampling
             stochastically (training mode or ``deterministic=False``).
     """
@@ -279,6 +281,7 @@ class ATSViT(nn.Module):
         self.image_size, self.patch_size, (nh, nw) = patch_grid(image_size, patch_size)
         num_patches = nh * nw
         self.deterministic = bool(deterministic)
+        self.in_channels = channels
 
         self.to_patch_embedding = linear_patch_embedding(channels, self.image_size, self.patch_size, dim)
         self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, dim))
@@ -291,6 +294,7 @@ class ATSViT(nn.Module):
         self.num_output_tokens = self.transformer.output_capacity
 
     def forward(self, img: torch.Tensor, return_sampled_token_ids: bool = False):
+        check_image(self, img, self.in_channels, self.image_size)
         x = self.to_patch_embedding(img)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = self.dropout(torch.cat((cls, x), dim=1) + self.pos_embedding)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .deepvit import mix_heads
-from .layers import FeedForward, merge_heads, patch_grid, split_heads
+from .layers import FeedForward, check_image, merge_heads, patch_grid, split_heads
 from .vit import linear_patch_embedding
 
 __all__ = ["CaiT", "LayerScale", "TalkingHeadsAttention", "CaiTTransformer", "layer_scale_init"]
@@ -158,7 +158,8 @@ class CaiT(nn.Module):
     from the class token through LayerNorm + Linear.
 
     Raises:
-        ValueError: image size not divisible by the patch size.
+        ValueError: image size not divisible by the patch size; in ``forward``, an input that is not
+            (B, 3, H, W) at the constructor's size (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, cls_depth, heads, mlp_dim, dim_head=64,
@@ -176,6 +177,7 @@ class CaiT(nn.Module):
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        check_image(self, img, 3, self.image_size)
         x = self.to_patch_embedding(img)
         x = self.dropout(x + self.pos_embedding)
         x = self.patch_transformer(x)

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import merge_heads, split_heads
-from .layers import pair
+from .layers import check_image, merge_heads, pair, split_heads
 
 __all__ = ['CCT', 'CCTAttention', 'CCTEncoderLayer', 'DropPath', 'Tokenizer', 'TransformerClassifier',
            'sinusoidal_embedding', 'cct_2', 'cct_4', 'cct_6', 'cct_7', 'cct_8', 'cct_14', 'cct_16']
@@ -294,6 +293,7 @@ class CCT(nn.Module):
 
     Input: float32 (B, n_input_channels, H, W) at the constructor's size (any size with
     positional_embedding='none'). Output: float32 logits (B, num_classes).
+    ``forward`` raises ValueError for any other input (:func:`~vitedge.models.layers.check_image`).
 
     Raises:
         ValueError: unknown positional embedding, embedding_dim not divisible by num_heads, an image too
@@ -307,6 +307,7 @@ class CCT(nn.Module):
         super().__init__()
         img_height, img_width = pair(img_size)
         self.image_size = (img_height, img_width)
+        self.in_channels = n_input_channels
         self.tokenizer = Tokenizer(kernel_size=kernel_size, stride=stride, padding=padding,
                                    pooling_kernel_size=pooling_kernel_size, pooling_stride=pooling_stride,
                                    pooling_padding=pooling_padding, n_conv_layers=n_conv_layers,
@@ -319,4 +320,8 @@ class CCT(nn.Module):
             sequence_length=self.tokenizer.sequence_length(n_input_channels, img_height, img_width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # with a position embedding the token grid is fixed: the constructor's size only (vit-pytorch also runs
+        # any size giving the same token count, e.g. the transposed one, against the same embeddings)
+        fixed = self.classifier.positional_emb is not None
+        check_image(self, x, self.in_channels, self.image_size if fixed else None)
         return self.classifier(self.tokenizer(x))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FeedForward, merge_heads, pair, patch_grid, split_heads
+from .layers import FeedForward, check_image, merge_heads, pair, patch_grid, split_heads
 from .vit import linear_patch_embedding
 
 __all__ = ["CrossViT", "CrossAttention", "CrossViTTransformer", "ProjectInOut", "CrossTransformer",
@@ -180,7 +180,8 @@ class CrossViT(nn.Module):
     Input: float32 (B, channels, H, W) at the constructor's size. Output: float32 logits (B, num_classes).
 
     Raises:
-        ValueError: image size not divisible by one of the patch sizes.
+        ValueError: image size not divisible by one of the patch sizes; in ``forward``, an input that is not
+            (B, channels, H, W) at the constructor's size (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, image_size, num_classes, sm_dim, lg_dim, sm_patch_size=12, sm_enc_depth=1, sm_enc_heads=8,
@@ -189,6 +190,7 @@ class CrossViT(nn.Module):
                  cross_attn_dim_head=64, depth=3, dropout=0.1, emb_dropout=0.1, channels=3):
         super().__init__()
         self.image_size = pair(image_size)
+        self.in_channels = channels
         self.sm_image_embedder = ImageEmbedder(dim=sm_dim, channels=channels, image_size=image_size,
                                                patch_size=sm_patch_size, dropout=emb_dropout)
         self.lg_image_embedder = ImageEmbedder(dim=lg_dim, channels=channels, image_size=image_size,
@@ -206,5 +208,6 @@ class CrossViT(nn.Module):
         self.lg_mlp_head = nn.Sequential(nn.LayerNorm(lg_dim), nn.Linear(lg_dim, num_classes))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        check_image(self, img, self.in_channels, self.image_size)
         sm_tokens, lg_tokens = self.multi_scale_encoder(self.sm_image_embedder(img), self.lg_image_embedder(img))
         return self.sm_mlp_head(sm_tokens[:, 0]) + self.lg_mlp_head(lg_tokens[:, 0])

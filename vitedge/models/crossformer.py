@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ChanLayerNorm, GlobalAvgPool, split_heads
+from .layers import ChanLayerNorm, GlobalAvgPool, check_image, split_heads
 
 __all__ = ["CrossFormer", "CrossEmbedLayer", "CrossFormerAttention", "CrossFormerTransformer", "ChanLayerNorm",
            "ChannelLastSequential", "GlobalAvgPool", "DynamicPositionBias", "merge_heads", "pointwise",
@@ -288,7 +288,8 @@ class CrossFormer(nn.Module):
     (B, num_classes).
 
     Raises:
-        ValueError: an argument tuple not of length 4, and (from ``forward``) an input size the windows do
+        ValueError: an argument tuple not of length 4, and (from ``forward``) an input that is not a
+            (B, channels, H, W) batch (:func:`~vitedge.models.layers.check_image`), or a size the windows do
             not divide or for which the cross-scale branches disagree.
     """
 
@@ -305,6 +306,7 @@ class CrossFormer(nn.Module):
             if len(val) != 4:
                 raise ValueError(f"{name} must be a single value or a tuple of 4, got {val!r}")
         dims = [channels, *args['dim']]
+        self.in_channels = channels
         self.local_window_size = args['local_window_size']
         self.global_window_size = args['global_window_size']
 
@@ -339,6 +341,7 @@ class CrossFormer(nn.Module):
         return sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(self, x, self.in_channels)  # any H, W (as vit-pytorch) that stage_sizes accepts
         if not torch.jit.is_tracing():          # static shapes: checked in eager mode and by torch.export
             self.stage_sizes(x.shape[-2], x.shape[-1])
         for cel, transformer in self.layers:

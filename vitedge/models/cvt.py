@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ChannelLayerNorm, GlobalAvgPool
+from .layers import ChannelLayerNorm, GlobalAvgPool, check_image
 
 __all__ = ["CvT", "ChannelLayerNorm", "ConvFeedForward", "DepthWiseConv2d", "ConvAttention", "ConvTransformer",
            "GlobalAvgPool"]
@@ -154,7 +154,8 @@ class CvT(nn.Module):
     convolutional; B is free). Output: float32 logits (B, num_classes).
 
     Raises:
-        ValueError: an even ``sN_proj_kernel``.
+        ValueError: an even ``sN_proj_kernel``; in ``forward``, an input that is not a (B, channels, H, W)
+            batch (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, num_classes, s1_emb_dim=64, s1_emb_kernel=7, s1_emb_stride=4, s1_proj_kernel=3,
@@ -165,6 +166,7 @@ class CvT(nn.Module):
         super().__init__()
         args = locals()
         dim = channels
+        self.in_channels = channels
         layers: list[nn.Module] = []
         for prefix in _STAGES:
             c = {k: args[f"{prefix}_{k}"] for k in _STAGE_KEYS}
@@ -183,7 +185,10 @@ class CvT(nn.Module):
         self.to_logits = nn.Sequential(GlobalAvgPool(), nn.Identity(), nn.Linear(dim, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Last stage's feature map: (B, channels, H, W) -> (B, s3_emb_dim, H', W') float32."""
+        """Last stage's feature map: (B, channels, H, W) -> (B, s3_emb_dim, H', W') float32, for any H, W (as
+        vit-pytorch). Raises ValueError when ``x`` is not a (B, channels, H, W) batch
+        (:func:`~vitedge.models.layers.check_image`)."""
+        check_image(self, x, self.in_channels)
         return self.layers(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import FeedForward, merge_heads, patch_grid, split_heads
+from .layers import FeedForward, check_image, merge_heads, patch_grid, split_heads
 from .vit import linear_patch_embedding
 
 __all__ = ["DeepViT", "ReAttention", "DeepViTTransformer", "Permute", "mix_heads"]
@@ -111,7 +111,9 @@ class DeepViT(nn.Module):
     (B, num_classes), from the class token or the mean token, through LayerNorm + Linear.
 
     Raises:
-        ValueError: image size not divisible by the patch size, or an unknown pool type.
+        ValueError: image size not divisible by the patch size, or an unknown pool type; in ``forward``, an
+            input that is not (B, channels, H, W) at the constructor's size
+            (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls', channels=3,
@@ -121,6 +123,7 @@ class DeepViT(nn.Module):
         if pool not in ('cls', 'mean'):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         num_patches = nh * nw
+        self.in_channels = channels
 
         self.to_patch_embedding = linear_patch_embedding(channels, self.image_size, self.patch_size, dim)
         self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, dim))
@@ -132,6 +135,7 @@ class DeepViT(nn.Module):
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        check_image(self, img, self.in_channels, self.image_size)
         x = self.to_patch_embedding(img)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = self.dropout(x + self.pos_embedding)

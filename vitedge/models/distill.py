@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import torch
 
+from .layers import check_image
+from .upstream import compat_base
 from .vit import ViT
 
 __all__ = ["DistillableViT"]
 
 
-class DistillableViT(ViT):
+class DistillableViT(ViT, compat_base("distill", "DistillableViT")):
     """ViT student for DeiT-style distillation (Touvron et al. 2021, arXiv 2012.12877).
+
+    Where vit-pytorch is installed it also derives from ``vit_pytorch.distill.DistillableViT``
+    (:func:`~vitedge.models.upstream.compat_base`; no parameter or method comes from it), so vit-pytorch's own
+    ``DistillWrapper(teacher=..., student=DistillableViT(...))`` accepts it and trains it as its own student.
 
     Args: exactly :class:`~vitedge.models.vit.ViT`'s (keyword-only: image_size, patch_size, num_classes, dim,
     depth, heads, mlp_dim, pool='cls', channels=3, dim_head=64, dropout=0., emb_dropout=0.). They are kept in
@@ -35,8 +41,8 @@ class DistillableViT(ViT):
         logits, as in :class:`ViT` (the reference crashes there).
 
     Raises:
-        ValueError: as :class:`ViT` (indivisible patch size, unknown pool), or a distill token that is not
-            (1, dim).
+        ValueError: as :class:`ViT` (indivisible patch size, unknown pool; an input that is not (B, channels,
+            H, W) at the constructor's size), or a distill token that is not (1, dim).
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls',
@@ -61,6 +67,7 @@ class DistillableViT(ViT):
         return v
 
     def forward(self, img: torch.Tensor, distill_token: torch.Tensor | None = None):
+        check_image(self, img, self.in_channels, self.image_size)
         x = self.to_patch_embedding(img)
         if self.pool == 'cls':
             x = torch.cat((self.cls_token.unsqueeze(0).expand(x.shape[0], -1, -1), x), dim=1)
@@ -70,7 +77,7 @@ class DistillableViT(ViT):
             if distill_token.dim() != 2 or distill_token.shape[0] != 1 or distill_token.shape[1] != self.dim:
                 raise ValueError(f"distill_token must be (1, {self.dim}), got {tuple(distill_token.shape)}")
             x = torch.cat((x, distill_token.unsqueeze(0).expand(x.shape[0], -1, -1)), dim=1)
-        if not distilling and self.mlp_head is not None and self.pool == 'cls':  # as ViT: the class token only
+        if not distilling and self.class_token_only():  # as ViT: the last block for the class token only
             return self.class_token_logits(self.dropout(x))
         x = self.transformer(self.dropout(x))
         if not distilling:

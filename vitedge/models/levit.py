@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GlobalAvgPool, merge_heads, split_heads
+from .layers import GlobalAvgPool, check_image, merge_heads, split_heads
 
 __all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTTransformer", "GlobalAvgPool"]
 
@@ -214,7 +214,8 @@ class LeViT(nn.Module):
 
     Raises:
         ValueError: ``dim``/``depth``/``heads`` longer than ``stages``, or ``image_size`` not a positive
-            multiple of 16.
+            multiple of 16; in ``forward``, an input that is not (B, 3, image_size, image_size)
+            (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, image_size, num_classes, dim, depth, heads, mlp_mult, stages=3, dim_key=32,
@@ -256,7 +257,13 @@ class LeViT(nn.Module):
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
         """Pooled features: (B, 3, S, S) -> (B, dim[-1]) float32. After the convolutional patch embedding the
-        transformer stages run on channel-last tokens (B, N, C); the pool is the mean over the tokens."""
+        transformer stages run on channel-last tokens (B, N, C); the pool is the mean over the tokens.
+
+        Raises:
+            ValueError: ``img`` is not (B, 3, S, S) with S = ``image_size``
+                (:func:`~vitedge.models.layers.check_image`).
+        """
+        check_image(self, img, 3, (self.image_size, self.image_size))
         tokens = self.conv_embedding(img).flatten(2).transpose(1, 2)                    # (B, N, C)
         return self.backbone(tokens).mean(dim=1)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import GlobalAvgPool, Transformer
+from .layers import GlobalAvgPool, Transformer, check_image
 
 __all__ = ["MobileViT", "MobileViTBlock", "MV2Block", "GlobalAvgPool", "unfold_patches", "fold_patches",
            "conv_1x1_bn", "conv_nxn_bn"]
@@ -166,7 +166,8 @@ class MobileViT(nn.Module):
 
     Raises:
         ValueError: wrong lengths of ``dims``/``depths``/``channels``, inconsistent ``channels``, an image or
-            feature-map size not divisible by the patch size, an even kernel size.
+            feature-map size not divisible by the patch size, an even kernel size; in ``forward``, an input that
+            is not (B, 3, H, W) at ``image_size`` (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, image_size, dims, channels, num_classes, expansion=4, kernel_size=3,
@@ -219,7 +220,14 @@ class MobileViT(nn.Module):
         )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone: (B, 3, H, W) -> (B, channels[9], ~H/32, ~W/32) float32, before the classifier."""
+        """Backbone: (B, 3, H, W) -> (B, channels[9], ~H/32, ~W/32) float32, before the classifier.
+
+        Raises:
+            ValueError: ``x`` is not (B, 3, H, W) at the constructor's ``image_size``
+                (:func:`~vitedge.models.layers.check_image`; vit-pytorch runs other multiples of 32, vitedge's
+                static unfold sizes do not).
+        """
+        check_image(self, x, 3, self.image_size)
         x = self.conv1(x)
         for block in self.stem:
             x = block(x)

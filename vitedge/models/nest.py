@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .crossformer import ChannelLastSequential, merge_heads, pointwise, window_partition, window_reverse
-from .layers import ChanLayerNorm, GlobalAvgPool, split_heads
+from .layers import ChanLayerNorm, GlobalAvgPool, check_image, split_heads
 from .vit import Patchify
 
 __all__ = ["NesT", "NesTAttention", "NesTFeedForward", "NesTTransformer", "PatchEmbedding", "Aggregate"]
@@ -134,7 +134,7 @@ class NesT(nn.Module):
     Raises:
         ValueError: a non-square ``image_size``, ``image_size`` not divisible by ``patch_size``, a patch grid
             not divisible by 2**(num_hierarchies-1) blocks, or ``block_repeats`` shorter than num_hierarchies;
-            from ``forward``, an input of another size.
+            from ``forward``, an input of another size or channel count (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, heads, num_hierarchies, block_repeats,
@@ -156,6 +156,7 @@ class NesT(nn.Module):
             raise ValueError(f"block_repeats must be an int or a tuple of (at least) {num_hierarchies}, "
                              f"got {block_repeats!r}")
         self.image_size = image_size
+        self.in_channels = channels
         self.block_side = fmap_size // blocks           # tokens per block side, the same at every hierarchy
         seq_len = self.block_side ** 2
 
@@ -180,9 +181,7 @@ class NesT(nn.Module):
         self.mlp_head = nn.Sequential(ChanLayerNorm(last_dim), GlobalAvgPool(), nn.Linear(last_dim, num_classes))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and tuple(img.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"NesT was built for {self.image_size}x{self.image_size} inputs, got "
-                             f"{img.shape[-2]}x{img.shape[-1]}")
+        check_image(self, img, self.in_channels, (self.image_size, self.image_size))
         s = self.block_side
         x = self.to_patch_embedding(img)                                        # b, d, h, w
         for (transformer, aggregate), nb in zip(self.layers, self.blocks_per_side):

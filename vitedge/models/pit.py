@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Transformer
+from .layers import Transformer, check_image
 
 __all__ = ["PiT", "PiTPool", "DepthWiseConv2d", "OverlappingPatchEmbedding", "conv_output_size"]
 
@@ -128,7 +128,8 @@ class PiT(nn.Module):
     Raises:
         ValueError: image size not divisible by ``patch_size``, ``patch_size < 2``, ``depth`` not a
             non-empty tuple, ``heads`` a tuple of another length than ``depth`` (the reference silently
-            drops the extra stages), or a patch larger than the image.
+            drops the extra stages), or a patch larger than the image; in ``forward``, an input that is not
+            (B, channels, H, W) at the constructor's size (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, dim_head=64,
@@ -147,6 +148,7 @@ class PiT(nn.Module):
         if len(heads) != len(depth):
             raise ValueError(f"heads must be an int or a tuple of len(depth)={len(depth)}, got {heads!r}")
         self.image_size = (ih, iw)
+        self.in_channels = channels
 
         stride = patch_size // 2
         oh, ow = conv_output_size(ih, patch_size, stride), conv_output_size(iw, patch_size, stride)
@@ -170,7 +172,13 @@ class PiT(nn.Module):
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
-        """Final tokens: (B, C, H, W) -> (B, 1 + h*w, dim * 2**(len(depth) - 1)) float32, class token first."""
+        """Final tokens: (B, C, H, W) -> (B, 1 + h*w, dim * 2**(len(depth) - 1)) float32, class token first.
+
+        Raises:
+            ValueError: ``img`` is not (B, channels, H, W) at the constructor's size
+                (:func:`~vitedge.models.layers.check_image`).
+        """
+        check_image(self, img, self.in_channels, self.image_size)
         x = self.to_patch_embedding(img)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat((cls, x), dim=1) + self.pos_embedding

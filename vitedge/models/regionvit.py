@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .crossformer import merge_heads, window_partition, window_reverse
-from .layers import Attention, ChanLayerNorm, GlobalAvgPool, split_heads
+from .layers import Attention, ChanLayerNorm, GlobalAvgPool, check_image, split_heads
 
 __all__ = ["RegionViT", "R2LTransformer", "R2LAttention", "RegionEncoder", "PEG", "Downsample",
            "local_bias_indices"]
@@ -189,8 +189,9 @@ class RegionViT(nn.Module):
     the mean region token.
 
     Raises:
-        ValueError: ``dim``/``depth`` not of length 4, ``channels != 3``, and (from ``forward``) an input size
-            the region or local patch size does not divide, or whose stages do not tile into windows.
+        ValueError: ``dim``/``depth`` not of length 4, ``channels != 3``, and (from ``forward``) an input that
+            is not a (B, 3, H, W) batch (:func:`~vitedge.models.layers.check_image`), or a size the region or
+            local patch size does not divide, or whose stages do not tile into windows.
     """
 
     def __init__(self, *, dim=(64, 128, 256, 512), depth=(2, 2, 8, 2), window_size=7, num_classes=1000,
@@ -261,6 +262,7 @@ class RegionViT(nn.Module):
         return windows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(self, x, 3)                 # any H, W (as vit-pytorch) that stage_windows accepts
         if not torch.jit.is_tracing():          # static shapes: checked in eager mode and by torch.export
             self.stage_windows(x.shape[-2], x.shape[-1])
         local_tokens = self.local_encoder(x)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import merge_heads, patch_grid, split_heads
+from .layers import check_image, merge_heads, patch_grid, split_heads
 from .vit import linear_patch_embedding
 
 __all__ = ["SimpleViT", "SimpleAttention", "SimpleFeedForward", "SimpleTransformer", "posemb_sincos_2d"]
@@ -119,12 +119,14 @@ class SimpleViT(nn.Module):
 
     Raises:
         ValueError: image size not divisible by the patch size, or ``dim`` unusable for the 2-D sincos
-            embedding (not a multiple of 4, or 4).
+            embedding (not a multiple of 4, or 4); in ``forward``, an input that is not (B, channels, H, W) at
+            the constructor's size (:func:`~vitedge.models.layers.check_image`).
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, channels=3, dim_head=64):
         super().__init__()
         self.image_size, self.patch_size, (nh, nw) = patch_grid(image_size, patch_size)
+        self.in_channels = channels
 
         self.to_patch_embedding = linear_patch_embedding(channels, self.image_size, self.patch_size, dim)
         # A constant of the architecture; not in the state_dict (the reference does not save it either).
@@ -135,6 +137,7 @@ class SimpleViT(nn.Module):
         self.linear_head = nn.Linear(dim, num_classes)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        check_image(self, img, self.in_channels, self.image_size)
         x = self.to_patch_embedding(img)
         x = x + self.pos_embedding.to(x.dtype)
         x = self.transformer(x)

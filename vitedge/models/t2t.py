@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Transformer
-from .layers import pair
+from .layers import Transformer, check_image, pair
+from .upstream import compat_base
 
 __all__ = ["T2TViT", "SoftSplit", "TokensToImage", "TokensLast", "soft_split_size"]
 
@@ -83,7 +83,7 @@ class TokensToImage(nn.Module):
         return x.transpose(1, 2).unflatten(2, (self.height, self.width))
 
 
-class T2TViT(nn.Module):
+class T2TViT(compat_base("t2t", "T2TViT")):
     """T2T-ViT classifier: progressive soft-split tokenisation (T2T module) followed by a ViT backbone.
 
     Args (as ``vit_pytorch.t2t.T2TViT``, all keyword-only):
@@ -103,21 +103,27 @@ class T2TViT(nn.Module):
     Input: float32 (B, channels, H, W) at exactly the constructor's size. Output: float32 logits
     (B, num_classes).
 
+    Where vit-pytorch is installed the class also derives from ``vit_pytorch.t2t.T2TViT``
+    (:func:`~vitedge.models.upstream.compat_base`; nothing is built by it). vit-pytorch's ``Recorder`` and
+    ``Extractor`` give the same outputs on it as on that class.
+
     Raises:
         ValueError: unknown pool type; depth/heads/mlp_dim missing without ``transformer``; empty
-            ``t2t_layers``; an image too small for a soft-split stage.
+            ``t2t_layers``; an image too small for a soft-split stage; in ``forward``, an input that is not
+            (B, channels, H, W) at the constructor's size (:func:`check_image`).
     """
 
     def __init__(self, *, image_size, num_classes, dim, depth=None, heads=None, mlp_dim=None, pool='cls',
                  channels=3, dim_head=64, dropout=0., emb_dropout=0., transformer=None,
                  t2t_layers=((7, 4), (3, 2), (3, 2))):
-        super().__init__()
+        nn.Module.__init__(self)  # not super(): a vit-pytorch base (compat_base) must build nothing
         if pool not in ('cls', 'mean'):
             raise ValueError(f"pool must be 'cls' (cls token) or 'mean' (mean pooling), got {pool!r}")
         if len(t2t_layers) == 0:
             raise ValueError("t2t_layers must hold at least one (kernel_size, stride) pair")
         height, width = pair(image_size)
         self.image_size = (height, width)
+        self.in_channels = channels
 
         layers: list[nn.Module] = []
         layer_dim = channels
@@ -158,7 +164,12 @@ class T2TViT(nn.Module):
         self.mlp_head = nn.Linear(dim, num_classes)
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:
-        """T2T tokens + class token + position embedding: (B, C, H, W) -> (B, h*w + 1, dim)."""
+        """T2T tokens + class token + position embedding: (B, C, H, W) -> (B, h*w + 1, dim).
+
+        Raises:
+            ValueError: ``img`` is not (B, channels, H, W) at the constructor's size (:func:`check_image`).
+        """
+        check_image(self, img, self.in_channels, self.image_size)
         x = self.to_patch_embedding(img)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat((cls, x), dim=1)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cvt import ConvFeedForward
-from .layers import ChannelLayerNorm, GlobalAvgPool
+from .layers import ChannelLayerNorm, GlobalAvgPool, check_image
 
 __all__ = ["TwinsSVT", "PatchEmbedding", "PEG", "LocalAttention", "GlobalAttention", "TwinsTransformer",
            "Residual", "space_to_depth", "window_partition", "window_merge"]
@@ -239,7 +239,8 @@ class TwinsSVT(nn.Module):
 
     Raises:
         ValueError: at construction an even ``peg_kernel_size`` or a non-positive size; in ``forward`` an
-            input whose feature maps are not divisible as above.
+            input that is not a (B, 3, H, W) batch (:func:`~vitedge.models.layers.check_image`), or whose
+            feature maps are not divisible as above.
     """
 
     def __init__(self, *, num_classes, s1_emb_dim=64, s1_patch_size=4, s1_local_patch_size=7, s1_global_k=7,
@@ -273,4 +274,5 @@ class TwinsSVT(nn.Module):
         self.layers = nn.Sequential(*layers, GlobalAvgPool(), nn.Identity(), nn.Linear(dim, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(self, x, 3)  # any H, W the stages divide (checked per stage), as vit-pytorch
         return self.layers(x)

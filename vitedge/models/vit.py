@@ -4,13 +4,18 @@ Constructor- and ``state_dict``-compatible with ``vit_pytorch.vit.ViT`` (vit-pyt
 keyword arguments, the same parameter names, the same logits. Written for export: the patch embedding is a
 reshape/permute chain of rank <= 5 (Core ML's limit) instead of an einops pattern, the batch dimension
 is never read into a Python int, and attention runs through SDPA.
+
+vit-pytorch's wrappers work on it: ``Recorder`` (attention maps; ``ViT`` and its ``Attention`` derive from
+vit-pytorch's classes where it is installed, see :func:`~vitedge.models.upstream.compat_base`) and
+``Extractor`` (the transformer's output), with the same outputs as on ``vit_pytorch.vit.ViT``.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .layers import Transformer, pair, patch_grid  # noqa: F401 - pair: re-exported
+from .layers import Transformer, check_image, hooked, pair, patch_grid  # noqa: F401 - pair: re-exported
+from .upstream import compat_base
 
 __all__ = ["ViT", "Patchify", "linear_patch_embedding", "pair"]
 
@@ -49,7 +54,7 @@ def linear_patch_embedding(channels: int, image_size: tuple[int, int], patch_siz
     )
 
 
-class ViT(nn.Module):
+class ViT(compat_base("vit", "ViT")):
     """Vision Transformer classifier.
 
     Args (as ``vit_pytorch.vit.ViT``): image_size int or (H, W); patch_size int or (ph, pw) dividing it;
@@ -59,18 +64,25 @@ class ViT(nn.Module):
     Input: float32 (B, channels, H, W) with exactly the constructor's H, W. Output: logits (B, num_classes),
     or tokens (B, N, dim) when num_classes == 0.
 
+    With ``pool='cls'`` the last block runs for the class token only (:meth:`class_token_logits`), unless a hook
+    is registered in ``transformer`` (vit-pytorch's ``Recorder`` / ``Extractor``): then every block runs on
+    every token, as in vit-pytorch, and the hooks see the same tensors.
+
     Raises:
-        ValueError: image size not divisible by the patch size, or an unknown pool type.
+        ValueError: image size not divisible by the patch size, or an unknown pool type; in ``forward``, an
+            input that is not (B, channels, H, W) at the constructor's size (vit-pytorch would run a smaller
+            or transposed grid against the first position embeddings; vitedge refuses it).
     """
 
     def __init__(self, *, image_size, patch_size, num_classes, dim, depth, heads, mlp_dim, pool='cls',
                  channels=3, dim_head=64, dropout=0., emb_dropout=0.):
-        super().__init__()
+        nn.Module.__init__(self)  # not super(): a vit-pytorch base (compat_base) must build nothing
         self.image_size, self.patch_size, (nh, nw) = patch_grid(image_size, patch_size)
         if pool not in ('cls', 'mean'):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         num_patches = nh * nw
         num_cls_tokens = 1 if pool == 'cls' else 0
+        self.in_channels = channels
 
         self.to_patch_embedding = linear_patch_embedding(channels, self.image_size, self.patch_size, dim)
         self.cls_token = nn.Parameter(torch.randn(num_cls_tokens, dim))
@@ -82,7 +94,12 @@ class ViT(nn.Module):
         self.mlp_head = nn.Linear(dim, num_classes) if num_classes > 0 else None
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:
-        """Patch embedding + class token + position embedding: (B, C, H, W) -> (B, N, dim)."""
+        """Patch embedding + class token + position embedding: (B, C, H, W) -> (B, N, dim).
+
+        Raises:
+            ValueError: ``img`` is not (B, channels, H, W) at the constructor's size (:func:`check_image`).
+        """
+        check_image(self, img, self.in_channels, self.image_size)
         x = self.to_patch_embedding(img)
         if self.pool == 'cls':
             cls = self.cls_token.unsqueeze(0).expand(x.shape[0], -1, -1)
@@ -100,8 +117,13 @@ class ViT(nn.Module):
         the head reads; the same logits as ``head(transformer(tokens))``."""
         return self.mlp_head(self.to_latent(self.transformer.forward_first(tokens, 1)[:, 0]))
 
+    def class_token_only(self) -> bool:
+        """Whether ``forward`` may run the last block for the class token only: a class-token head and no hook
+        anywhere in ``transformer`` (:func:`~vitedge.models.layers.hooked`)."""
+        return self.mlp_head is not None and self.pool == 'cls' and not hooked(self.transformer)
+
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if self.mlp_head is not None and self.pool == 'cls':
+        if self.class_token_only():
             return self.class_token_logits(self.embed(img))
         x = self.transformer(self.embed(img))
         if self.mlp_head is None:
