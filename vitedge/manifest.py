@@ -39,8 +39,9 @@ DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16",
 
 MAX_FILE_BYTES = 16 * 2**30       # largest artifact file read into memory for a runtime (the zip cap in safety.py)
 
-__all__ = ["Artifact", "MAX_FILE_BYTES", "SCHEMA_VERSION", "atomic_directory", "check_destination", "clean_stale",
-           "file_entry", "is_artifact_dir", "read_manifest", "sha256_file", "versions", "write_manifest"]
+__all__ = ["Artifact", "MAX_FILE_BYTES", "SCHEMA_VERSION", "artifact_location", "atomic_directory",
+           "check_destination", "clean_stale", "file_entry", "is_artifact_dir", "read_manifest", "sha256_file",
+           "versions", "write_manifest"]
 
 
 def _read_regular(path: Path, max_bytes: int, what: str, expect: int | None = None) -> bytes:
@@ -240,8 +241,27 @@ def _check_structure(m: dict, mpath: Path) -> None:
         bad("'precision' is not a name")
 
 
+def artifact_location(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """The artifact folder that ``path`` designates, and the path itself when it names the folder's model file.
+
+    ``path`` may be the artifact folder (holding manifest.json), its manifest.json, or an entry beside the
+    manifest (a file, or a directory such as Core ML's ``model.mlpackage``): then the folder is its parent and the
+    entry is returned second, for :func:`read_manifest` to check that it is the model file the manifest names.
+    Anything else is returned as the folder (second item None); :func:`read_manifest` then says what is wrong.
+    """
+    p = Path(path)
+    if p.name == MANIFEST:
+        return p.parent, None
+    if (p / MANIFEST).is_file():  # is_file is False (no error) when p is a file or missing
+        return p, None
+    if (p.exists() or p.is_symlink()) and (p.parent / MANIFEST).is_file():
+        return p.parent, p
+    return p, None
+
+
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
-    """Read an artifact directory (or its manifest.json, or its main file).
+    """Read an artifact directory (or its manifest.json, or its main file: the ``artifact`` the manifest names;
+    any other path is refused with a message naming ``path`` as given).
 
     Always checked: the manifest is at most 16 MiB of JSON, its schema version is an integer no newer than
     this reader's, its keys have the types vitedge reads (files, inputs, outputs, preprocessing, ...), and every
@@ -259,19 +279,21 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     (H, W).
 
     Raises:
-        ArtifactError: missing directory or manifest; invalid, oversized or ill-typed manifest; a schema newer
-            than this reader; a name escaping the folder; a missing, unlisted, truncated or modified file
-            (named in the message).
+        ArtifactError: missing path or manifest; a path that is neither the artifact folder, its manifest nor its
+            model file; invalid, oversized or ill-typed manifest; a schema newer than this reader; a name escaping
+            the folder; a missing, unlisted, truncated or modified file (named in the message).
     """
-    p = Path(path)
-    if p.is_file() and p.name != MANIFEST:
-        p = p.parent
-    directory = p.parent if p.name == MANIFEST else p
+    directory, entry = artifact_location(path)
     mpath = directory / MANIFEST
-    if not directory.exists():
-        raise ArtifactError(f"artifact not found: {directory}")
+    if not os.path.lexists(path):
+        raise ArtifactError(f"artifact not found: {path}")
     if not mpath.is_file():
-        raise ArtifactError(f"{directory} is not a vitedge artifact (no {MANIFEST})")
+        if Path(path).name == MANIFEST:
+            raise ArtifactError(f"{path} is not a regular file")
+        if Path(path).is_dir():
+            raise ArtifactError(f"{path} is not a vitedge artifact (no {MANIFEST} in it)")
+        raise ArtifactError(f"{path} is not a vitedge artifact: give an artifact folder (holding {MANIFEST}) or the "
+                            "model file in one")
     try:
         if mpath.stat().st_size > MAX_MANIFEST_BYTES:
             raise ArtifactError(f"manifest {mpath} is larger than {MAX_MANIFEST_BYTES} bytes")
@@ -291,6 +313,9 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
         if key not in manifest:
             raise ArtifactError(f"corrupt manifest {mpath}: missing {key!r}")
     _check_structure(manifest, mpath)
+    if entry is not None and manifest["artifact"].rstrip("/") != entry.name:
+        raise ArtifactError(f"{path} is not the model file of the artifact in {directory} (that is "
+                            f"{manifest['artifact']!r}); give the folder or its model file")
     files: dict = manifest["files"]
     for name in (manifest["artifact"], *files):
         f = directory / name

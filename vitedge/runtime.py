@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ArtifactError, RuntimeMissingError, SignatureError, UntrustedCodeError, UsageError
-from .manifest import MANIFEST, Artifact, read_manifest
+from .manifest import MANIFEST, Artifact, artifact_location, read_manifest
 from .targets import runs_here, target_module
 
 __all__ = ["CheckedRunner", "check_input", "code_bearing", "open_artifact"]
@@ -24,10 +24,7 @@ def code_bearing(target: str) -> str | None:
 
 def _artifact_dir(path) -> Path:
     """The artifact folder ``path`` designates, as :func:`~vitedge.manifest.read_manifest` resolves it."""
-    p = Path(path)
-    if p.is_file() and p.name != MANIFEST:
-        p = p.parent
-    return p.parent if p.name == MANIFEST else p
+    return artifact_location(path)[0]
 
 
 def _check_signed_manifest(art: Artifact, signed: dict) -> None:
