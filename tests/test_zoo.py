@@ -80,11 +80,47 @@ def test_every_family_has_a_preset():
     assert {p.family for p in PRESETS.values()} == set(FAMILIES)
 
 
-def test_zoo_cli_json(capsys):
-    assert main(["zoo", "--json", "--family", "vit"]) == 0
+def test_zoo_cli_json(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("VITEDGE_CACHE_DIR", str(tmp_path))
+    assert main(["zoo", "--json", "--family", "mobilevit", "--count"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert {r["preset"] for r in rows} == {n for n, p in PRESETS.items() if p.family == "vit"}
+    assert {r["preset"] for r in rows} == {n for n, p in PRESETS.items() if p.family == "mobilevit"}
     assert all(r["params"] > 0 and r["gflops"] > 0 for r in rows)
+    assert main(["zoo", "--json", "--family", "mobilevit"]) == 0  # without --count: the registry only
+    assert all("params" not in r for r in json.loads(capsys.readouterr().out))
+
+
+def test_zoo_counts_are_counted_then_cached(tmp_path, monkeypatch):
+    """--count's numbers are model_stats on the built model; the second time they come from the cache, which a
+    change to the model sources invalidates."""
+    import vitedge.models.zoo as zoo
+    monkeypatch.setenv("VITEDGE_CACHE_DIR", str(tmp_path))
+    names = ["deit_tiny", "levit_128s", "mobilevit_xxs"]
+    built = []
+    first = zoo.preset_counts(names, on_count=lambda n, i, k: built.append((n, i, k)))
+    assert built == [(n, i, 3) for i, n in enumerate(names, 1)]
+    for n in names:
+        assert first[n] == model_stats(create_model(n), get_preset(n).input_size)
+    assert (tmp_path / "zoo-counts.json").is_file()
+
+    def no_build(*a, **k):
+        raise AssertionError("counted again")
+    with monkeypatch.context() as m:
+        m.setattr(zoo, "model_stats", no_build)
+        assert zoo.preset_counts(names[::-1]) == {n: first[n] for n in names[::-1]}
+    monkeypatch.setattr(zoo, "_sources_digest", lambda: "other model code")
+    built.clear()
+    again = zoo.preset_counts(names[:1], on_count=lambda n, i, k: built.append(n))
+    assert built == ["deit_tiny"] and again["deit_tiny"] == first["deit_tiny"]
+
+
+def test_zoo_count_cache_that_cannot_be_read_or_written_is_ignored(tmp_path, monkeypatch):
+    import vitedge.models.zoo as zoo
+    (tmp_path / "zoo-counts.json").write_text("{not json")
+    monkeypatch.setenv("VITEDGE_CACHE_DIR", str(tmp_path))
+    a = zoo.preset_counts(["levit_128s"])
+    monkeypatch.setenv("VITEDGE_CACHE_DIR", str(tmp_path / "zoo-counts.json" / "sub"))  # under a file: unwritable
+    assert zoo.preset_counts(["levit_128s"]) == a
 
 
 def test_cct_presets_equal_the_constructor_functions():

@@ -84,7 +84,7 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
         threads: intra-op threads (default: the CPUs this process may use).
         images: folder of images to use instead of the bundled photos.
         input_size: (H, W) of a synthetic normal input instead of photos (checked against the artifact).
-        progress: show a progress bar on stderr.
+        progress: show a stage line (vitedge.progress, when on) and a progress bar over the timed runs on stderr.
         trusted_keys, trust_code: the trust rule of :func:`vitedge.runtime.open_artifact`.
         device: cpu (default), cuda or cuda:N (TorchScript and AOTInductor only; :mod:`vitedge.device`). On CUDA a
             timed call includes the input's copy to the GPU and the outputs' copy back (which waits for the GPU),
@@ -109,6 +109,9 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
         raise UsageError(f"this artifact has a fixed batch of {fixed}; re-export with --batch dynamic to use {batch}")
     x = _input(art, batch, images, input_size)
     runner = checked.inner  # _input checked x once (check_input); the timed loop calls the bare runner
+    if progress:
+        from . import progress as stages
+        stages.stage(f"{warmup} warm-up runs, then {iters} timed runs at batch {batch}")
     for _ in range(warmup):
         runner.run(x)
     times = []

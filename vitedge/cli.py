@@ -1,23 +1,82 @@
 """``vitedge`` command line: zoo, train, export, validate, bench, verify, keygen.
 
 Every user-facing failure is one line on stderr (``vitedge: error: ...``) and a non-zero exit: 2 for bad
-usage, 3 when ``export`` wrote an artifact without the part that needs a runtime missing here (``--target trt``
-without TensorRT or a GPU: model.onnx and trtexec.sh are written, no engine), 1 for everything else (including a
-failed parity check). ``VITEDGE_DEBUG=1`` shows tracebacks.
+usage (argparse's own errors included: one line and a pointer to ``--help``, never the usage block), 3 when
+``export`` wrote an artifact without the part that needs a runtime missing here (``--target trt`` without
+TensorRT or a GPU: model.onnx and trtexec.sh are written, no engine), 1 for everything else (including a failed
+parity check). ``VITEDGE_DEBUG=1`` shows tracebacks.
+
+Conventions: rates on the command line are percentages (``--min-top1 99.5`` is 99.5 %, ``--max-drop 1`` is one
+percentage point); ``--json -`` writes the JSON to stdout (and no table); long steps print one progress line per
+stage on stderr when it is a terminal (``--quiet``: none).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
+from . import progress
 from .errors import UsageError, VitedgeError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``vitedge: error: MESSAGE (see PROG --help)``, exit 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"vitedge: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(low: int, what: str = "integer"):
+    """argparse type: an int >= ``low`` (a one-line error otherwise)."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a {what}, got {s!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be a {what}, got {v}")
+        return v
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+_positive = _int_at_least(1, "positive integer")
+_non_negative = _int_at_least(0, "non-negative integer")
+
+
+def _float_in(low: float, high: float, unit: str = ""):
+    """argparse type: a finite float in [low, high] (``unit`` is shown in the error)."""
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+        if not (low <= v <= high):  # also refuses NaN
+            where = f">= {low:g}" if math.isinf(high) else f"in {low:g}..{high:g}"
+            raise argparse.ArgumentTypeError(f"must be {where}{unit}, got {s}")
+        return v
+    return parse
+
+
+def _percent(s: str) -> float:
+    """argparse type of --min-top1: a percentage 0..100. A value in (0, 1] reads as a fraction (the old
+    convention of this flag), so it is refused with the percentage it probably means."""
+    v = _float_in(0.0, 100.0, " (a percentage)")(s)
+    if 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"is a percentage 0..100; {s} looks like a fraction: write {v * 100:g} "
+                                         f"for {v * 100:g} %")
+    return v
+
+
 def _write_json(path: str | None, obj) -> None:
-    if path:
+    """Write ``obj`` as indented JSON to ``path`` (atomically), or to stdout when ``path`` is ``-``."""
+    if path == "-":
+        print(json.dumps(obj, indent=2))
+    elif path:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.tmp")
@@ -26,30 +85,42 @@ def _write_json(path: str | None, obj) -> None:
 
 
 def _console():
+    """A rich console on stdout: the terminal's width, else $COLUMNS, else 140 columns (pipes, files)."""
     from rich.console import Console
-    return Console(width=None if sys.stdout.isatty() else 140)
+    return Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 
 
 def cmd_zoo(args) -> int:
-    from .models.zoo import PRESETS, create_model, model_stats
+    from .models.zoo import FAMILIES, PRESETS
+    if args.family is not None and args.family not in FAMILIES:
+        raise UsageError(f"unknown family {args.family!r}; known: {', '.join(FAMILIES)}")
+    names = [n for n, p in PRESETS.items() if args.family is None or p.family == args.family]
+    counts: dict = {}
+    if args.count:
+        from .models.zoo import preset_counts
+        counts = preset_counts(names, on_count=lambda n, i, k: progress.stage(f"counting {n} ({i}/{k})"))
     rows = []
-    for name, p in PRESETS.items():
-        if args.family and p.family != args.family:
-            continue
-        stats = model_stats(create_model(name), p.input_size)
-        rows.append({"preset": name, "family": p.family, "input_size": list(p.input_size), **stats,
-                     "paper_params_m": p.paper_params_m, "source": p.source, "paper": p.paper, "citation": p.citation, "note": p.note})
+    for name in names:
+        p = PRESETS[name]
+        rows.append({"preset": name, "family": p.family, "input_size": list(p.input_size), **counts.get(name, {}),
+                     "paper_params_m": p.paper_params_m, "source": p.source, "paper": p.paper, "citation": p.citation,
+                     "note": p.note})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.table import Table
-    t = Table(title="vitedge zoo (params and FLOPs counted on the built model, 1 image)")
-    for col in ("preset", "family", "input", "params (M)", "paper (M)", "GFLOPs", "GMACs", "source"):
-        t.add_column(col, justify="right" if col[0] in "pG" and col != "preset" else "left", no_wrap=True)
+    t = Table(title="vitedge zoo" + (" (params and FLOPs counted on the built model, 1 image)" if counts else ""),
+              caption=None if counts else "vitedge zoo --count: parameters and FLOPs counted on the built models")
+    cols = ["preset", "family", "input"] + (["params (M)", "paper (M)", "GFLOPs", "GMACs"] if counts else
+                                            ["paper (M)"])
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("preset", "family", "input") else "right", no_wrap=True)
+    t.add_column("source", overflow="fold")
     for r in rows:
-        t.add_row(r["preset"], r["family"], "x".join(map(str, r["input_size"])), f"{r['params_m']:.2f}",
-                  f"{r['paper_params_m']:.1f}" if r["paper_params_m"] else "-", f"{r['gflops']:.2f}",
-                  f"{r['gmacs']:.2f}", r["source"])
+        paper = f"{r['paper_params_m']:.1f}" if r["paper_params_m"] else "-"
+        cells = [r["preset"], r["family"], "x".join(map(str, r["input_size"]))]
+        cells += [f"{r['params_m']:.2f}", paper, f"{r['gflops']:.2f}", f"{r['gmacs']:.2f}"] if counts else [paper]
+        t.add_row(*cells, r["source"])
     _console().print(t)
     return 0
 
@@ -116,6 +187,7 @@ def cmd_export(args) -> int:
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip()) if args.outputs else None
     suffix = "" if args.precision == "fp32" else f"-{args.precision}"
     out = Path(args.output or f"artifacts/{args.preset}-{args.target}{suffix}")
+    progress.stage(f"building {args.preset}" + (f" from {args.checkpoint}" if args.checkpoint else ""))
     model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
                                       image_size=tuple(args.image_size) if args.image_size else None,
                                       outputs=outputs)
@@ -126,6 +198,7 @@ def cmd_export(args) -> int:
     if args.precision == "int8":
         quant = dict(recipe)
         if static:
+            progress.stage(f"loading {args.calib_count} calibration images ({args.calib or 'digits'})")
             x, info = calibration_data(args.calib or "digits", pre, args.calib_count)
             quant.update(method=recipe.get("method", "minmax"), calibration=x.numpy(), calibration_info=info)
     labels = (spec.get("training") or {}).get("labels")
@@ -163,12 +236,16 @@ def cmd_export(args) -> int:
 
 def cmd_validate(args) -> int:
     from .validate import validate
-    tol = {"max_abs": args.max_abs, "top1_agreement": args.min_top1, "cosine": args.min_cosine,
+    top1 = None if args.min_top1 is None else args.min_top1 / 100  # the library's tolerance is a fraction
+    tol = {"max_abs": args.max_abs, "top1_agreement": top1, "cosine": args.min_cosine,
            "max_drop_points": args.max_drop}
+    progress.stage(f"opening {args.artifact}")
     r = validate(args.artifact, images=args.images, tolerance=tol, threads=args.threads,
                  verify=not args.no_verify, dataset=args.dataset, trusted_keys=args.key, trust_code=args.trust_code,
                  device=args.device)
     _write_json(args.json, r)
+    if args.json == "-":
+        return _validate_exit(r)
     m = r["metrics"]
     from rich.table import Table
     where = f"{r['dataset']['name']} test split" if "dataset" in r else "photos"
@@ -184,6 +261,10 @@ def cmd_validate(args) -> int:
         tab.add_column(col, justify="right")
     tab.add_row(*cells, "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]")
     _console().print(tab)
+    return _validate_exit(r)
+
+
+def _validate_exit(r: dict) -> int:
     if not r["passed"]:
         print(f"vitedge: error: outside tolerance: {'; '.join(r['failures'])}", file=sys.stderr)
         return 1
@@ -192,23 +273,37 @@ def cmd_validate(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import bench
+    progress.stage(f"opening {args.artifact}")
     r = bench(args.artifact, batch=args.batch, threads=args.threads, warmup=args.warmup, iters=args.iters,
               images=args.images, input_size=tuple(args.input_size) if args.input_size else None,
-              progress=not args.no_progress and sys.stderr.isatty(), verify=not args.no_verify,
+              progress=progress.enabled(), verify=not args.no_verify,
               trusted_keys=args.key, trust_code=args.trust_code, device=args.device)
     _write_json(args.json, r)
+    if args.json != "-":
+        _console().print(bench_table(r))
+    return 0
+
+
+def bench_table(r: dict):
+    """The rich table ``vitedge bench`` prints for a result ``r`` of :func:`vitedge.bench.bench`: latencies in ms,
+    throughput in images/s; the peak RSS and the artifact's size (MiB), the CPU and the run counts in the caption.
+    It fits an 80-column terminal (8 short columns, header-only rules); the long texts (artifact path, CPU name
+    and ISA flags) are in the title and caption, which wrap."""
+    from rich import box
     from rich.table import Table
     lat = r["latency_ms"]
-    t = Table(title=f"{r['artifact']} on {r['machine']['cpu']} ({', '.join(r['machine']['flags']) or 'no ISA flags'})")
-    for col in ("runtime", "batch", "threads", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak RSS MB",
-                "size MB"):
-        t.add_column(col, justify="right")
+    m = r["machine"]
+    t = Table(title=f"vitedge bench {r['artifact']}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              collapse_padding=True,
+              caption=f"peak RSS {r['peak_rss_mb']:.0f} MiB, artifact {r['artifact_mb']:.2f} MiB; {r['iters']} timed "
+                      f"runs after {r['warmup']} warm-up; {m['cpu']} ({', '.join(m['flags']) or 'no ISA flags'})")
+    t.add_column("runtime", overflow="fold")
+    for col in ("batch", "threads", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s"):
+        t.add_column(col, justify="right", overflow="fold")
     runtime = r["runtime"] + ("" if r["device"] == "cpu" else f" ({r['device']})")
     t.add_row(runtime, str(r["batch"]), str(r["threads"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}",
-              f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{r['throughput_ips']:.1f}", f"{r['peak_rss_mb']:.0f}",
-              f"{r['artifact_mb']:.2f}")
-    _console().print(t)
-    return 0
+              f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{r['throughput_ips']:.1f}")
+    return t
 
 
 def cmd_verify(args) -> int:
@@ -251,16 +346,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+ARTIFACT_HELP = "artifact folder (holding manifest.json), or its model file (model.onnx, model.pt, model.mlpackage, ...)"
+
+
+def _quiet_arg(p, *aliases: str) -> None:
+    p.add_argument("-q", "--quiet", *aliases, action="store_true", dest="quiet",
+                   help="no progress lines on stderr (they are shown only when stderr is a terminal)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``vitedge`` command."""
     from . import __version__
-    ap = argparse.ArgumentParser(prog="vitedge", description="Export, validate and benchmark Vision Transformers.")
+    from .models.zoo import FAMILIES
+    ap = _Parser(prog="vitedge", description="Export, validate and benchmark Vision Transformers.")
     ap.add_argument("--version", action="version", version=f"vitedge {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    ap.subcommands = sub.choices  # main() reports an unknown option against its subcommand's parser
 
-    z = sub.add_parser("zoo", help="list the model presets with params and FLOPs")
-    z.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    z.add_argument("--family", help="only this family (vit, mobilevit, levit)")
+    z = sub.add_parser("zoo", help="list the model presets (with --count: params and FLOPs)")
+    z.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
+    z.add_argument("--family", metavar="FAMILY", help=f"only this family, one of the {len(FAMILIES)}: "
+                                                      f"{', '.join(FAMILIES)}")
+    z.add_argument("--count", action="store_true",
+                   help="count parameters and FLOPs (one 1x3xHxW image) on the built models: seconds per model the "
+                        "first time, then read from a cache (~/.cache/vitedge, or $VITEDGE_CACHE_DIR) that is "
+                        "refreshed whenever the model code changes")
     z.set_defaults(func=cmd_zoo)
 
     e = sub.add_parser("export", help="export a preset to an artifact directory (file + manifest.json)")
@@ -270,10 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", default="dynamic",
                    help="fixed batch size, or 'dynamic' (default); for --target trt also MIN:OPT:MAX, the "
                         "optimization profile's batch range (e.g. 1:4:16; 'dynamic' means 1:1:16)")
-    e.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the preset's)")
+    e.add_argument("--image-size", nargs=2, type=_positive, metavar=("H", "W"),
+                   help="input size in pixels (default: the preset's)")
     e.add_argument("--checkpoint", help="state_dict to load (.safetensors, or .pt read with weights_only=True)")
-    e.add_argument("--num-classes", type=int, help="classifier size (must match the checkpoint)")
-    e.add_argument("--opset", type=int, help="ONNX opset (default 18; the legacy fallback uses 17)")
+    e.add_argument("--num-classes", type=_positive, help="classifier size (must match the checkpoint)")
+    e.add_argument("--opset", type=_positive, help="ONNX opset (default 18; the legacy fallback uses 17)")
     e.add_argument("--outputs", help="graph outputs, comma-separated from logits,attentions,embeddings "
                                      "(ViT-style models; default: the model's own outputs)")
     e.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
@@ -286,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--calib", help="calibration images for static int8: a folder, or 'digits' (train split; default)")
     e.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
                    help="static int8 calibration (default minmax)")
-    e.add_argument("--calib-count", type=int, default=128, help="number of calibration images (default 128)")
-    e.add_argument("--workspace", type=int, metavar="MIB",
+    e.add_argument("--calib-count", type=_positive, default=128, help="number of calibration images (default 128)")
+    e.add_argument("--workspace", type=_positive, metavar="MIB",
                    help="TensorRT builder workspace memory pool limit in MiB (--target trt; default: TensorRT's)")
     e.add_argument("--timing-cache", metavar="PATH",
                    help="TensorRT timing cache file: read if it exists, updated after the build (--target trt)")
@@ -313,18 +424,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sign", metavar="KEY.pem",
                    help="sign the artifact (model.sig, OpenSSF model-signing) with this elliptic-curve private key "
                         "before it appears (vitedge keygen makes one)")
+    _quiet_arg(e)
     e.set_defaults(func=cmd_export)
 
-    v = sub.add_parser("validate", help="parity of an artifact vs eager PyTorch on real images")
-    v.add_argument("artifact")
+    v = sub.add_parser("validate", help="parity of an artifact vs eager PyTorch on real images",
+                       description="Parity of an artifact vs eager PyTorch on real images. Rates are percentages: "
+                                   "--min-top1 99.5 means 99.5 % of the images keep their top-1 class, --max-drop 1 "
+                                   "allows one percentage point of top-1 accuracy lost.")
+    v.add_argument("artifact", help=ARTIFACT_HELP)
     v.add_argument("--images", help="folder of JPEG/PNG images (default: scikit-image's bundled photos)")
-    v.add_argument("--json", help="write the result JSON here")
-    v.add_argument("--max-abs", type=float, help="tolerance on max abs diff (default 1e-4 for fp32)")
-    v.add_argument("--min-top1", type=float, help="minimum top-1 agreement, 0..1 (default 1.0 for fp32)")
-    v.add_argument("--min-cosine", type=float, help="minimum cosine (default 0.999 fp16, 0.99 int8)")
+    v.add_argument("--json", metavar="PATH", help="write the result JSON to PATH ('-': stdout, instead of the table)")
+    v.add_argument("--max-abs", type=_float_in(0.0, math.inf), metavar="X",
+                   help="tolerance on the max abs difference of the outputs (default 1e-4 for fp32)")
+    v.add_argument("--min-top1", type=_percent, metavar="PCT",
+                   help="minimum top-1 agreement with eager, a percentage 0..100 (default 100 for fp32; values up "
+                        "to 1 are refused as fractions)")
+    v.add_argument("--min-cosine", type=_float_in(-1.0, 1.0), metavar="C",
+                   help="minimum cosine similarity, -1..1 (default 0.999 fp16, 0.99 int8)")
     v.add_argument("--dataset", choices=["digits"], help="accuracy on a labelled test split instead of photos")
-    v.add_argument("--max-drop", type=float, help="max top-1 drop in points vs fp32 eager (default 1.0)")
-    v.add_argument("--threads", type=int)
+    v.add_argument("--max-drop", type=_float_in(-100.0, 100.0, " (percentage points)"), metavar="POINTS",
+                   help="max top-1 accuracy drop vs fp32 eager, in percentage points (default 1.0)")
+    v.add_argument("--threads", type=_positive, help="intra-op threads (default: the runtime's)")
     v.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
     v.add_argument("--device", default="cpu",
                    help="run the artifact on cpu (default), cuda or cuda:N (torchscript and aotinductor only); the "
@@ -335,22 +455,25 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a preset on a bundled labelled data set (safetensors checkpoint)")
     t.add_argument("--preset", required=True)
     t.add_argument("--dataset", default="digits", help="digits (scikit-learn's handwritten digits)")
-    t.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"), help="input size (default 64 64)")
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--image-size", nargs=2, type=_positive, metavar=("H", "W"),
+                   help="input size in pixels (default 64 64)")
+    t.add_argument("--epochs", type=_positive, default=12)
+    t.add_argument("--seed", type=_non_negative, default=0)
     t.add_argument("-o", "--output", help="checkpoint path (default artifacts/checkpoints/PRESET-digits.safetensors)")
+    _quiet_arg(t)
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="latency/throughput of an artifact in its runtime")
-    b.add_argument("artifact")
-    b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--threads", type=int, help="intra-op threads (default: all usable CPUs)")
-    b.add_argument("--warmup", type=int, default=10)
-    b.add_argument("--iters", type=int, default=50)
+    b.add_argument("artifact", help=ARTIFACT_HELP)
+    b.add_argument("--batch", type=_positive, default=1)
+    b.add_argument("--threads", type=_positive, help="intra-op threads (default: all usable CPUs)")
+    b.add_argument("--warmup", type=_non_negative, default=10, help="untimed runs first (default 10)")
+    b.add_argument("--iters", type=_positive, default=50, help="timed runs (default 50)")
     b.add_argument("--images", help="folder of images (default: the bundled photos)")
-    b.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="synthetic input of this size")
-    b.add_argument("--json", help="write the result JSON here")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--input-size", nargs=2, type=_positive, metavar=("H", "W"),
+                   help="synthetic input of this size in pixels")
+    b.add_argument("--json", metavar="PATH", help="write the result JSON to PATH ('-': stdout, instead of the table)")
+    _quiet_arg(b, "--no-progress")
     b.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
     b.add_argument("--device", default="cpu",
                    help="cpu (default), cuda or cuda:N (torchscript and aotinductor artifacts only)")
@@ -371,7 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vitedge`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args, extra = ap.parse_known_args(argv)
+    if extra:  # argparse would name the top-level parser; the option belongs to (or was meant for) the subcommand
+        ap.subcommands.get(args.command, ap).error(f"unrecognized arguments: {' '.join(extra)}")
+    progress.enable(False if getattr(args, "quiet", False) else None)
     try:
         return args.func(args)
     except VitedgeError as e:
@@ -389,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vitedge: error: unexpected {type(e).__name__}: {msg[:300]} (set VITEDGE_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        progress.enable(False)
 
 
 if __name__ == "__main__":

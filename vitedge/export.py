@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import progress
 from .checkpoint import apply_checkpoint, load_state_dict
 from .data import bundled_photo_paths, load_batch, make_preprocessing
 from .errors import ExportError, UsageError, VitedgeError, first_line
@@ -296,6 +297,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     batches = [1, 3, 8] if dynamic_batch else [fixed_b]
     try:
         with atomic_directory(out_dir, force=force) as tmp:
+            progress.stage(f"exporting to {target} ({precision})")
             try:
                 info = mod.write(model, example, tmp, options)
             except (VitedgeError, KeyboardInterrupt):
@@ -308,6 +310,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                                  **(info.get("manifest") or {})})
             cannot = runs_here(mod)
             parity = {} if cannot is None else {"skipped": f"not run on this machine: {cannot}"}
+            if cannot is None:
+                progress.stage(f"checking parity vs fp32 eager on photos at batch {', '.join(map(str, batches))}")
             runner = None if cannot is not None else mod.load(art) if device == "cpu" else mod.load(art, device=device)
             for b in batches if runner is not None else []:
                 x = photos[torch.arange(b) % photos.shape[0]].contiguous()
@@ -356,6 +360,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             write_manifest(tmp, manifest)
             if sign_key is not None:
                 from .signing import sign_artifact
+                progress.stage("signing")
                 sign_artifact(tmp, sign_key)
     except OSError as e:
         raise ExportError(f"cannot write artifact to {out_dir}: {e.strerror or e}") from None

@@ -246,7 +246,8 @@ _NOT_MODEL_FILE = "is a file but not the model file of an artifact"
 def artifact_folder(path: str | os.PathLike) -> Path:
     """The artifact folder ``path`` designates: ``path`` itself unless it is a regular file (symlinks followed),
     which stands for the folder it is in (its path's parent) when that folder holds manifest.json and the file is
-    the one the manifest names in ``artifact`` (checked by :func:`read_manifest` once the manifest is parsed).
+    the one the manifest names in ``artifact`` (checked by :func:`read_manifest` once the manifest is parsed). A
+    directory without manifest.json beside one (Core ML's ``model.mlpackage``) is read the same way.
 
     The C++ runner applies the same rule (cpp/src/artifact_io.cpp locate_artifact).
 
@@ -254,6 +255,8 @@ def artifact_folder(path: str | os.PathLike) -> Path:
         ArtifactError: ``path`` is manifest.json itself, or a file with no manifest.json beside it (naming ``path``).
     """
     p = Path(path)
+    if p.is_dir() and not (p / MANIFEST).is_file() and (p.parent / MANIFEST).is_file():
+        return p.parent  # a model that is a directory (Core ML's model.mlpackage): read_manifest checks the name
     if not p.is_file():
         return p
     if p.name == MANIFEST:
@@ -291,10 +294,15 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
     directory = artifact_folder(path)
     given_file = Path(path) if directory != Path(path) else None
     mpath = directory / MANIFEST
-    if not directory.exists():
-        raise ArtifactError(f"artifact not found: {directory}")
+    if not os.path.lexists(Path(path)):  # Path drops a trailing "/", as the C++ runner does
+        raise ArtifactError(f"artifact not found: {path}")
     if not mpath.is_file():
-        raise ArtifactError(f"{directory} is not a vitedge artifact (no {MANIFEST})")
+        if Path(path).name == MANIFEST:
+            raise ArtifactError(f"{path} is not a regular file")
+        if Path(path).is_dir():
+            raise ArtifactError(f"{path} is not a vitedge artifact (no {MANIFEST} in it)")
+        raise ArtifactError(f"{path} is not a vitedge artifact: give an artifact folder (holding {MANIFEST}) or the "
+                            "model file in one")
     try:
         if mpath.stat().st_size > MAX_MANIFEST_BYTES:
             raise ArtifactError(f"manifest {mpath} is larger than {MAX_MANIFEST_BYTES} bytes")

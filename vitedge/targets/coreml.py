@@ -230,8 +230,9 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         UsageError: bad target options. ExportError: the saved package fails its checks.
         Exceptions from coremltools on conversion failure (the export driver reports their first line).
     """
+    from .. import __version__, progress
+    progress.stage("loading coremltools")
     ct = _ct()
-    from .. import __version__
     precision = options.get("precision", "fp32")
     c = int(example.shape[1])
     o = check_options(dict(options.get("target_options") or {}), precision, c)
@@ -246,6 +247,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     x = example
     if dynamic and x.shape[0] < 2:
         x = x.expand(2, *x.shape[1:]).contiguous()
+    progress.stage("tracing the model (torch.jit.trace)")
     with quiet(), torch.no_grad():
         traced = torch.jit.trace(net, x, check_trace=False)
 
@@ -259,6 +261,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     fallback = None
     for mode in modes:
         try:
+            progress.stage(f"converting to Core ML (mlprogram, {precision}, batch: {mode})")
             with quiet():
                 mlmodel = _convert(ct, traced, x, o, precision, out_names, labels, norm, mode)
             if mode == "range":
@@ -272,6 +275,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
             fallback = first_line(e, 400)
     compression = None
     if precision == "int8":
+        progress.stage(f"compressing the weights ({o['weights']})")
         with quiet():
             mlmodel, compression = _compress(mlmodel, o["weights"])
     meta = {"preset": (options.get("spec") or {}).get("preset") or "", "vitedge": __version__,
@@ -289,6 +293,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     mlmodel.input_description["pixel_values"] = (
         f"RGB image {int(example.shape[3])}x{int(example.shape[2])} (normalised inside the model)" if norm else
         "float32 (B, C, H, W), normalised as the manifest's preprocessing says")
+    progress.stage(f"saving and checking {FILENAME}")
     with quiet():
         mlmodel.save(str(directory / FILENAME))
     batch = {"fixed": f"fixed {int(example.shape[0])}", "one": "one sample per prediction (batch prediction API)",

@@ -151,6 +151,9 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
             q = dict(options.get("quantization") or {})
             calib = q.pop("calibration", None)
             q.pop("calibration_info", None)
+            from .. import progress
+            progress.stage(f"quantizing to int8 ({q.get('mode', 'static')}"
+                           + (f", calibrating on {len(calib)} images)" if calib is not None else ")"))
             quant = oq.quantize_int8(path, final, calibration=None if calib is None else np.asarray(calib), **q)
         path.unlink()
     out = {"artifact": FILENAME, "backend": "onnxruntime", "opset": info["opset"], "export": info,

@@ -394,6 +394,8 @@ def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int,
             kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
         level = logging.getLogger("nncf").level
         nncf.set_log_level(logging.ERROR)
+        from .. import progress
+        progress.stage(f"quantizing to int8 with NNCF (calibrating on {len(items)} images)")
         try:  # NNCF draws rich progress bars on stdout; a CLI's stdout is for its own result lines
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
