@@ -396,6 +396,10 @@ def test_cli_export_sign_then_verify(keys, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(out), "--key", str(keys["a"][1])]) == 0
     assert "2 files match" in capsys.readouterr().out
+    assert main(["verify", str(out / "model.pt"), "--key", str(keys["a"][1])]) == 0  # the model file, as validate
+    assert "2 files match" in capsys.readouterr().out
+    assert main(["verify", str(out / "model.sig"), "--key", str(keys["a"][1])]) == 1
+    one_line_error(capsys, "model.sig is a file but not the model file")
 
 
 def test_keygen(tmp_path, capsys):

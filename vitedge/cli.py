@@ -307,13 +307,14 @@ def bench_table(r: dict):
 
 
 def cmd_verify(args) -> int:
-    from .manifest import MANIFEST, read_manifest
+    from .manifest import MANIFEST, artifact_folder, read_manifest
     from .runtime import _check_signed_manifest
     from .signing import SIGNATURE, verify_artifact
-    r = verify_artifact(args.artifact, args.key)
+    folder = artifact_folder(args.artifact)  # the folder, or the model file in it, as validate and bench take
+    r = verify_artifact(folder, args.key)
     if MANIFEST in r["files"]:  # a vitedge artifact: its manifest must also record the signed digests
         _check_signed_manifest(read_manifest(args.artifact, verify=False), r)
-    print(f"verified {Path(args.artifact) / SIGNATURE}: signed by {r['key']} (fingerprint {r['fingerprint'][:16]}), "
+    print(f"verified {folder / SIGNATURE}: signed by {r['key']} (fingerprint {r['fingerprint'][:16]}), "
           f"{len(r['files'])} files match")
     return 0
 
@@ -481,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("verify", help="check an artifact's signature (model.sig) against trusted public keys")
-    s.add_argument("artifact")
+    s.add_argument("artifact", help=ARTIFACT_HELP)
     _trust_args(s, required_key=True)
     s.set_defaults(func=cmd_verify)
 
