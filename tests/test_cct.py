@@ -30,16 +30,6 @@ CONFIGS = {
     "CCT_defaults": ("CCT", dict(img_size=32, embedding_dim=48, num_layers=1, num_heads=3, num_classes=5)),
 }
 
-# Hassani et al. 2021, Tables 2 and 4 (constructor names follow SHI-Labs/Compact-Transformers).
-PRESETS = {
-    # CCT-7/3x1, CIFAR-10 at 32x32: 3.76M params in the paper.
-    "cct_7_3x1_32": ("cct_7", dict(img_size=32, kernel_size=3, n_conv_layers=1, num_classes=10,
-                                   positional_embedding="learnable")),
-    # CCT-14/7x2, ImageNet at 224x224: 22.36M params in the paper.
-    "cct_14_7x2_224": ("cct_14", dict(img_size=224, kernel_size=7, n_conv_layers=2, num_classes=1000,
-                                      positional_embedding="learnable")),
-}
-
 
 def _hw(size):
     return size if isinstance(size, tuple) else (size, size)
@@ -122,15 +112,3 @@ def test_export(target, img_size, pos, tmp_path):
     model = CCT(**dict(SMALL, img_size=img_size, n_conv_layers=2, positional_embedding=pos)).eval()
     perturb_biases_and_norms_(model)
     export_and_check(model, img_size, target, tmp_path, num_classes=SMALL["num_classes"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", PRESETS)
-def test_preset_parity(name, photo_batch):
-    fn, kw = PRESETS[name]
-    ref, ours = build_pair(fn, kw)
-    print(f"{name}: {sum(p.numel() for p in ours.parameters())} params "
-          f"({sum(p.numel() for p in ours.parameters() if p.requires_grad)} trainable)")
-    x = photo_batch(_hw(kw["img_size"]), 4)
-    with torch.no_grad():
-        check_logits(ref(x), ours(x))

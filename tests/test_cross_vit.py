@@ -24,24 +24,6 @@ CONFIGS = {
                      sm_enc_heads=2, lg_enc_heads=2, cross_attn_heads=2, depth=1),
 }
 
-# Chen et al. 2021, Table 1 (official IBM/CrossViT crossvit_9_224 / crossvit_15_224): branches
-# (patch 12, width 128 | 192, 1 block) and (patch 16, width 256 | 384, 3 | 5 blocks), mlp ratio 3,
-# 4 | 6 heads, K=3 multi-scale blocks, one cross-attention layer per block. vit-pytorch feeds one image
-# size to both branches, so 240 (divisible by 12 and 16: the paper's small-branch size) is used; the large
-# branch then sees 15x15 patches instead of the paper's 14x14 at 224. vit-pytorch has one
-# cross_attn_dim_head for both fusion attentions: 64 (= lg width / heads; the paper uses width / heads of
-# each branch, 32 | 32 for the small one).
-PRESETS = {
-    "crossvit_9": dict(image_size=240, num_classes=1000, sm_dim=128, lg_dim=256, sm_patch_size=12, sm_enc_depth=1,
-                       sm_enc_heads=4, sm_enc_mlp_dim=384, sm_enc_dim_head=32, lg_patch_size=16, lg_enc_depth=3,
-                       lg_enc_heads=4, lg_enc_mlp_dim=768, lg_enc_dim_head=64, cross_attn_depth=1,
-                       cross_attn_heads=4, cross_attn_dim_head=64, depth=3, dropout=0., emb_dropout=0.),
-    "crossvit_15": dict(image_size=240, num_classes=1000, sm_dim=192, lg_dim=384, sm_patch_size=12, sm_enc_depth=1,
-                        sm_enc_heads=6, sm_enc_mlp_dim=576, sm_enc_dim_head=32, lg_patch_size=16, lg_enc_depth=5,
-                        lg_enc_heads=6, lg_enc_mlp_dim=1152, lg_enc_dim_head=64, cross_attn_depth=1,
-                        cross_attn_heads=6, cross_attn_dim_head=64, depth=3, dropout=0., emb_dropout=0.),
-}
-
 
 def _hw(size):
     return size if isinstance(size, tuple) else (size, size)
@@ -104,14 +86,3 @@ def test_export(target, image_size, tmp_path):
     model = CrossViT(**dict(SMALL, image_size=image_size, depth=1, lg_enc_depth=1, cross_attn_depth=1)).eval()
     perturb_biases_and_norms_(model, also=("mlp_head.0",))
     export_and_check(model, image_size, target, tmp_path, num_classes=SMALL["num_classes"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", PRESETS)
-def test_preset_parity(name, photo_batch):
-    kw = PRESETS[name]
-    ref, ours = build_pair(**kw)
-    print(f"{name}: {sum(p.numel() for p in ours.parameters())} params")
-    x = photo_batch(_hw(kw["image_size"]), 4)
-    with torch.no_grad():
-        check_logits(ref(x), ours(x))
