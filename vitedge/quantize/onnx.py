@@ -207,27 +207,44 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
 
 def topological_sort_graph(graph) -> bool:
     """Reorder ``graph.node`` (an ``onnx.GraphProto``) topologically, in place, as the ONNX spec requires; stable
-    (keeps the existing order where it can). Returns whether the order changed. Raises ValueError on a cycle."""
-    nodes = list(graph.node)
-    produced = {o for n in nodes for o in n.output}
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    ordered, pending = [], nodes
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready or i not in produced for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise ValueError(f"the ONNX graph has a cycle through {rest[0].op_type} {rest[0].name}")
-        pending = rest
-    if [id(n) for n in ordered] == [id(n) for n in nodes]:
-        return False
-    del graph.node[:]
-    graph.node.extend(ordered)
-    return True
+    (keeps the existing order where it can), subgraphs (If/Loop/Scan bodies) included. Returns whether the order
+    changed. Raises ValueError on a cycle.
+
+    The order is onnx_ir's (``onnx_ir.Graph.sort``, what its ``TopologicalSortPass`` runs) computed on an onnx_ir
+    view of ``graph``; only the order of the existing ``NodeProto`` messages is written back, the rest of ``graph``
+    (value_info, initializers, names) stays byte for byte as it was."""
+    import onnx_ir as ir
+
+    ir_graph = ir.serde.deserialize_graph(graph)
+    pairs = []  # (GraphProto, onnx_ir graph, {ir node: its NodeProto}, ir order before the sort), subgraphs first
+    _pair_graphs(graph, ir_graph, pairs)
+    try:
+        ir_graph.sort()
+    except ValueError as e:
+        raise ValueError(f"the ONNX graph has a cycle ({e})") from None
+    changed = False
+    for proto, ir_g, protos, before in pairs:  # subgraphs before their parent: extend() copies the messages
+        order = list(ir_g)
+        if any(a is not b for a, b in zip(order, before)):
+            ordered = [protos[n] for n in order]
+            del proto.node[:]
+            proto.node.extend(ordered)
+            changed = True
+    return changed
+
+
+def _pair_graphs(proto, ir_graph, pairs: list) -> None:
+    """Append (``proto``, ``ir_graph``, node map, node order) for ``proto`` and its subgraphs, innermost first; the
+    nodes of a freshly deserialized onnx_ir graph are those of its ``GraphProto``, in the same order."""
+    nodes = list(ir_graph)
+    for node_proto, node in zip(proto.node, nodes):
+        for attr in node_proto.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _pair_graphs(attr.g, node.attributes[attr.name].value, pairs)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub_proto, sub in zip(attr.graphs, node.attributes[attr.name].value):
+                    _pair_graphs(sub_proto, sub, pairs)
+    pairs.append((proto, ir_graph, dict(zip(nodes, proto.node)), nodes))
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> dict:

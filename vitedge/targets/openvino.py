@@ -187,6 +187,42 @@ def _scalar(value) -> "np.ndarray | None":
     return array.reshape(()) if array.size == 1 else None
 
 
+def _attention_rules() -> tuple:
+    """The two rules of :func:`rewrite_attention` as onnxscript rewrite rules (``onnxscript.rewriter.pattern``):
+    (key_transpose, attention_scale). The matcher requires the matched values other than the rule's output to be read
+    only inside the match (no graph output among them); the shape and constant conditions are the ``check``
+    callbacks."""
+    import onnx_ir as ir
+    from onnxscript.rewriter import pattern
+
+    def key_target(op, key, shape_3d, shape_out):
+        key_3d = op.Reshape(key, shape_3d, _outputs=["key_3d"])
+        return op.Reshape(op.Transpose(key_3d, perm=[0, 2, 1]), shape_out, _outputs=["key_t"])
+
+    def key_check(context, key, key_3d, key_t, **_) -> bool:
+        want, mid, out = _swap_last_two(key.shape), key_3d.shape, key_t.shape
+        return (want is not None and out is not None and mid is not None and len(mid) == 3 and list(out) == want
+                and list(mid)[1:] == list(key.shape)[-2:] and not key_t.is_graph_output())
+
+    def key_replacement(op, key, **_):
+        rank = len(key.shape)
+        return op.Transpose(key, perm=[*range(rank - 2), rank - 1, rank - 2])
+
+    def scale_target(op, a, scale_a, b, scale_b):
+        return op.MatMul(op.Mul(a, scale_a), op.Mul(b, scale_b), _outputs=["scores"])
+
+    def scale_check(context, scale_a, scale_b, **_) -> bool:
+        return _scalar(scale_a) is not None and _scalar(scale_b) is not None
+
+    def scale_replacement(op, a, scale_a, b, scale_b, scores):
+        ca, cb = _scalar(scale_a), _scalar(scale_b)
+        scale = op.initializer(ir.tensor(np.asarray(ca * cb, dtype=ca.dtype)), name=f"{scores.name}_scale")
+        return op.Mul(op.MatMul(a, b), scale)
+
+    return (pattern.RewriteRule(key_target, key_replacement, key_check, name="key_transpose"),
+            pattern.RewriteRule(scale_target, scale_replacement, scale_check, name="attention_scale"))
+
+
 def rewrite_attention(model) -> dict[str, int]:
     """Rewrite the exporter's attention into the form OpenVINO's CPU plugin fuses (in place; returns match counts).
 
@@ -194,12 +230,14 @@ def rewrite_attention(model) -> dict[str, int]:
     Mul(K^T, sqrt(s))`` with ``K^T = Reshape(Transpose(Reshape(k, (-1, N, D)), (0, 2, 1)), (..., D, N))``. The CPU
     plugin's MHA fusion (snippets) does not take that 3-D detour into the fused kernel: measured on DeiT-Ti at
     224x224 it left 2 Transposes and 2 Multiplies per block outside the MHA kernel (vit-pytorch's explicit
-    ``q @ k.transpose(-1, -2) * s``, the OpenVINO peer in ``benchmarks/compare.py``, leaves 1 + 1). Rules:
+    ``q @ k.transpose(-1, -2) * s``, the OpenVINO peer in ``benchmarks/compare.py``, leaves 1 + 1). Rules
+    (onnxscript pattern rewrite rules, :func:`_attention_rules`, applied in this order):
 
     * ``key_transpose``: ``Reshape -> Transpose(0, 2, 1) -> Reshape`` whose output is the input with its last two
       dimensions swapped (checked on the value shapes, batch symbolic) -> one ``Transpose`` of the last two;
-    * ``attention_scale``: ``MatMul(Mul(a, c1), Mul(b, c2))`` with scalar constants -> ``Mul(MatMul(a, b), c1*c2)``
-      (the order vit-pytorch writes; ``sqrt(s)**2`` rounds differently from ``s`` by about 1 ulp).
+    * ``attention_scale``: ``MatMul(Mul(a, c1), Mul(b, c2))`` with scalar constants (either side of each ``Mul``)
+      -> ``Mul(MatMul(a, b), c1*c2)`` (the order vit-pytorch writes; ``sqrt(s)**2`` rounds differently from ``s`` by
+      about 1 ulp).
 
     Measured side by side (fp32, batch 1, 2 threads, p50, Xeon with AMX, 2026-12-03): DeiT-Ti 12.59 -> 12.14 ms,
     MobileViT-XS 12.63 -> 12.39 ms, LeViT-128S 4.59 -> 4.48 ms; int8 (NNCF) unchanged (5.27 / 5.23 ms on DeiT-Ti).
@@ -207,57 +245,12 @@ def rewrite_attention(model) -> dict[str, int]:
     ``model``: an ``onnx_ir.Model`` with the exporter's value shapes. Works on any family; a graph without the
     patterns (e.g. the legacy exporter's, without shapes) is left as it is.
     """
-    import onnx_ir as ir
     import onnx_ir.passes.common as common_passes
+    from onnxscript.rewriter import pattern
 
-    graph, counts = model.graph, {"key_transpose": 0, "attention_scale": 0}
-    for node in list(graph):
-        if node.graph is not graph or node.op_type != "Transpose" or node.domain not in ("", "ai.onnx"):
-            continue
-        perm = node.attributes.get("perm")
-        if perm is None or list(perm.as_ints()) != [0, 2, 1]:
-            continue
-        first, uses = node.inputs[0].producer(), list(node.outputs[0].uses())
-        if first is None or first.op_type != "Reshape" or len(uses) != 1 or len(first.outputs[0].uses()) != 1:
-            continue
-        last = uses[0].node
-        if last.op_type != "Reshape" or last.outputs[0].is_graph_output():
-            continue
-        key, mid, out = first.inputs[0], first.outputs[0].shape, last.outputs[0].shape
-        want = _swap_last_two(key.shape)
-        if want is None or out is None or mid is None or len(mid) != 3 or list(out) != want \
-                or list(mid)[1:] != list(key.shape)[-2:]:
-            continue
-        rank = len(want)
-        swap = ir.node("Transpose", [key], attributes={"perm": [*range(rank - 2), rank - 1, rank - 2]},
-                       name=f"{last.name}_swap_last_two")
-        swap.outputs[0].shape, swap.outputs[0].type = last.outputs[0].shape, last.outputs[0].type
-        graph.insert_before(last, swap)
-        last.outputs[0].replace_all_uses_with(swap.outputs[0])
-        graph.remove([last, node, first], safe=True)
-        counts["key_transpose"] += 1
-    for node in list(graph):
-        if node.graph is not graph or node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
-            continue
-        muls = [v.producer() for v in node.inputs]
-        if any(m is None or m.op_type != "Mul" or len(m.outputs[0].uses()) != 1 for m in muls):
-            continue
-        parts = []
-        for m in muls:  # (tensor input, scalar constant) of each Mul, the constant on either side
-            c0, c1 = _scalar(m.inputs[0]), _scalar(m.inputs[1])
-            parts.append((m.inputs[0], c1) if c1 is not None else (m.inputs[1], c0))
-        if any(c is None for _, c in parts):
-            continue
-        (a, ca), (b, cb) = parts
-        scale = ir.Value(name=f"{node.name}_scale", const_value=ir.tensor(np.asarray(ca * cb, dtype=ca.dtype)))
-        graph.register_initializer(scale)
-        matmul = ir.node("MatMul", [a, b], name=f"{node.name}_unscaled")
-        mul = ir.node("Mul", [matmul.outputs[0], scale], name=f"{node.name}_scaled")
-        mul.outputs[0].shape, mul.outputs[0].type = node.outputs[0].shape, node.outputs[0].type
-        graph.insert_before(node, [matmul, mul])
-        node.outputs[0].replace_all_uses_with(mul.outputs[0])
-        graph.remove([node, *muls], safe=True)
-        counts["attention_scale"] += 1
+    key_transpose, attention_scale = _attention_rules()
+    counts = {"key_transpose": pattern.RewriteRuleSet([key_transpose]).apply_to_model(model),
+              "attention_scale": pattern.RewriteRuleSet([attention_scale], commute=True).apply_to_model(model)}
     common_passes.RemoveUnusedNodesPass()(model)
     return counts
 
