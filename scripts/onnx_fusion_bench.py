@@ -2,7 +2,8 @@
 
 For each preset (random seeded weights at its paper input size) the script exports two ONNX artifacts with
 vitedge.export.export: the exporter's graph (``target_options={"fusions": []}``) and the family's default fusions
-(vitedge.targets.onnx.GRAPH_FUSIONS). It then opens four sessions in one process, 2 intra-op threads each:
+(the family spec's "onnx" recipe, vitedge.models.registry.family_recipe). It then opens four sessions in one
+process, 2 intra-op threads each:
 
   plain+spin      exporter's graph, ORT's default session config (what artifacts got before the fusions work)
   plain           exporter's graph, the stored session config (vitedge.targets.onnx.SESSION_CONFIG)

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from vitedge.errors import ArtifactError, UsageError
 from vitedge.export import export, prepare_preset
 from vitedge.manifest import read_manifest
+from vitedge.models.registry import family_recipe
 from vitedge.targets import onnx as onnx_target
 
 # (preset, image size); small inputs, the presets' own depth and heads
@@ -53,7 +54,7 @@ def test_fusion_report_matches_the_graph_onnxruntime_runs(artifacts, family, tmp
     art = artifacts[family]
     m = json.loads((art.path / "manifest.json").read_text())
     o = m["onnxruntime"]
-    assert o["graph_optimizer"]["fusions"] == list(onnx_target.GRAPH_FUSIONS[family])
+    assert o["graph_optimizer"]["fusions"] == list(family_recipe(family, "onnx")["fusions"])
     stored = {}
     for n in onnx.load(str(art.file)).graph.node:
         name = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"

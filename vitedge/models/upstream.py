@@ -32,21 +32,9 @@ from torch import nn
 
 from ..errors import RuntimeMissingError, UsageError
 
-__all__ = ["COMPAT_ENV", "UPSTREAM", "compat_base", "upstream_class", "upstream_module"]
+__all__ = ["COMPAT_ENV", "compat_base", "upstream_class", "upstream_module"]
 
 COMPAT_ENV = "VITEDGE_VIT_PYTORCH_COMPAT"  # "0" (or false/no/off): vitedge classes derive from nn.Module only
-
-# zoo family -> (vit_pytorch submodule, class): the class each vitedge family mirrors (same constructor arguments,
-# same state_dict keys).
-UPSTREAM = {
-    "vit": ("vit", "ViT"), "simple_vit": ("simple_vit", "SimpleViT"), "distillable_vit": ("distill", "DistillableViT"),
-    "deepvit": ("deepvit", "DeepViT"), "cait": ("cait", "CaiT"), "pit": ("pit", "PiT"), "cvt": ("cvt", "CvT"),
-    "twins_svt": ("twins_svt", "TwinsSVT"), "t2t": ("t2t", "T2TViT"), "cct": ("cct", "CCT"),
-    "cross_vit": ("cross_vit", "CrossViT"), "ats": ("ats_vit", "ViT"), "crossformer": ("crossformer", "CrossFormer"),
-    "regionvit": ("regionvit", "RegionViT"), "nest": ("nest", "NesT"), "mobilevit": ("mobile_vit", "MobileViT"),
-    "levit": ("levit", "LeViT"),
-}
-
 
 def _resolve_package() -> None:
     """Make ``vit_pytorch`` importable as described in the module docstring, or raise RuntimeMissingError."""
@@ -100,8 +88,12 @@ def compat_base(module: str, name: str) -> type[nn.Module]:
 
 
 def upstream_class(family: str):
-    """The vit-pytorch class a zoo family mirrors. Raises UsageError (unknown family), RuntimeMissingError."""
-    if family not in UPSTREAM:
+    """The vit-pytorch class a zoo family mirrors (same constructor arguments, same state_dict keys), as its family
+    spec declares it (``register_family(..., upstream=(submodule, class))``). Raises UsageError (unknown family, or
+    one without a counterpart), RuntimeMissingError."""
+    from .registry import family_spec
+    spec = family_spec(family)
+    if spec.upstream is None:
         raise UsageError(f"no vit-pytorch counterpart known for family {family!r}")
-    module, cls = UPSTREAM[family]
+    module, cls = spec.upstream
     return getattr(upstream_module(module), cls)

@@ -30,19 +30,17 @@ SESSION_CONFIG_FOLD_WEIGHTS = {"session.disable_quant_qdq": "1"}
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 
-# Per-family default int8 recipes, chosen by benchmarks/quantization.py on digits-trained models (results in
-# benchmarks/results/quantization.md). Static QDQ U8S8 wins where the weight ops are big enough for int8 kernels;
-# MobileViT's small convolutions run slower as QLinearConv + Q/DQ than in float, so it keeps them float at run
-# time (int8 storage, see int8_conv_weight_storage) and quantizes its MatMuls dynamically.
-_RECIPES = {
-    "default": {"mode": "static", "method": "minmax"},
-    "mobilevit": {"mode": "dynamic", "conv_weight_storage": True},
-}
+# Per-family default int8 recipes (recipe "onnx_int8" of the family spec, vitedge/models/families/), chosen by
+# benchmarks/quantization.py on digits-trained models (results in benchmarks/results/quantization.md). Static QDQ
+# U8S8 wins where the weight ops are big enough for int8 kernels; MobileViT's small convolutions run slower as
+# QLinearConv + Q/DQ than in float, so it keeps them float at run time (int8 storage, see int8_conv_weight_storage)
+# and quantizes its MatMuls dynamically.
 
 
 def default_int8_recipe(family: str | None) -> dict:
     """The default ONNX int8 options for a model family (``mode``, ``method``, ...), a copy."""
-    return dict(_RECIPES.get(family or "default", _RECIPES["default"]))
+    from ..models.registry import family_recipe
+    return family_recipe(family, "onnx_int8")
 
 
 def weight_op_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str], list[str]]:

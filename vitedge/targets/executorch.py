@@ -62,10 +62,12 @@ def _import_exir():
 
 
 def default_int8_mode(family: str) -> str:
-    """The int8 mode ``vitedge export --target executorch --precision int8`` uses for a zoo family: "dynamic" for
-    MobileViT (static int8 calibrated on digits gave cosine 0.975 vs fp32 on the photos, below the 0.99 gate;
-    dynamic kept 0.9999 and 0.0 points of digits top-1), "static" otherwise (measured on LeViT and DeiT)."""
-    return "dynamic" if family == "mobilevit" else "static"
+    """The int8 mode ``vitedge export --target executorch --precision int8`` uses for a zoo family: its spec's
+    ``"executorch_int8"`` recipe: "dynamic" for MobileViT (static int8 calibrated on digits gave cosine 0.975 vs
+    fp32 on the photos, below the 0.99 gate; dynamic kept 0.9999 and 0.0 points of digits top-1), "static"
+    otherwise (measured on LeViT and DeiT)."""
+    from ..models.registry import family_recipe
+    return family_recipe(family, "executorch_int8")["mode"]
 
 
 def quantize_int8(model: nn.Module, example: torch.Tensor, calibration: np.ndarray | None, dynamic_shapes,

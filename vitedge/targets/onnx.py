@@ -5,7 +5,8 @@ it may specialise the batch to 1 (seen with torch 2.13). If it fails, the legacy
 (opset 17, ``dynamic_axes``) is the documented fallback, and the manifest records which one ran and why.
 
 For the ``onnx`` target (run by ONNX Runtime) the stored fp32 graph then gets ONNX Runtime-only fusions that ORT's
-own optimizer misses, chosen per model family by measurement (:data:`GRAPH_FUSIONS`): onnxscript's ORT fusion rules
+own optimizer misses, chosen per model family by measurement (the family's ``"onnx"`` recipe,
+:func:`vitedge.models.registry.family_recipe`): onnxscript's ORT fusion rules
 (``onnxscript.rewriter.ort_fusions``, the rules behind ``optimize_for_ort``) after its constant folding and shape
 simplification. The decomposed erf GELU the exporter writes (``x * (0.5 * (erf(x / sqrt 2) + 1))``) is an operand
 order ORT's GeluFusion does not match, so it becomes ``com.microsoft`` Gelu (then BiasGelu); attention
@@ -63,10 +64,8 @@ ALLOWED_SESSION_CONFIG = {"session.intra_op.allow_spinning": ("0", "1"), "sessio
 
 FUSIONS = ("gelu", "attention")
 # Per-family default fusions of the stored fp32 graph, kept where interleaved runs measured a win (README, ONNX
-# section; scripts/onnx_fusion_bench.py): ViT/DeiT gelu + attention, MobileViT attention (its SiLU already becomes
-# ORT's QuickGelu), LeViT none (no difference measured); families not measured ("default") keep ORT's own fusions.
-GRAPH_FUSIONS: dict[str, tuple[str, ...]] = {"vit": ("gelu", "attention"), "mobilevit": ("attention",), "levit": (),
-                                             "default": ()}
+# section; scripts/onnx_fusion_bench.py): each family spec declares its own (recipe "onnx", e.g. ViT/DeiT gelu +
+# attention in vitedge/models/families/vit.py); families not measured keep ORT's own fusions.
 
 # Operators that stand for a fused subgraph (ONNX Runtime contrib ops and the standard ops that replace a decomposed
 # pattern), reported by fusion_report when the graph ONNX Runtime runs holds them.
@@ -92,7 +91,7 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
     "calibration": float32 (N, C, H, W) array, ...} (see :func:`vitedge.quantize.onnx.quantize_int8`),
     target (the export driver's target name: ``onnx`` gets the ONNX Runtime fusions of :func:`optimize_graph` on its
     fp32 graph and the ``onnxruntime`` manifest block; another name, e.g. ``tensorrt``, a portable graph without that
-    block; absent: portable graph with the block), spec (its ``family`` picks :data:`GRAPH_FUSIONS`) and
+    block; absent: portable graph with the block), spec (its ``family`` picks the ``"onnx"`` recipe's fusions) and
     target_options = {"fusions": None (family default) | list or comma-separated subset of :data:`FUSIONS`}.
     Raises UsageError for an unknown fusion; exporter failures propagate (the driver reports them in one line).
     """
@@ -138,7 +137,8 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
         family = (options.get("spec") or {}).get("family")
         fusions = topts.get("fusions")
         if fusions is None:
-            fusions = GRAPH_FUSIONS.get(family or "default", GRAPH_FUSIONS["default"])
+            from ..models.registry import family_recipe
+            fusions = family_recipe(family, "onnx")["fusions"]
         elif isinstance(fusions, str):
             fusions = tuple(f for f in fusions.split(",") if f)
         optimizer = optimize_graph(path, path, tuple(fusions))

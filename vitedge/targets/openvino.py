@@ -66,7 +66,8 @@ _ALLOWED_CONFIG = {"PERFORMANCE_HINT": {"LATENCY", "THROUGHPUT"},
                    "INFERENCE_PRECISION_HINT": {"f32", "bf16", "f16"},
                    "EXECUTION_MODE_HINT": {"PERFORMANCE", "ACCURACY"}}
 
-# int8 recipes per zoo family: nncf.quantize(model_type, preset, SmoothQuant on/off, ignored op types).
+# int8 recipes per zoo family (recipe "openvino_int8" of the family spec, vitedge/models/families/; the default in
+# vitedge.models.registry.DEFAULT_RECIPES): nncf.quantize(model_type, preset, SmoothQuant on/off, ignored op types).
 # NNCF's recipe for transformers (ModelType.TRANSFORMER, "Post-training Quantization" guide): its ignored
 # patterns keep LayerNorm (MVN), Softmax, GELU and the residual Adds in float; PERFORMANCE = symmetric int8
 # activations and weights (the fast one on CPUs with VNNI). SmoothQuant (on by default for TRANSFORMER; it moves
@@ -85,12 +86,6 @@ _ALLOWED_CONFIG = {"PERFORMANCE_HINT": {"LATENCY", "THROUGHPUT"},
 # digits and the gate on photos, and the per-image mean clipped the photos' activations (DeiT-Ti digits
 # checkpoint at 32x32: 0.988, below the gate, vs 0.998; at 64x64 DeiT-Ti 0.9995 -> 0.99995, LeViT 0.9998 either
 # way, MobileViT with float convolutions 0.998 -> 0.9998).
-_RECIPES = {
-    "default": {"model_type": "transformer", "preset": "performance", "smooth_quant": False, "ignored_types": (),
-                "method": "minmax"},
-    "mobilevit": {"model_type": "transformer", "preset": "performance", "smooth_quant": False,
-                  "ignored_types": ("Convolution", "GroupConvolution"), "method": "minmax"},
-}
 _PRESETS = ("performance", "mixed")
 # Activation range estimators (``method``, the CLI's --calib-method) -> NNCF's RangeEstimatorParametersSet name.
 # minmax: global min/max over the calibration images; mean_minmax (NNCF's own default): the mean over images of
@@ -107,7 +102,8 @@ def default_int8_recipe(family: str | None) -> dict:
     """The NNCF options this target uses for a zoo ``family`` (None: a model outside the zoo), a copy:
     ``{"model_type": "transformer" | None, "preset": "performance" | "mixed", "smooth_quant": bool,
     "ignored_types": (OpenVINO op types kept in float...), "method": activation range estimator}``."""
-    r = dict(_RECIPES.get(family or "default", _RECIPES["default"]))
+    from ..models.registry import family_recipe
+    r = family_recipe(family, "openvino_int8")
     r["ignored_types"] = tuple(r["ignored_types"])
     return r
 
