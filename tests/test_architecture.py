@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,19 @@ CLI_TARGET_INTERNALS = {
     "vitedge.targets.tensorrt": "parse_profile (--batch MIN:OPT:MAX)",
 }
 
+# The layers of docs/architecture-layers.md: a module imports from its own layer or lower ones (module prefix ->
+# layer; the longest prefix wins).
+LAYERS = {
+    "vitedge": 0, "vitedge.errors": 0, "vitedge.machine": 0, "vitedge.progress": 0, "vitedge.safety": 0,
+    "vitedge.device": 0, "vitedge.signing": 0,
+    "vitedge.data": 1, "vitedge.manifest": 1, "vitedge.checkpoint": 1, "vitedge.report": 1,
+    "vitedge.models": 2,
+    "vitedge.parity": 3,
+    "vitedge.targets": 4, "vitedge.quantize": 4,
+    "vitedge.runtime": 5, "vitedge.export": 5, "vitedge.validate": 5, "vitedge.train": 5, "vitedge.bench": 5,
+    "vitedge.cli": 6,
+}
+
 
 @dataclass(frozen=True)
 class Import:
@@ -146,7 +160,8 @@ def _is_type_checking(node: ast.AST) -> bool:
         isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
-def imports() -> list[Import]:
+@functools.lru_cache(maxsize=None)
+def imports() -> tuple[Import, ...]:
     """Every import statement of the package (``if TYPE_CHECKING:`` blocks left out: they never run)."""
     found = []
     for name, path in MODULES.items():
@@ -163,7 +178,7 @@ def imports() -> list[Import]:
                 visit(child, lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
         visit(tree, False)
-    return found
+    return tuple(found)
 
 
 def _ancestors(module: str) -> list[str]:
@@ -326,6 +341,23 @@ def test_layering(importer, forbidden):
                 imp.target == f or imp.target.startswith(f + ".") for f in forbidden):
             bad.append(f"{imp.module}:{imp.line} imports {imp.target}")
     assert not bad, f"{importer} must not import {', '.join(forbidden)}: " + "; ".join(bad)
+
+
+def _layer(module: str) -> int:
+    return LAYERS[max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)]
+
+
+def test_every_module_has_a_layer():
+    """A new top-level module must be placed (a subpackage's modules take the package's layer)."""
+    assert not [m for m in MODULES if m.count(".") == 1 and m not in LAYERS], "add new modules to LAYERS"
+
+
+def test_imports_go_down_the_layers():
+    """At module level and inside functions, except the backward imports listed in OWNED_ELSEWHERE."""
+    up = [f"{i.module}:{i.line} (layer {_layer(i.module)}) imports {i.target} (layer {_layer(i.target)})"
+          for i in imports() if i.target in MODULES and _layer(i.target) > _layer(i.module)
+          and (i.module, i.target) not in OWNED_ELSEWHERE]
+    assert not up, "imports up the layers: " + "; ".join(up)
 
 
 def test_cli_reaches_targets_only_through_their_api():
