@@ -14,7 +14,10 @@ import time
 
 import numpy as np
 
+from . import progress as stages
+from .errors import UsageError
 from .machine import machine_info
+from .runtime import check_input, open_artifact
 
 __all__ = ["bench", "latency_stats", "time_interleaved"]
 
@@ -60,8 +63,7 @@ def time_interleaved(runners: dict, inputs: dict, rounds: int, iters: int, warmu
 
 
 def _input(art, batch: int, images, input_size) -> np.ndarray:
-    from .data import bundled_photo_paths, image_paths, load_batch
-    from .runtime import check_input
+    from .data import bundled_photo_paths, image_paths, load_batch  # imports torch: not for a synthetic input
     spec = art.manifest["inputs"][0]["shape"]
     if input_size is not None:  # synthetic input of a requested size (checked against the artifact)
         x = np.random.default_rng(0).standard_normal((batch, spec[1], *input_size)).astype(np.float32)
@@ -95,9 +97,6 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
         UsageError: batch/iters out of range, or an input that does not fit the artifact.
         ArtifactError (SignatureError, UntrustedCodeError), ImageError, RuntimeMissingError.
     """
-    from .errors import UsageError
-    from .runtime import open_artifact
-
     if batch < 1 or iters < 1 or warmup < 0:
         raise UsageError(f"need batch >= 1, iters >= 1, warmup >= 0 (got {batch}, {iters}, {warmup})")
     machine = machine_info()
@@ -110,7 +109,6 @@ def bench(path, *, batch: int = 1, threads: int | None = None, warmup: int = 10,
     x = _input(art, batch, images, input_size)
     runner = checked.inner  # _input checked x once (check_input); the timed loop calls the bare runner
     if progress:
-        from . import progress as stages
         stages.stage(f"{warmup} warm-up runs, then {iters} timed runs at batch {batch}")
     for _ in range(warmup):
         runner.run(x)

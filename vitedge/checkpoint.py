@@ -1,15 +1,19 @@
-"""Checkpoint loading that never unpickles code: safetensors, or ``torch.load(weights_only=True)``."""
+"""Checkpoint loading that never unpickles code: safetensors, or ``torch.load(weights_only=True)``; the JSON
+sidecar ``vitedge train`` writes next to a checkpoint (:func:`read_sidecar`)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CheckpointError
+from .safety import is_zip, safe_zip_members
 
-__all__ = ["apply_checkpoint", "load_state_dict", "save_state_dict"]
+__all__ = ["apply_checkpoint", "load_state_dict", "read_sidecar", "save_state_dict"]
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -24,7 +28,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         CheckpointError: missing, unreadable, truncated, not a tensor mapping, containing pickled objects, or an
             unsafe archive.
     """
-    from .safety import is_zip, safe_zip_members
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -32,7 +35,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         safe_zip_members(path, error=CheckpointError)
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             sd = load_file(str(path), device="cpu")
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,7 +81,6 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
     Raises:
         CheckpointError: the file cannot be written (e.g. no space left on device); no partial file remains.
     """
-    from safetensors.torch import save_file
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -93,3 +94,12 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def read_sidecar(checkpoint: str | os.PathLike) -> dict | None:
+    """The JSON written next to a checkpoint by :func:`vitedge.train.train_digits`, or None if absent/unreadable."""
+    p = Path(f"{checkpoint}.json")
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -256,7 +256,6 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
             IMAGE_FORMATS, truncated, or larger than MAX_PIXELS (decompression bomb: refused from the header,
             before any pixel is decoded).
     """
-    from PIL import ImageFile
     path = Path(path)
     try:
         with warnings.catch_warnings():

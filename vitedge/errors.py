@@ -1,5 +1,7 @@
 """The one exception family that the CLI turns into a one-line message and a non-zero exit."""
 
+import re
+
 
 class VitedgeError(Exception):
     """Base of every error vitedge reports to a user; the message is one readable line."""
@@ -58,7 +60,6 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     from src/...cpp:117:" lines (seen: an int8 compile failure whose first line was only that), so those and blank
     lines are skipped.
     """
-    import re
     lines = [ln.strip() for ln in str(e).splitlines()]
     useful = [ln for ln in lines if ln and not re.fullmatch(r"Exception from \S+:\d+:?", ln)]
     return (useful[0] if useful else type(e).__name__)[:limit]

@@ -8,19 +8,21 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from . import progress
-from .checkpoint import apply_checkpoint, load_state_dict
-from .data import bundled_photo_paths, load_batch, make_preprocessing
+from . import progress, signing  # signing.sign_artifact looked up at call time (tests spy on it)
+from .checkpoint import apply_checkpoint, load_state_dict, read_sidecar
+from .data import make_preprocessing
+from .device import check_target_device, parse_device, require_device
 from .errors import ExportError, UsageError, VitedgeError, first_line
 from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, check_destination, read_manifest, sha256_file, \
     utc_now, versions, write_manifest
+from .models.outputs import WithOutputs
 from .models.zoo import create_model, family_class, get_preset, size_arg
+from .parity import CUDA_FP32_TOLERANCE  # noqa: F401 - vitedge.export.CUDA_FP32_TOLERANCE, as documented
+from .parity import PARITY_BATCHES, check_batches, eager_outputs, export_tolerance, parity_photos
 from .targets import runs_here, target_module
-from .validate import check_tolerance, compare, tolerance_for
 
 __all__ = ["build_model", "export", "prepare_preset"]
 
@@ -28,7 +30,6 @@ INPUT_NAME = "pixel_values"
 MAX_PARAMS = 10**9         # largest model a manifest's model.kwargs may rebuild (counted on the meta device first)
 MAX_META_OPS = 100_000     # torch calls allowed while building it on the meta device (presets: under 3,000)
 MAX_META_SECONDS = 10.0    # and wall time (a huge depth of cheap layers)
-CUDA_FP32_TOLERANCE = {"cosine": 0.9999}  # fp32 artifact on CUDA vs fp32 eager on the CPU (see export's device)
 
 
 class _OpBudget(torch.overrides.TorchFunctionMode):
@@ -109,7 +110,6 @@ def prepare_preset(preset: str, *, checkpoint: str | os.PathLike | None = None, 
     overrides: dict = {}
     sidecar = None
     if checkpoint is not None:
-        from .train import read_sidecar
         sidecar = read_sidecar(checkpoint)
         if sidecar and sidecar.get("preset") == preset:  # defaults recorded by `vitedge train`
             num_classes = sidecar["num_classes"] if num_classes is None else num_classes
@@ -144,7 +144,6 @@ def prepare_preset(preset: str, *, checkpoint: str | os.PathLike | None = None, 
     else:
         spec["weights"] = {"source": "seed", "seed": seed}
     if outputs:
-        from .models.outputs import WithOutputs
         model = WithOutputs(model, outputs)
         spec["outputs"] = list(outputs)
     return model.eval(), spec, make_preprocessing(size, p.mean, p.std)
@@ -196,7 +195,6 @@ def build_model(spec: dict) -> nn.Module:
     except (TypeError, ValueError, OverflowError) as e:  # e.g. a non-integer seed
         raise VitedgeError(f"manifest model spec cannot be rebuilt: {first_line(e, 200)}") from None
     if spec.get("outputs"):
-        from .models.outputs import WithOutputs
         model = WithOutputs(model, spec["outputs"])
     return model.eval()
 
@@ -210,12 +208,6 @@ def check_precision(target: str, precision: str, int8_mode: str | None = None) -
     if precision == "int8" and int8_mode and int8_mode not in modes:
         raise UsageError(f"target {target} cannot do {int8_mode} int8 (it does: {', '.join(modes)}); "
                          f"use --int8-mode {modes[0]}" + (" or --target onnx" if target != "onnx" else ""))
-
-
-def _outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
-    with torch.inference_mode():
-        out = model(x)
-    return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
 
 def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | os.PathLike, *,
@@ -235,7 +227,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         dynamic_batch: keep dimension 0 symbolic (verified at batches 1, 3 and 8 against eager).
         tol_abs: max abs difference vs eager (fp32) on the bundled photos before the export is refused.
         precision: fp32 | fp16 | int8 (what each target supports: its ``PRECISIONS``); fp16 and int8 artifacts
-            are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, the project tolerances in vitedge.validate).
+            are checked against the fp32 eager model by cosine (>= 0.999 / 0.99, the project tolerances in vitedge.parity).
         quantization: int8 options for the target (ONNX: mode, method, calibration images (N, C, H, W), ...).
         target_options: options only one target understands (see the target module's ``write``).
         sign_key: elliptic-curve private key PEM (``vitedge keygen``): the artifact is signed
@@ -259,14 +251,12 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         ExportError: the exporter failed, or the artifact is outside its precision's tolerance against fp32
             eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
-    from .device import check_target_device, parse_device, require_device
     mod = target_module(target)
     device = parse_device(device)
     check_target_device(target, device, precision)
     require_device(device)
     if sign_key is not None:
-        from .signing import check_private_key
-        check_private_key(sign_key)  # before the export's minutes of work
+        signing.check_private_key(sign_key)  # before the export's minutes of work
     check_precision(target, precision, (quantization or {}).get("mode"))
     check_destination(out_dir, force)  # before any work: never spend an export on a folder we may not replace
     if example.dtype != torch.float32 or example.dim() != 4:
@@ -276,7 +266,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     pre = preprocessing or make_preprocessing(size)
     if tuple(pre["size"]) != size:
         raise UsageError(f"preprocessing size {pre['size']} differs from the example's {list(size)}")
-    ref_example = _outputs(model, example)
+    ref_example = eager_outputs(model, example)
     n_out = len(ref_example)
     out_names = list(getattr(model, "output_names", None) or ["logits"])[:n_out]
     out_names += [f"output_{i}" for i in range(len(out_names), n_out)]
@@ -285,16 +275,12 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                "preprocessing": pre, "labels": labels, "spec": spec,
                "target": target,  # e.g. the ONNX writer adds ONNX Runtime-only fusions for target "onnx" alone
                "device": device}
-    if precision == "fp32" and device != "cpu":
-        tol = dict(CUDA_FP32_TOLERANCE)
-    else:
-        tol = tolerance_for(precision, {"max_abs": tol_abs} if precision == "fp32" else None)
-    tol.pop("max_drop_points", None)
+    tol = export_tolerance(precision, tol_abs, device)
 
     # Real photos for the parity check, at the model's input size and channel count.
-    photos = load_batch(bundled_photo_paths(), pre) if example.shape[1] == 3 else example
+    photos = parity_photos(example, pre)
     fixed_b = int(example.shape[0])
-    batches = [1, 3, 8] if dynamic_batch else [fixed_b]
+    batches = list(PARITY_BATCHES) if dynamic_batch else [fixed_b]
     try:
         with atomic_directory(out_dir, force=force) as tmp:
             progress.stage(f"exporting to {target} ({precision})")
@@ -313,21 +299,9 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             if cannot is None:
                 progress.stage(f"checking parity vs fp32 eager on photos at batch {', '.join(map(str, batches))}")
             runner = None if cannot is not None else mod.load(art) if device == "cpu" else mod.load(art, device=device)
-            for b in batches if runner is not None else []:
-                x = photos[torch.arange(b) % photos.shape[0]].contiguous()
-                ref, got = _outputs(model, x), runner.run(x.numpy())
-                if len(got) != n_out or got[0].shape != ref[0].shape:
-                    raise ExportError(f"{target} artifact gives output shape {got[0].shape} at batch {b}, eager "
-                                      f"gives {ref[0].shape} (batch dimension specialised?)")
-                m = compare(ref[0], got[0])
-                if n_out > 1:
-                    m["outputs_max_abs"] = {n: compare(r, g)["max_abs"] for n, r, g in zip(out_names, ref, got)}
-                    m["max_abs"] = max(m["max_abs"], *m["outputs_max_abs"].values())
-                parity[f"batch_{b}"] = m
-                fails = check_tolerance(m, tol)
-                if fails:
-                    raise ExportError(f"{target} {precision} artifact differs from eager at batch {b} on the bundled "
-                                      f"photos ({'; '.join(fails)}); not written")
+            if runner is not None:
+                parity.update(check_batches(model, runner.run, photos, batches, tol, output_names=out_names,
+                                            what=f"{target} {precision} artifact", shape_what=f"{target} artifact"))
             c = int(example.shape[1])
             manifest = {
                 "schema_version": SCHEMA_VERSION,
@@ -359,9 +333,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             manifest.update(info.get("manifest") or {})
             write_manifest(tmp, manifest)
             if sign_key is not None:
-                from .signing import sign_artifact
                 progress.stage("signing")
-                sign_artifact(tmp, sign_key)
+                signing.sign_artifact(tmp, sign_key)
     except OSError as e:
         raise ExportError(f"cannot write artifact to {out_dir}: {e.strerror or e}") from None
     return read_manifest(out_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
              "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
@@ -36,7 +37,6 @@ def default_threads() -> int:
     imported (``torch.set_num_threads`` applies to every runtime alike), else the CPUs this process may use.
     Runtimes that do not need torch (ONNX Runtime, OpenVINO) thus never import it, which keeps their cold start
     short (importing torch costs about a second)."""
-    import sys
     torch = sys.modules.get("torch")
     if torch is not None:
         return int(torch.get_num_threads())

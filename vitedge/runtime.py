@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .device import check_target_device, parse_device, require_device
 from .errors import ArtifactError, RuntimeMissingError, SignatureError, UntrustedCodeError, UsageError
 from .manifest import MANIFEST, Artifact, artifact_folder, read_manifest
+from .signing import verify_artifact
 from .targets import runs_here, target_module
 
 __all__ = ["CheckedRunner", "check_input", "code_bearing", "open_artifact"]
@@ -89,12 +91,10 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify
         ArtifactError (missing/corrupt/unknown target), RuntimeMissingError (also: CUDA asked for, none usable),
         UsageError (bad key file; a malformed device, or CUDA for a target that runs on the CPU only).
     """
-    from .device import check_target_device, parse_device, require_device
     device = parse_device(device)
     keys = [trusted_keys] if isinstance(trusted_keys, (str, os.PathLike)) else list(trusted_keys or [])
     signed = None
     if keys:
-        from .signing import verify_artifact
         signed = verify_artifact(_artifact_dir(path), keys)
         verify = True
     art = read_manifest(path, verify=verify)

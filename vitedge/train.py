@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from . import progress
-from .checkpoint import save_state_dict
-from .data import DIGITS_LABELS, digits_batch, digits_split, make_preprocessing
-from .errors import UsageError
-from .models.zoo import create_model, get_preset
+from .checkpoint import read_sidecar, save_state_dict  # read_sidecar: also vitedge.train.read_sidecar, as before
+from .data import DIGITS_LABELS, digits_batch, digits_split
+from .export import prepare_preset  # handles family-specific image_size overrides
+from .models.zoo import get_preset
 
 __all__ = ["DEFAULT_DIGITS_SIZE", "evaluate", "read_sidecar", "train_digits"]
 
@@ -35,15 +35,6 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch: int = 128) -> float
             out = out[0] if isinstance(out, (tuple, list)) else out
             correct += int((out.argmax(1) == y[i:i + batch]).sum())
     return correct / len(x)
-
-
-def read_sidecar(checkpoint: str | os.PathLike) -> dict | None:
-    """The JSON written next to a checkpoint by :func:`train_digits`, or None if absent/unreadable."""
-    p = Path(f"{checkpoint}.json")
-    try:
-        return json.loads(p.read_text()) if p.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, int] | None = None,
@@ -65,7 +56,6 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
     """
     p = get_preset(preset)
     size = tuple(image_size or DEFAULT_DIGITS_SIZE)
-    from .export import prepare_preset  # handles family-specific image_size overrides
     torch.manual_seed(seed)
     progress.stage(f"building {preset} ({size[0]}x{size[1]}, 10 classes)")
     model, spec, pre = prepare_preset(preset, num_classes=10, image_size=size, seed=seed)

@@ -12,6 +12,8 @@ basic optimizations, which fold BatchNorm into the preceding Conv).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import numpy as np
 import onnx
 
 from ..errors import UsageError
+from ..machine import machine_info
 
 __all__ = ["SESSION_CONFIG_FOLD_WEIGHTS", "convert_fp16", "default_int8_recipe", "int8_conv_weight_storage", "quantize_int8",
            "weight_op_nodes"]
@@ -162,13 +165,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
     if not quantize_depthwise:
         exclude += [n for n in depthwise if n not in exclude]
     if reduce_range is None:
-        from ..machine import machine_info
         flags = machine_info()["flags"]
         reduce_range = activation_type == "uint8" and not ({"avx512_vnni", "avx_vnni", "asimddp"} & set(flags))
     qtype = QuantType.QInt8 if activation_type == "int8" else QuantType.QUInt8
     if mode == "static":
-        import contextlib
-        import io
         name = model.graph.input[0].name
         extra = {"ActivationSymmetric": activation_type == "int8", "WeightSymmetric": True,
                  "QuantizeBias": quantize_bias}

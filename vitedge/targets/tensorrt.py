@@ -46,6 +46,7 @@ from torch import nn
 
 from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
 from ..manifest import Artifact
+from ..parity import check_batches, export_tolerance, parity_photos
 
 ONNX_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
@@ -439,24 +440,14 @@ def _int8_options(quantization: dict | None) -> dict:
 
 def _onnx_parity(model: nn.Module, onnx_path: Path, session_config: dict, photos: torch.Tensor,
                  batches: list[int], precision: str) -> dict:
-    """Eager fp32 vs the ONNX graph in ONNX Runtime (CPU) at ``batches``; raises ExportError outside tolerance."""
-    from ..validate import check_tolerance, compare, tolerance_for
+    """Eager fp32 vs the ONNX graph in ONNX Runtime (CPU) at ``batches`` (first output,
+    :func:`vitedge.parity.check_batches`); raises ExportError outside tolerance."""
     from .onnx import OnnxRuntimeRunner
     runner = OnnxRuntimeRunner(onnx_path, session_config=session_config)
-    tol = tolerance_for(precision)
-    tol.pop("max_drop_points", None)
+    tol = export_tolerance(precision)  # the precision's default on photos, as export's own check
     out = {"runtime": runner.runtime, "tolerance": tol}
-    for b in batches:
-        x = photos[torch.arange(b) % photos.shape[0]].contiguous()
-        with torch.inference_mode():
-            ref = model(x)
-        ref = (ref if isinstance(ref, (tuple, list)) else (ref,))[0].numpy()
-        m = compare(ref, runner.run(x.numpy())[0])
-        out[f"batch_{b}"] = m
-        fails = check_tolerance(m, tol)
-        if fails:
-            raise ExportError(f"the {precision} ONNX graph for TensorRT differs from eager at batch {b} in ONNX "
-                              f"Runtime ({'; '.join(fails)}); not written")
+    out.update(check_batches(model, runner.run, photos, batches, tol, what=f"the {precision} ONNX graph for TensorRT",
+                             where="in ONNX Runtime"))
     return out
 
 
@@ -478,7 +469,6 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         ExportError: the ONNX graph misses eager's outputs, or the parser/builder failed.
     """
     from . import onnx as onnx_target
-    from ..data import bundled_photo_paths, load_batch, make_preprocessing
 
     precision = options.get("precision", "fp32")
     topts = dict(options.get("target_options") or {})
@@ -504,9 +494,7 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         batches = [fixed_b]
     else:
         batches = sorted({min(max(b, profile[0]), profile[2]) for b in PARITY_BATCHES})
-    size = tuple(example.shape[2:])
-    pre = options.get("preprocessing") or make_preprocessing(size)
-    photos = load_batch(bundled_photo_paths(), pre) if example.shape[1] == 3 else example
+    photos = parity_photos(example, options.get("preprocessing"))
     quant = info.get("quantization") or {}
     onnx_parity = _onnx_parity(model, onnx_path, quant.get("session_config") or {}, photos, batches, precision)
 
