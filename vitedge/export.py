@@ -19,7 +19,7 @@ from .errors import ExportError, UsageError, VitedgeError, first_line
 from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, check_destination, read_manifest, sha256_file, \
     utc_now, versions, write_manifest
 from .models.zoo import create_model, family_class, get_preset, size_arg
-from .targets import runs_here, target_module
+from .targets import get_target, runs_here
 from .validate import check_tolerance, compare, tolerance_for
 
 __all__ = ["build_model", "export", "prepare_preset"]
@@ -203,7 +203,7 @@ def build_model(spec: dict) -> nn.Module:
 
 def check_precision(target: str, precision: str, int8_mode: str | None = None) -> None:
     """Raise UsageError unless ``target`` can produce ``precision`` (and, for int8, ``int8_mode``)."""
-    caps = target_module(target).PRECISIONS
+    caps = get_target(target).precisions
     if precision not in caps:
         raise UsageError(f"target {target} cannot produce {precision} (it does: {', '.join(caps)})")
     modes = caps[precision]
@@ -260,7 +260,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
     from .device import check_target_device, parse_device, require_device
-    mod = target_module(target)
+    mod = get_target(target)  # a vitedge.targets.Target: write, load, unavailable (runs_here)
     device = parse_device(device)
     check_target_device(target, device, precision)
     require_device(device)
