@@ -21,27 +21,37 @@ from pathlib import Path
 
 from . import progress
 from .errors import UsageError, VitedgeError
+from .targets.base import int_at_least as _int_at_least
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``vitedge: error: MESSAGE (see PROG --help)``, exit 2, no usage block."""
+    """argparse with one-line errors: ``vitedge: error: MESSAGE (see PROG --help)``, exit 2, no usage block.
+
+    ``fill`` (an attribute, a function of the parser): adds the parser's arguments the first time it parses or
+    formats its help. ``vitedge export``'s flags come from the target registry, which imports torch; filled
+    lazily, the other subcommands (``vitedge zoo``) never pay for that import."""
+
+    fill = None
+
+    def _fill(self) -> None:
+        fill, self.fill = self.fill, None
+        if fill is not None:
+            fill(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._fill()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._fill()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._fill()
+        return super().format_usage()
 
     def error(self, message: str):
         self.exit(2, f"vitedge: error: {message} (see {self.prog} --help)\n")
-
-
-def _int_at_least(low: int, what: str = "integer"):
-    """argparse type: an int >= ``low`` (a one-line error otherwise)."""
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a {what}, got {s!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be a {what}, got {v}")
-        return v
-    parse.__name__ = what  # argparse names the type in its messages
-    return parse
 
 
 _positive = _int_at_least(1, "positive integer")
@@ -143,8 +153,10 @@ def cmd_export(args) -> int:
     from .export import check_precision, export, prepare_preset
     from .quantize import calibration_data, default_int8_options
     from .models.zoo import get_preset
-    if args.precision is None:  # Core ML computes in fp16 by default (coremltools' mlprogram default)
-        args.precision = "fp16" if args.target == "coreml" else "fp32"
+    from .targets import all_targets, get_target
+    target = get_target(args.target)  # UsageError for an unknown one, with close matches
+    if args.precision is None:  # e.g. Core ML computes in fp16 by default (coremltools' mlprogram default)
+        args.precision = target.default_precision
     check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
     from .device import check_target_device, parse_device, require_device
     check_target_device(args.target, parse_device(args.device), args.precision)
@@ -159,28 +171,23 @@ def cmd_export(args) -> int:
             recipe["method"] = args.calib_method
     static = recipe.get("mode") == "static"
     if (args.calib is not None or args.calib_method) and not static:
-        raise UsageError("--calib/--calib-method are used by static int8 only (--precision int8 --target onnx "
+        one = next((t.name for t in all_targets() if "static" in (t.precisions.get("int8") or ())), "TARGET")
+        raise UsageError(f"--calib/--calib-method are used by static int8 only (--precision int8 --target {one} "
                          "--int8-mode static)")
     target_options: dict = {}
-    if args.target == "trt":
-        target_options = {"workspace_mb": args.workspace, "timing_cache": args.timing_cache}
-    elif args.workspace is not None or args.timing_cache:
-        raise UsageError("--workspace and --timing-cache are TensorRT build options (--target trt)")
-    coreml = {"deployment_target": args.deployment_target, "input": args.coreml_input, "weights": args.coreml_weights,
-              "author": args.coreml_author, "license": args.coreml_license, "version": args.coreml_version}
-    coreml = {k: v for k, v in coreml.items() if v is not None}
-    if args.target == "coreml":
-        from .targets.coreml import check_options
-        check_options(coreml, args.precision)  # UsageError before building anything
-        target_options = coreml
-    elif coreml:
-        raise UsageError("--deployment-target and --coreml-* are Core ML options (--target coreml)")
+    for t in all_targets():  # each target's own flags (its Options): checked for it, refused for the others
+        given = t.options_from_args(args)
+        if t is target:
+            t.check_options(given, args.precision)  # UsageError before building anything
+            target_options = given
+        elif given:
+            raise UsageError(t.misuse_message())
     if ":" in args.batch:
-        if args.target != "trt":
-            raise UsageError(f"--batch {args.batch}: MIN:OPT:MAX is a TensorRT optimization profile (--target trt); "
-                             f"use a batch size N or 'dynamic'")
-        from .targets.tensorrt import parse_profile
-        target_options["profile"] = parse_profile(args.batch)
+        if not target.batch_range:
+            what = "; ".join(f"{t.batch_range} (--target {t.name})" for t in all_targets() if t.batch_range)
+            raise UsageError(f"--batch {args.batch}: MIN:OPT:MAX is {what or 'taken by no target'}; use a batch size "
+                             f"N or 'dynamic'")
+        target_options.update(target.batch_options(args.batch))
         batch = None
     else:
         batch = _parse_batch(args.batch)
@@ -205,18 +212,7 @@ def cmd_export(args) -> int:
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
                  opset=args.opset, precision=args.precision, quantization=quant, labels=labels,
                  target_options=target_options, sign_key=args.sign, force=args.force, device=args.device)
-    trt = art.manifest.get("tensorrt") or {}
-    if args.target == "trt" and not trt.get("engine"):
-        from .errors import PartialArtifactError
-        par = trt["onnx_parity"]
-        worst = max(v["max_abs"] for k, v in par.items() if k.startswith("batch_"))
-        cos = min(v["cosine"] for k, v in par.items() if k.startswith("batch_"))
-        print(f"wrote {art.path / trt['onnx']} ({args.precision}, {art.size_mb:.2f} MB, "
-              f"{art.manifest['export']['method']}), the graph TensorRT parses: TensorRT op check passed; parity in "
-              f"{par['runtime']} vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f}; "
-              f"no engine built")
-        raise PartialArtifactError(f"{trt['engine_missing']}; wrote {art.path / trt['onnx']} and the trtexec command "
-                                   f"in {art.path / trt['trtexec_script']}")
+    target.after_export(art, args.precision)  # e.g. TensorRT without an engine: one line, exit 3
     p = art.manifest["parity"]
     head = f"wrote {art.file} ({args.precision}, {art.size_mb:.2f} MB, {art.manifest['export']['method']})"
     if "skipped" in p:
@@ -355,9 +351,67 @@ def _quiet_arg(p, *aliases: str) -> None:
                    help="no progress lines on stderr (they are shown only when stderr is a terminal)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the ``vitedge`` command."""
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")  # how --precision lists the precisions the targets produce
+INT8_MODE_HELP = {"static": "calibrated QDQ", "dynamic": "int8 weights, activations quantized at run time",
+                  "weights": "weight-only int8, activations stay float"}
+
+
+def _ordered(names, order) -> list[str]:
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def _export_arguments(e: argparse.ArgumentParser) -> None:
+    """``vitedge export``'s arguments: the generic ones, and one argument group per target (its ``Options``)."""
+    from .device import CUDA_TARGETS
+    from .targets import all_targets, target_names
+    targets = all_targets()
+    e.add_argument("preset")
+    e.add_argument("--target", required=True, help=" | ".join(target_names()))
+    e.add_argument("--batch", default="dynamic",
+                   help="fixed batch size, or 'dynamic' (default)" + "".join(
+                       f"; for --target {t.name} also MIN:OPT:MAX, {t.batch_range_help or t.batch_range}"
+                       for t in targets if t.batch_range))
+    e.add_argument("--image-size", nargs=2, type=_positive, metavar=("H", "W"),
+                   help="input size in pixels (default: the preset's)")
+    e.add_argument("--checkpoint", help="state_dict to load (.safetensors, or .pt read with weights_only=True)")
+    e.add_argument("--num-classes", type=_positive, help="classifier size (must match the checkpoint)")
+    e.add_argument("--opset", type=_positive, help="ONNX opset (default 18; the legacy fallback uses 17)")
+    e.add_argument("--outputs", help="graph outputs, comma-separated from logits,attentions,embeddings "
+                                     "(ViT-style models; default: the model's own outputs)")
+    e.add_argument("--precision", choices=_ordered((p for t in targets for p in t.precisions), PRECISION_ORDER),
+                   help="; ".join(["default fp32"] + [t.precision_help for t in targets if t.precision_help]))
+    int8 = [t for t in targets if t.precisions.get("int8")]
+    modes = _ordered((m for t in int8 for m in t.precisions["int8"]), INT8_MODE_HELP)
+    e.add_argument("--int8-mode", choices=modes,
+                   help="; ".join(f"{m}: {INT8_MODE_HELP[m]}" if m in INT8_MODE_HELP else m for m in modes)
+                   + ". By target: " + "; ".join(f"{t.name} {', '.join(t.precisions['int8'])}" for t in int8)
+                   + " (default: the target's recipe for the preset's family)")
+    e.add_argument("--calib", help="calibration images for static int8: a folder, or 'digits' (train split; default)")
+    e.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
+                   help="static int8 calibration (default minmax)")
+    e.add_argument("--calib-count", type=_positive, default=128, help="number of calibration images (default 128)")
+    for t in targets:
+        t.add_arguments(e)
+    e.add_argument("--device", default="cpu",
+                   help=f"cpu (default), cuda or cuda:N: export for that device ({' and '.join(CUDA_TARGETS)} only; "
+                        "the artifact then runs on that kind of device)")
+    e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET); must not exist, be "
+                                          "empty, or (with --force) hold a previous vitedge artifact")
+    e.add_argument("--force", action="store_true", help="replace the previous vitedge artifact at -o (anything else "
+                                                         "there is never replaced)")
+    e.add_argument("--sign", metavar="KEY.pem",
+                   help="sign the artifact (model.sig, OpenSSF model-signing) with this elliptic-curve private key "
+                        "before it appears (vitedge keygen makes one)")
+    _quiet_arg(e)
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The argparse parser of the ``vitedge`` command. ``lazy``: ``vitedge export``'s arguments are added when
+    that subcommand parses or formats its help (they come from the target registry, which imports every target
+    module and so torch); :func:`main` builds it so, to keep the other subcommands fast."""
     from . import __version__
+    from .device import CUDA_TARGETS
     from .models.zoo import FAMILIES
     ap = _Parser(prog="vitedge", description="Export, validate and benchmark Vision Transformers.")
     ap.add_argument("--version", action="version", version=f"vitedge {__version__}")
@@ -375,57 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     z.set_defaults(func=cmd_zoo)
 
     e = sub.add_parser("export", help="export a preset to an artifact directory (file + manifest.json)")
-    e.add_argument("preset")
-    e.add_argument("--target", required=True,
-                   help="torchscript | onnx | trt | coreml | executorch | aotinductor | openvino")
-    e.add_argument("--batch", default="dynamic",
-                   help="fixed batch size, or 'dynamic' (default); for --target trt also MIN:OPT:MAX, the "
-                        "optimization profile's batch range (e.g. 1:4:16; 'dynamic' means 1:1:16)")
-    e.add_argument("--image-size", nargs=2, type=_positive, metavar=("H", "W"),
-                   help="input size in pixels (default: the preset's)")
-    e.add_argument("--checkpoint", help="state_dict to load (.safetensors, or .pt read with weights_only=True)")
-    e.add_argument("--num-classes", type=_positive, help="classifier size (must match the checkpoint)")
-    e.add_argument("--opset", type=_positive, help="ONNX opset (default 18; the legacy fallback uses 17)")
-    e.add_argument("--outputs", help="graph outputs, comma-separated from logits,attentions,embeddings "
-                                     "(ViT-style models; default: the model's own outputs)")
-    e.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
-                   help="default fp32; fp16 for --target coreml (int8 there = fp16 compute, compressed weights); "
-                        "bf16: --target openvino on CPUs with bf16 support")
-    e.add_argument("--int8-mode", choices=["static", "dynamic", "weights"],
-                   help="static: calibrated QDQ; dynamic: int8 weights, activations quantized at run time "
-                        "(default: the family's recipe for onnx, dynamic for torchscript); weights: weight-only "
-                        "int8, activations stay float (coreml)")
-    e.add_argument("--calib", help="calibration images for static int8: a folder, or 'digits' (train split; default)")
-    e.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"],
-                   help="static int8 calibration (default minmax)")
-    e.add_argument("--calib-count", type=_positive, default=128, help="number of calibration images (default 128)")
-    e.add_argument("--workspace", type=_positive, metavar="MIB",
-                   help="TensorRT builder workspace memory pool limit in MiB (--target trt; default: TensorRT's)")
-    e.add_argument("--timing-cache", metavar="PATH",
-                   help="TensorRT timing cache file: read if it exists, updated after the build (--target trt)")
-    cm = e.add_argument_group("Core ML (--target coreml)")
-    cm.add_argument("--deployment-target", help="minimum deployment target: iOS15.., macOS12.., watchOS8.., tvOS15.. "
-                                                "(default iOS16; int8 weights need iOS16/macOS13 or newer)")
-    cm.add_argument("--coreml-input", choices=["image", "tensor"],
-                    help="image: RGB image input with the preprocessing inside the model (default for 3 channels); "
-                         "tensor: float32 (B, C, H, W) already normalised")
-    cm.add_argument("--coreml-weights", metavar="MODE",
-                    help="with --precision int8: linear (int8 symmetric per-channel, default) or palettizeN "
-                         "(N-bit k-means lookup table, N in 1, 2, 3, 4, 6, 8)")
-    cm.add_argument("--coreml-author", help="model metadata: author (default: vitedge VERSION)")
-    cm.add_argument("--coreml-license", help="model metadata: license of the weights")
-    cm.add_argument("--coreml-version", help="model metadata: version string (default: vitedge's)")
-    e.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda or cuda:N: export for that device (torchscript and aotinductor only; "
-                        "the artifact then runs on that kind of device)")
-    e.add_argument("-o", "--output", help="artifact directory (default artifacts/PRESET-TARGET); must not exist, be "
-                                          "empty, or (with --force) hold a previous vitedge artifact")
-    e.add_argument("--force", action="store_true", help="replace the previous vitedge artifact at -o (anything else "
-                                                         "there is never replaced)")
-    e.add_argument("--sign", metavar="KEY.pem",
-                   help="sign the artifact (model.sig, OpenSSF model-signing) with this elliptic-curve private key "
-                        "before it appears (vitedge keygen makes one)")
-    _quiet_arg(e)
+    e.fill = _export_arguments  # from the target registry: torch is imported only when export parses or helps
+    if not lazy:
+        e._fill()
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("validate", help="parity of an artifact vs eager PyTorch on real images",
@@ -448,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=_positive, help="intra-op threads (default: the runtime's)")
     v.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
     v.add_argument("--device", default="cpu",
-                   help="run the artifact on cpu (default), cuda or cuda:N (torchscript and aotinductor only); the "
+                   help=f"run the artifact on cpu (default), cuda or cuda:N ({' and '.join(CUDA_TARGETS)} only); the "
                         "eager reference runs on the CPU")
     _trust_args(v)
     v.set_defaults(func=cmd_validate)
@@ -477,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet_arg(b, "--no-progress")
     b.add_argument("--no-verify", action="store_true", help="skip the manifest's SHA-256 check")
     b.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda or cuda:N (torchscript and aotinductor artifacts only)")
+                   help=f"cpu (default), cuda or cuda:N ({' and '.join(CUDA_TARGETS)} artifacts only)")
     _trust_args(b)
     b.set_defaults(func=cmd_bench)
 
@@ -495,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vitedge`` console script; returns the exit code."""
-    ap = build_parser()
+    ap = build_parser(lazy=True)
     args, extra = ap.parse_known_args(argv)
     if extra:  # argparse would name the top-level parser; the option belongs to (or was meant for) the subcommand
         ap.subcommands.get(args.command, ap).error(f"unrecognized arguments: {' '.join(extra)}")

@@ -22,7 +22,7 @@ from .models.outputs import WithOutputs
 from .models.zoo import create_model, family_class, get_preset, size_arg
 from .parity import CUDA_FP32_TOLERANCE  # noqa: F401 - vitedge.export.CUDA_FP32_TOLERANCE, as documented
 from .parity import PARITY_BATCHES, check_batches, eager_outputs, export_tolerance, parity_photos
-from .targets import runs_here, target_module
+from .targets import get_target, runs_here
 
 __all__ = ["build_model", "export", "prepare_preset"]
 
@@ -201,7 +201,7 @@ def build_model(spec: dict) -> nn.Module:
 
 def check_precision(target: str, precision: str, int8_mode: str | None = None) -> None:
     """Raise UsageError unless ``target`` can produce ``precision`` (and, for int8, ``int8_mode``)."""
-    caps = target_module(target).PRECISIONS
+    caps = get_target(target).precisions
     if precision not in caps:
         raise UsageError(f"target {target} cannot produce {precision} (it does: {', '.join(caps)})")
     modes = caps[precision]
@@ -251,7 +251,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
         ExportError: the exporter failed, or the artifact is outside its precision's tolerance against fp32
             eager on the bundled photos (``tol_abs`` for fp32, cosine for fp16/int8); nothing is written then.
     """
-    mod = target_module(target)
+    mod = get_target(target)  # a vitedge.targets.Target: write, load, unavailable (runs_here)
     device = parse_device(device)
     check_target_device(target, device, precision)
     require_device(device)

@@ -10,16 +10,16 @@ from .device import check_target_device, parse_device, require_device
 from .errors import ArtifactError, RuntimeMissingError, SignatureError, UntrustedCodeError, UsageError
 from .manifest import MANIFEST, Artifact, artifact_folder, read_manifest
 from .signing import verify_artifact
-from .targets import runs_here, target_module
+from .targets import get_target
 
 __all__ = ["CheckedRunner", "check_input", "code_bearing", "open_artifact"]
 
 
 def code_bearing(target: str) -> str | None:
     """What a ``target``'s artifact file is (e.g. "TorchScript file") when loading it runs code from the
-    artifact's author (the target module's ``CODE_BEARING``), else None (a data format)."""
+    artifact's author (the target's ``code_bearing``), else None (a data format)."""
     try:
-        return getattr(target_module(target), "CODE_BEARING", None)
+        return get_target(target).code_bearing
     except UsageError:
         return None
 
@@ -101,16 +101,16 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None, verify
     if signed is not None:
         _check_signed_manifest(art, signed)
     try:
-        mod = target_module(art.manifest["target"])
+        mod = get_target(art.manifest["target"])
     except UsageError as e:
         raise ArtifactError(f"{art.path}: {e}") from None
-    what = getattr(mod, "CODE_BEARING", None)
+    what = mod.code_bearing
     if what and signed is None and not trust_code:
         raise UntrustedCodeError(
             f"refusing to load {art.manifest['target']} artifact {art.path}: its {what} runs code when it is loaded "
             "and it is not signed by a trusted key; pass --key PUB.pem to check its signature, or --trust-code if "
             "you trust its source")
-    cannot = runs_here(mod)
+    cannot = mod.unavailable()
     if cannot:
         raise RuntimeMissingError(f"{art.manifest['target']} artifact {art.path} cannot run here: {cannot}")
     check_target_device(art.manifest["target"], device, art.manifest.get("precision", "fp32"))

@@ -21,19 +21,14 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
 def default_int8_options(target: str, family: str | None, mode: str | None = None) -> dict:
-    """The int8 options ``vitedge export --precision int8`` uses for ``target`` and a zoo ``family``: ONNX gets
-    the family's recipe (:func:`vitedge.quantize.onnx.default_int8_recipe`); other targets their
-    ``default_int8_mode(family)`` or their first int8 mode. ``mode`` (``--int8-mode``) overrides the recipe's mode.
+    """The int8 options ``vitedge export --precision int8`` uses for ``target`` and a zoo ``family``: the target's
+    choice (:meth:`vitedge.targets.base.Target.default_int8_options`; e.g. ONNX's family recipe,
+    :func:`vitedge.quantize.onnx.default_int8_recipe`, or the target's ``default_int8_mode(family)``).
+    ``mode`` (``--int8-mode``) overrides the recipe's mode.
     Calibration images are not included (add ``calibration``/``calibration_info`` for static int8).
     Raises UsageError for an unknown target."""
-    from ..targets import target_module
-    if target == "onnx":
-        from .onnx import default_int8_recipe
-        recipe = default_int8_recipe(family)
-        return {"mode": mode} if mode and mode != recipe["mode"] else recipe
-    mod = target_module(target)
-    default = getattr(mod, "default_int8_mode", lambda fam: mod.PRECISIONS["int8"][0])
-    return {"mode": mode or default(family)}
+    from ..targets import get_target
+    return get_target(target).default_int8_options(family, mode)
 
 
 def calibration_data(source: str | os.PathLike, pre: dict, count: int = 128, seed: int = 0) -> tuple[torch.Tensor, dict]:

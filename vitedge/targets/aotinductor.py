@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import ArtifactError, first_line
 from ..manifest import Artifact
+from . import Target, register_target
 
 FILENAME = "model.pt2"
 CODE_BEARING = "AOTInductor package"  # a shared library: its constructors run on load (runtime.open_artifact)
@@ -176,3 +177,13 @@ def load(artifact: Artifact, threads: int | None = None, device: str = "cpu") ->
         raise ArtifactError(f"AOTInductor package {artifact.file} was compiled for {compiled}, not {device}; run it "
                             f"with --device {compiled} or re-export it with --device {device}")
     return AOTInductorRunner(artifact.file, threads, data=artifact.read_file(), device=device)
+
+
+@register_target
+class AOTInductorTarget(Target):
+    """``--target aotinductor``: the functions above (``write``, ``load``)."""
+
+    name = "aotinductor"
+    title = "AOTInductor"
+    precisions = PRECISIONS
+    code_bearing = CODE_BEARING

@@ -49,6 +49,7 @@ import re
 import sys
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ from torch import nn
 
 from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError, first_line
 from ..manifest import Artifact
+from . import Target, register_target
 
 FILENAME = "model.mlpackage"
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("weights",)}
@@ -563,3 +565,44 @@ def load(artifact: Artifact, threads: int | None = None) -> CoreMLRunner:
     if cannot:
         raise RuntimeMissingError(cannot)
     return CoreMLRunner(artifact)
+
+
+def _meta(flag: str, help: str, **kw) -> dict:
+    return {"flag": flag, "help": help, **kw}
+
+
+@dataclass
+class CoreMLOptions:
+    """``vitedge export --target coreml`` flags (``options["target_options"]``, see :func:`check_options`)."""
+
+    deployment_target: str | None = field(default=None, metadata=_meta(
+        "--deployment-target", "minimum deployment target: iOS15.., macOS12.., watchOS8.., tvOS15.. (default iOS16; "
+                               "int8 weights need iOS16/macOS13 or newer)"))
+    input: str | None = field(default=None, metadata=_meta(
+        "--coreml-input", "image: RGB image input with the preprocessing inside the model (default for 3 channels); "
+                          "tensor: float32 (B, C, H, W) already normalised", choices=list(INPUTS)))
+    weights: str | None = field(default=None, metadata=_meta(
+        "--coreml-weights", "with --precision int8: linear (int8 symmetric per-channel, default) or palettizeN "
+                            "(N-bit k-means lookup table, N in 1, 2, 3, 4, 6, 8)", metavar="MODE"))
+    author: str | None = field(default=None, metadata=_meta(
+        "--coreml-author", "model metadata: author (default: vitedge VERSION)"))
+    license: str | None = field(default=None, metadata=_meta(
+        "--coreml-license", "model metadata: license of the weights"))
+    version: str | None = field(default=None, metadata=_meta(
+        "--coreml-version", "model metadata: version string (default: vitedge's)"))
+
+
+@register_target
+class CoreMLTarget(Target):
+    """``--target coreml``: the functions above (``write``, ``load``, ``runs_here``, ``check_options``)."""
+
+    name = "coreml"
+    title = "Core ML"
+    precisions = PRECISIONS
+    default_precision = "fp16"  # coremltools' mlprogram default
+    precision_help = "fp16 for --target coreml (int8 there = fp16 compute, compressed weights)"
+    Options = CoreMLOptions
+    options_summary = "--deployment-target and --coreml-*"
+
+    def check_options(self, options: dict, precision: str) -> None:
+        check_options(options, precision)

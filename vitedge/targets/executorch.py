@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..manifest import Artifact
+from . import Target, register_target
 
 FILENAME = "model.pte"
 DEFAULT_MAX_BATCH = 32
@@ -332,3 +333,15 @@ def load(artifact: Artifact, threads: int | None = None) -> ExecuTorchRunner:
     shape = (m.get("inputs") or [{}])[0].get("shape")
     return ExecuTorchRunner(artifact.file, threads, shape, (m.get("executorch") or {}).get("max_batch"),
                             data=artifact.read_file())
+
+
+@register_target
+class ExecuTorchTarget(Target):
+    """``--target executorch``: the functions above (``write``, ``load``, ``default_int8_mode``)."""
+
+    name = "executorch"
+    title = "ExecuTorch"
+    precisions = PRECISIONS
+
+    def default_int8_mode(self, family: str | None) -> str:
+        return default_int8_mode(family)

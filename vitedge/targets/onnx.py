@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..machine import default_threads
 from ..manifest import Artifact
+from . import Target, register_target
 
 if TYPE_CHECKING:  # torch is imported by write() only: loading and running an artifact needs no torch
     import torch
@@ -471,3 +472,18 @@ def load(artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
         external[raw] = read[name]
     return OnnxRuntimeRunner(artifact.file, threads, config, sorted(set(locations.values())), level,
                              model_bytes=model_bytes, external_bytes=external)
+
+
+@register_target
+class OnnxTarget(Target):
+    """``--target onnx``: the functions above (``write``, ``load``); int8 follows the family's recipe
+    (:func:`vitedge.quantize.onnx.default_int8_recipe`)."""
+
+    name = "onnx"
+    title = "ONNX"
+    precisions = PRECISIONS
+
+    def default_int8_options(self, family: str | None, mode: str | None = None) -> dict:
+        from ..quantize.onnx import default_int8_recipe
+        recipe = default_int8_recipe(family)
+        return {"mode": mode} if mode and mode != recipe["mode"] else recipe

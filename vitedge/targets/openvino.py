@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError, first_line
 from ..machine import default_threads
 from ..manifest import Artifact
+from . import Target, register_target
 
 FILENAME = "model.xml"
 WEIGHTS = "model.bin"
@@ -691,3 +692,16 @@ def load(artifact: Artifact, threads: int | None = None) -> OpenVINORunner:
     weights_bytes = artifact.read_file(weights_name)  # ... and OpenVINO reads the model from these bytes
     return OpenVINORunner(xml, weights, threads, config, (m.get("inputs") or [{}])[0].get("shape"), out_names,
                           xml_bytes=xml_bytes, weights_bytes=weights_bytes)
+
+
+@register_target
+class OpenVINOTarget(Target):
+    """``--target openvino``: the functions above (``write``, ``load``, ``runs_here``, ``default_int8_mode``)."""
+
+    name = "openvino"
+    title = "OpenVINO"
+    precisions = PRECISIONS
+    precision_help = "bf16: --target openvino on CPUs with bf16 support"
+
+    def default_int8_mode(self, family: str | None) -> str:
+        return default_int8_mode(family)

@@ -37,6 +37,7 @@ read if it exists, updated after the build; the artifact also gets its own ``tim
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 import shlex
 from pathlib import Path
 
@@ -47,6 +48,8 @@ from torch import nn
 from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
 from ..manifest import Artifact
 from ..parity import check_batches, export_tolerance, parity_photos
+from . import Target, register_target
+from .base import positive_int
 
 ONNX_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
@@ -527,3 +530,48 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
                                    "passed")
     return {"artifact": artifact, "backend": "tensorrt", "opset": info["opset"], "export": export_info,
             "quantization": info.get("quantization"), "parity_batches": batches, "manifest": {"tensorrt": trt_info}}
+
+
+@dataclass
+class TensorRTOptions:
+    """``vitedge export --target trt`` flags (``options["target_options"]``; ``profile`` comes from ``--batch``)."""
+
+    workspace_mb: int | None = field(default=None, metadata={
+        "flag": "--workspace", "type": positive_int, "metavar": "MIB",
+        "help": "TensorRT builder workspace memory pool limit in MiB (--target trt; default: TensorRT's)"})
+    timing_cache: str | None = field(default=None, metadata={
+        "flag": "--timing-cache", "metavar": "PATH",
+        "help": "TensorRT timing cache file: read if it exists, updated after the build (--target trt)"})
+
+
+@register_target
+class TensorRTTarget(Target):
+    """``--target trt``: the functions above (``write``, ``load``, ``runs_here``); without TensorRT or a GPU the
+    export is partial (ONNX + trtexec.sh, no engine): ``vitedge export`` exits 3."""
+
+    name = "trt"
+    title = "TensorRT"
+    precisions = PRECISIONS
+    Options = TensorRTOptions
+    options_noun = "TensorRT build options"
+    batch_range = "a TensorRT optimization profile"
+    batch_range_help = "the optimization profile's batch range (e.g. 1:4:16; 'dynamic' means 1:1:16)"
+    exit_codes = {3: "no TensorRT or no CUDA GPU here: model.onnx and trtexec.sh written, no engine"}
+
+    def batch_options(self, text: str) -> dict:
+        return {"profile": parse_profile(text)}
+
+    def after_export(self, art: Artifact, precision: str) -> None:
+        trt = art.manifest.get("tensorrt") or {}
+        if trt.get("engine"):
+            return
+        from ..errors import PartialArtifactError
+        par = trt["onnx_parity"]
+        worst = max(v["max_abs"] for k, v in par.items() if k.startswith("batch_"))
+        cos = min(v["cosine"] for k, v in par.items() if k.startswith("batch_"))
+        print(f"wrote {art.path / trt['onnx']} ({precision}, {art.size_mb:.2f} MB, "
+              f"{art.manifest['export']['method']}), the graph TensorRT parses: TensorRT op check passed; parity in "
+              f"{par['runtime']} vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f}; "
+              f"no engine built")
+        raise PartialArtifactError(f"{trt['engine_missing']}; wrote {art.path / trt['onnx']} and the trtexec command "
+                                   f"in {art.path / trt['trtexec_script']}")

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ArtifactError
 from ..manifest import Artifact
+from . import Target, register_target
 
 FILENAME = "model.pt"
 CODE_BEARING = "TorchScript file"  # loading runs its code (a scripted __setstate__): runtime.open_artifact gates it
@@ -113,3 +114,13 @@ def load(artifact: Artifact, threads: int | None = None, device: str = "cpu") ->
     verified artifact, hashed against the manifest). Raises ArtifactError if they differ or libtorch cannot read
     them."""
     return TorchScriptRunner(artifact.file, threads, data=artifact.read_file(), device=device)
+
+
+@register_target
+class TorchScriptTarget(Target):
+    """``--target torchscript``: the functions above (``write``, ``load``)."""
+
+    name = "torchscript"
+    title = "TorchScript"
+    precisions = PRECISIONS
+    code_bearing = CODE_BEARING
