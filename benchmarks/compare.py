@@ -58,7 +58,8 @@ from vitedge.export import export, prepare_preset  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.models.upstream import upstream_class  # noqa: E402
 from vitedge.models.zoo import get_preset  # noqa: E402
-from vitedge.quantize import calibration_data, default_int8_options  # noqa: E402
+from vitedge.quantize import calibration_data  # noqa: E402
+from vitedge.targets import default_int8_options  # noqa: E402
 from vitedge.report import markdown_table  # noqa: E402
 from vitedge.runtime import open_artifact  # noqa: E402
 from vitedge.train import train_digits  # noqa: E402

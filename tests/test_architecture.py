@@ -59,50 +59,12 @@ TORCH_FREE = frozenset({
     "vitedge.targets.openvino",
 })
 
-# TEMPORARY: function-level imports in modules that other work owns right now (the CLI, the target modules'
-# module-level declarations, vitedge.manifest, vitedge.models, quantize's default_int8_options). Each entry is
-# (module, imported module) -> what should become of it. Remove entries as those modules are cleaned up; the test
-# fails on an entry that is no longer needed, so this list always shows exactly what is left.
-OWNED_ELSEWHERE = {
-    ("vitedge.cli", "vitedge.models.zoo"): "cli: module level (zoo is torch-free)",
-    ("vitedge.cli", "vitedge.device"): "cli: module level (device is torch-free)",
-    ("vitedge.cli", "vitedge.signing"): "cli: module level (signing is torch-free)",
-    ("vitedge.cli", "vitedge.manifest"): "cli: module level (manifest is torch-free)",
-    ("vitedge.cli", "vitedge.errors"): "cli: already imported at module level",
-    ("vitedge.cli", "vitedge.runtime"): "cli: module level (runtime is torch-free)",
-    ("vitedge.cli", "vitedge.bench"): "cli: module level (bench is torch-free)",
-    ("vitedge.cli", "vitedge"): "cli: module level (__version__)",
-    ("vitedge.quantize", "vitedge.targets"): "default_int8_options: quantize -> targets, a backward import",
-    ("vitedge.quantize", "vitedge.quantize.onnx"): "default_int8_options: module level",
-    ("vitedge.manifest", "vitedge.safety"): "manifest: already imported at module level",
-    ("vitedge.models.zoo", "importlib"): "zoo: stdlib, module level",
-    ("vitedge.targets", "difflib"): "targets: stdlib, module level",
-    ("vitedge.targets.aotinductor", "vitedge.device"): "module level",
-    ("vitedge.targets.aotinductor", "vitedge.quantize.pytorch"): "module level",
-    ("vitedge.targets.aotinductor", "vitedge.safety"): "module level",
-    ("vitedge.targets.torchscript", "vitedge.device"): "module level",
-    ("vitedge.targets.torchscript", "vitedge.quantize.pytorch"): "module level",
-    ("vitedge.targets.torchscript", "vitedge.safety"): "module level",
-    ("vitedge.targets.coreml", "vitedge"): "progress: module level",
-    ("vitedge.targets.coreml", "vitedge.progress"): "module level",
-    ("vitedge.targets.coreml", "vitedge.safety"): "module level",
-    ("vitedge.targets.coreml", "PIL"): "module level (Pillow is a dependency)",
-    ("vitedge.targets.executorch", "vitedge.errors"): "already imported at module level",
-    ("vitedge.targets.onnx", "vitedge.progress"): "module level (progress is torch-free)",
-    ("vitedge.targets.onnx", "vitedge.safety"): "module level (safety is torch-free)",
-    ("vitedge.targets.openvino", "vitedge.progress"): "module level (progress is torch-free)",
-    ("vitedge.targets.openvino", "vitedge.safety"): "module level (safety is torch-free)",
-    ("vitedge.targets.openvino", "vitedge.targets.onnx"): "module level (targets.onnx is torch-free)",
-    ("vitedge.targets.tensorrt", "vitedge.targets.onnx"): "module level",
-    ("vitedge.targets.tensorrt", "vitedge.quantize.onnx"): "module level",
-}
+# Function-level imports that no rule above allows, each with why it must stay for now: none left. An entry here
+# that is no longer needed fails the test, so the list always shows exactly what is left.
+OWNED_ELSEWHERE: dict[tuple[str, str], str] = {}
 
-# TEMPORARY, owned by the CLI work: the CLI reaching into a target module instead of going through
-# vitedge.targets / vitedge.export (the imports are lazy for torch's sake; the layering is what is wrong).
-CLI_TARGET_INTERNALS = {
-    "vitedge.targets.coreml": "check_options (Core ML options checked before the model is built)",
-    "vitedge.targets.tensorrt": "parse_profile (--batch MIN:OPT:MAX)",
-}
+# The CLI goes through vitedge.targets (the registry), never into one target's module: no exceptions.
+CLI_TARGET_INTERNALS: dict[str, str] = {}
 
 # The layers of docs/architecture-layers.md: a module imports from its own layer or lower ones (module prefix ->
 # layer; the longest prefix wins).

@@ -13,7 +13,7 @@ from vitedge.errors import UsageError
 from vitedge.models import registry
 from vitedge.models.registry import DEFAULT_RECIPES, FAMILIES, PRESETS, family_recipe, register_family, register_preset
 from vitedge.models.zoo import create_model, family_class, size_arg
-from vitedge.quantize import default_int8_options
+from vitedge.targets import default_int8_options
 
 
 class ToyNet(nn.Module):

@@ -19,9 +19,16 @@ import os
 import sys
 from pathlib import Path
 
-from . import progress
+from . import __version__, progress
+from .bench import bench
+from .device import CUDA_TARGETS, check_target_device, parse_device, require_device
 from .errors import UsageError, VitedgeError
-from .targets.base import int_at_least as _int_at_least
+from .manifest import MANIFEST, artifact_folder, check_destination, read_manifest
+from .models.zoo import FAMILIES, PRESETS, get_preset, preset_counts
+from .runtime import _check_signed_manifest
+from .signing import SIGNATURE, check_private_key, generate_keypair, verify_artifact
+from .targets import all_targets, default_int8_options, get_target, target_names
+from .targets import int_at_least as _int_at_least
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,13 +108,11 @@ def _console():
 
 
 def cmd_zoo(args) -> int:
-    from .models.zoo import FAMILIES, PRESETS
     if args.family is not None and args.family not in FAMILIES:
         raise UsageError(f"unknown family {args.family!r}; known: {', '.join(FAMILIES)}")
     names = [n for n, p in PRESETS.items() if args.family is None or p.family == args.family]
     counts: dict = {}
     if args.count:
-        from .models.zoo import preset_counts
         counts = preset_counts(names, on_count=lambda n, i, k: progress.stage(f"counting {n} ({i}/{k})"))
     rows = []
     for name in names:
@@ -151,18 +156,14 @@ def cmd_export(args) -> int:
     import torch
 
     from .export import check_precision, export, prepare_preset
-    from .quantize import calibration_data, default_int8_options
-    from .models.zoo import get_preset
-    from .targets import all_targets, get_target
+    from .quantize import calibration_data
     target = get_target(args.target)  # UsageError for an unknown one, with close matches
     if args.precision is None:  # e.g. Core ML computes in fp16 by default (coremltools' mlprogram default)
         args.precision = target.default_precision
     check_precision(args.target, args.precision, args.int8_mode)  # fail before building anything
-    from .device import check_target_device, parse_device, require_device
     check_target_device(args.target, parse_device(args.device), args.precision)
     require_device(args.device)
     if args.sign:
-        from .signing import check_private_key
         check_private_key(args.sign)
     recipe = {}
     if args.precision == "int8":
@@ -198,7 +199,6 @@ def cmd_export(args) -> int:
     model, spec, pre = prepare_preset(args.preset, checkpoint=args.checkpoint, num_classes=args.num_classes,
                                       image_size=tuple(args.image_size) if args.image_size else None,
                                       outputs=outputs)
-    from .manifest import check_destination
     check_destination(out, args.force)  # before any export work (usage errors above keep exit code 2)
     example = torch.zeros(batch or 2, 3, *pre["size"])
     quant = None
@@ -268,7 +268,6 @@ def _validate_exit(r: dict) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench
     progress.stage(f"opening {args.artifact}")
     r = bench(args.artifact, batch=args.batch, threads=args.threads, warmup=args.warmup, iters=args.iters,
               images=args.images, input_size=tuple(args.input_size) if args.input_size else None,
@@ -303,9 +302,6 @@ def bench_table(r: dict):
 
 
 def cmd_verify(args) -> int:
-    from .manifest import MANIFEST, artifact_folder, read_manifest
-    from .runtime import _check_signed_manifest
-    from .signing import SIGNATURE, verify_artifact
     folder = artifact_folder(args.artifact)  # the folder, or the model file in it, as validate and bench take
     r = verify_artifact(folder, args.key)
     if MANIFEST in r["files"]:  # a vitedge artifact: its manifest must also record the signed digests
@@ -316,7 +312,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_keygen(args) -> int:
-    from .signing import generate_keypair
     priv, pub = generate_keypair(args.output)
     print(f"wrote {priv} (private, mode 0600: sign with vitedge export --sign {priv}) and {pub} (public: check with "
           f"--key {pub})")
@@ -363,8 +358,6 @@ def _ordered(names, order) -> list[str]:
 
 def _export_arguments(e: argparse.ArgumentParser) -> None:
     """``vitedge export``'s arguments: the generic ones, and one argument group per target (its ``Options``)."""
-    from .device import CUDA_TARGETS
-    from .targets import all_targets, target_names
     targets = all_targets()
     e.add_argument("preset")
     e.add_argument("--target", required=True, help=" | ".join(target_names()))
@@ -410,9 +403,6 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     """The argparse parser of the ``vitedge`` command. ``lazy``: ``vitedge export``'s arguments are added when
     that subcommand parses or formats its help (they come from the target registry, which imports every target
     module and so torch); :func:`main` builds it so, to keep the other subcommands fast."""
-    from . import __version__
-    from .device import CUDA_TARGETS
-    from .models.zoo import FAMILIES
     ap = _Parser(prog="vitedge", description="Export, validate and benchmark Vision Transformers.")
     ap.add_argument("--version", action="version", version=f"vitedge {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)

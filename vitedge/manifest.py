@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from . import __version__
 from .errors import ArtifactError
 from .safety import check_relative_name, check_tree, is_inside
+from .safety import check_relative_name, is_inside
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -120,7 +121,6 @@ class Artifact:
                 non-regular file, a size other than the manifest's or above ``max_bytes``, or bytes whose
                 SHA-256 differs from the manifest's.
         """
-        from .safety import check_relative_name, is_inside
         name = self.manifest["artifact"] if name is None else name
         rel = check_relative_name(name, f"artifact {self.path}: file").as_posix()
         entry = (self.manifest.get("files") or {}).get(rel)

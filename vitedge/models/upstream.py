@@ -31,6 +31,7 @@ import types
 from torch import nn
 
 from ..errors import RuntimeMissingError, UsageError
+from .registry import family_spec
 
 __all__ = ["COMPAT_ENV", "compat_base", "upstream_class", "upstream_module"]
 
@@ -91,7 +92,6 @@ def upstream_class(family: str):
     """The vit-pytorch class a zoo family mirrors (same constructor arguments, same state_dict keys), as its family
     spec declares it (``register_family(..., upstream=(submodule, class))``). Raises UsageError (unknown family, or
     one without a counterpart), RuntimeMissingError."""
-    from .registry import family_spec
     spec = family_spec(family)
     if spec.upstream is None:
         raise UsageError(f"no vit-pytorch counterpart known for family {family!r}")

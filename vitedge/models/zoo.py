@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 from .registry import (FAMILIES, IMAGENET_MEAN, IMAGENET_STD, PRESETS, Preset, family_spec,  # noqa: F401
                        load_builtin_families, register_family, register_preset)
+from importlib.metadata import PackageNotFoundError, version
 
 if TYPE_CHECKING:  # torch is imported where a model is built or counted: listing presets never needs it
     from torch import nn
@@ -154,7 +155,6 @@ def preset_counts(names, *, cache: bool = True, on_count=None) -> dict[str, dict
         ``{name: {"params": int, "params_m": float (millions), "gflops": float (1e9 FLOPs), "gmacs": float
         (1e9 multiply-adds)}}`` in the order of ``names``.
     """
-    from importlib.metadata import PackageNotFoundError, version
     try:
         torch_version = version("torch")
     except PackageNotFoundError:  # a torch without distribution metadata: count every time

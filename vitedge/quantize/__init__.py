@@ -14,21 +14,10 @@ import torch
 from ..data import digits_batch, digits_split, image_paths, load_batch
 from ..errors import ImageError, UsageError
 
-__all__ = ["CALIBRATION_METHODS", "PRECISIONS", "calibration_data", "default_int8_options"]
+__all__ = ["CALIBRATION_METHODS", "PRECISIONS", "calibration_data"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-
-
-def default_int8_options(target: str, family: str | None, mode: str | None = None) -> dict:
-    """The int8 options ``vitedge export --precision int8`` uses for ``target`` and a zoo ``family``: the target's
-    choice (:meth:`vitedge.targets.base.Target.default_int8_options`; e.g. ONNX's family recipe,
-    :func:`vitedge.quantize.onnx.default_int8_recipe`, or the target's ``default_int8_mode(family)``).
-    ``mode`` (``--int8-mode``) overrides the recipe's mode.
-    Calibration images are not included (add ``calibration``/``calibration_info`` for static int8).
-    Raises UsageError for an unknown target."""
-    from ..targets import get_target
-    return get_target(target).default_int8_options(family, mode)
 
 
 def calibration_data(source: str | os.PathLike, pre: dict, count: int = 128, seed: int = 0) -> tuple[torch.Tensor, dict]:

@@ -22,6 +22,7 @@ import onnx
 
 from ..errors import UsageError
 from ..machine import machine_info
+from ..models.registry import family_recipe
 
 __all__ = ["SESSION_CONFIG_FOLD_WEIGHTS", "convert_fp16", "default_int8_recipe", "int8_conv_weight_storage", "quantize_int8",
            "weight_op_nodes"]
@@ -42,7 +43,6 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 def default_int8_recipe(family: str | None) -> dict:
     """The default ONNX int8 options for a model family (``mode``, ``method``, ...), a copy."""
-    from ..models.registry import family_recipe
     return family_recipe(family, "onnx_int8")
 
 

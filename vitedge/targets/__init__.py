@@ -19,17 +19,18 @@ may hold ``"manifest": {...}``: extra top-level manifest keys (e.g. ``"coreml"``
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import UsageError
-from .base import Target
+from .base import Target, int_at_least  # noqa: F401 - int_at_least: the CLI's argument types
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["TARGETS", "Runner", "Target", "all_targets", "get_target", "register_target", "runs_here",
+__all__ = ["TARGETS", "Runner", "Target", "all_targets", "default_int8_options", "get_target", "register_target", "runs_here",
            "target_module", "target_names", "unregister_target"]
 
 # The built-in targets, in the order the CLI lists them: name -> module that defines (and registers) its Target.
@@ -80,7 +81,6 @@ def target_names() -> list[str]:
 
 
 def _unknown(name: str) -> UsageError:
-    import difflib
     known = target_names()
     close = difflib.get_close_matches(str(name), known, n=2, cutoff=0.4)
     hint = f"; did you mean {close[0]}?" if close else ""
@@ -102,6 +102,16 @@ def get_target(name: str) -> Target:
 def all_targets() -> list[Target]:
     """Every target, in :func:`target_names` order (imports the built-in modules: torch; not for fast paths)."""
     return [get_target(n) for n in target_names()]
+
+
+def default_int8_options(target: str, family: str | None, mode: str | None = None) -> dict:
+    """The int8 options ``vitedge export --precision int8`` uses for ``target`` and a zoo ``family``: the target's
+    choice (:meth:`vitedge.targets.base.Target.default_int8_options`; e.g. ONNX's family recipe,
+    :func:`vitedge.quantize.onnx.default_int8_recipe`, or the target's ``default_int8_mode(family)``).
+    ``mode`` (``--int8-mode``) overrides the recipe's mode.
+    Calibration images are not included (add ``calibration``/``calibration_info`` for static int8).
+    Raises UsageError for an unknown target."""
+    return get_target(target).default_int8_options(family, mode)
 
 
 def target_module(name: str):

@@ -33,6 +33,9 @@ from torch import nn
 from ..errors import ArtifactError, first_line
 from ..manifest import Artifact
 from . import Target, register_target
+from ..device import artifact_device, device_type
+from ..quantize import pytorch as tq
+from ..safety import safe_zip_members
 
 FILENAME = "model.pt2"
 CODE_BEARING = "AOTInductor package"  # a shared library: its constructors run on load (runtime.open_artifact)
@@ -63,8 +66,6 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     runs only on CUDA, a CPU one only on the CPU).
     Raises whatever torch.export / Inductor raise (the export driver turns it into one ExportError line).
     """
-    from ..device import device_type
-    from ..quantize import pytorch as tq
     precision = options.get("precision", "fp32")
     device = options.get("device") or "cpu"
     quant = None
@@ -139,7 +140,6 @@ class AOTInductorRunner:
                 data = Path(path).read_bytes()
             except OSError as e:
                 raise ArtifactError(f"cannot read AOTInductor package {path}: {e.strerror or e}") from None
-        from ..safety import safe_zip_members
         try:  # a .pt2 is a zip that the loader extracts: no escaping member names, no zip bomb
             safe_zip_members(path, data=data)
         except ArtifactError as e:
@@ -171,7 +171,6 @@ def load(artifact: Artifact, threads: int | None = None, device: str = "cpu") ->
     verified), through a private temp folder removed afterwards, to run on ``device``. Raises ArtifactError if it
     is missing, differs from the manifest, was compiled for another kind of device than ``device`` (manifest
     ``export.device``), or libtorch cannot read it."""
-    from ..device import artifact_device, device_type
     compiled = artifact_device(artifact.manifest)
     if compiled != device_type(device):
         raise ArtifactError(f"AOTInductor package {artifact.file} was compiled for {compiled}, not {device}; run it "

@@ -59,6 +59,9 @@ from torch import nn
 from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError, first_line
 from ..manifest import Artifact
 from . import Target, register_target
+from .. import __version__, progress
+from ..safety import check_tree
+from PIL import Image
 
 FILENAME = "model.mlpackage"
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("weights",)}
@@ -232,7 +235,6 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         UsageError: bad target options. ExportError: the saved package fails its checks.
         Exceptions from coremltools on conversion failure (the export driver reports their first line).
     """
-    from .. import __version__, progress
     progress.stage("loading coremltools")
     ct = _ct()
     precision = options.get("precision", "fp32")
@@ -529,7 +531,6 @@ class CoreMLRunner:
         self.runtime = f"coreml (coremltools {ct.__version__}, compute units {compute_units})"
 
     def _to_images(self, x: np.ndarray):
-        from PIL import Image
         pre = self.manifest["preprocessing"]
         mean = np.asarray(pre["mean"], np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(pre["std"], np.float32).reshape(1, -1, 1, 1)
@@ -559,7 +560,6 @@ class CoreMLRunner:
 def load(artifact: Artifact, threads: int | None = None) -> CoreMLRunner:
     """Open the artifact's mlpackage for prediction (macOS). ``threads`` is not used: Core ML schedules itself.
     Raises RuntimeMissingError off macOS, ArtifactError for an unreadable package."""
-    from ..safety import check_tree
     check_tree(artifact.file)  # before Core ML opens it: no symlink out of the package, no device file or FIFO
     cannot = runs_here()
     if cannot:

@@ -33,6 +33,8 @@ from torch import nn
 from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..manifest import Artifact
 from . import Target, register_target
+from ..errors import ExportError
+from ..models.registry import family_recipe
 
 FILENAME = "model.pte"
 DEFAULT_MAX_BATCH = 32
@@ -67,7 +69,6 @@ def default_int8_mode(family: str) -> str:
     ``"executorch_int8"`` recipe: "dynamic" for MobileViT (static int8 calibrated on digits gave cosine 0.975 vs
     fp32 on the photos, below the 0.99 gate; dynamic kept 0.9999 and 0.0 points of digits top-1), "static"
     otherwise (measured on LeViT and DeiT)."""
-    from ..models.registry import family_recipe
     return family_recipe(family, "executorch_int8")["mode"]
 
 
@@ -229,7 +230,6 @@ def _largest_runnable_batch(path: Path, chw: tuple[int, ...], upper: int) -> int
     batch, which ``torch.export`` may tighten below the requested one, e.g. 15 instead of 32 for MobileViT-XS at
     64x64; the runner splits larger batches into chunks of the recorded size). Raises ExportError if even batch 2
     does not run."""
-    from ..errors import ExportError
     runner = ExecuTorchRunner(path)
 
     def runs(b: int) -> bool:

@@ -36,6 +36,10 @@ from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..machine import default_threads
 from ..manifest import Artifact
 from . import Target, register_target
+from .. import progress
+from ..models.registry import family_recipe
+from ..safety import check_onnx_external_data
+from ..safety import onnx_external_locations
 
 if TYPE_CHECKING:  # torch is imported by write() only: loading and running an artifact needs no torch
     import torch
@@ -138,7 +142,6 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
         family = (options.get("spec") or {}).get("family")
         fusions = topts.get("fusions")
         if fusions is None:
-            from ..models.registry import family_recipe
             fusions = family_recipe(family, "onnx")["fusions"]
         elif isinstance(fusions, str):
             fusions = tuple(f for f in fusions.split(",") if f)
@@ -152,7 +155,6 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
             q = dict(options.get("quantization") or {})
             calib = q.pop("calibration", None)
             q.pop("calibration_info", None)
-            from .. import progress
             progress.stage(f"quantizing to int8 ({q.get('mode', 'static')}"
                            + (f", calibrating on {len(calib)} images)" if calib is not None else ")"))
             quant = oq.quantize_int8(path, final, calibration=None if calib is None else np.asarray(calib), **q)
@@ -397,7 +399,6 @@ class OnnxRuntimeRunner:
         so = session_options(threads, graph_optimization_level, session_config)
         self.session_config = dict(session_config or {})
         if external_data is None:  # no location outside the folder: checked before ORT opens the file
-            from ..safety import check_onnx_external_data
             external_data = check_onnx_external_data(path, model_bytes)
         self.external_data = external_data
         if model_bytes is not None and external_bytes:
@@ -453,7 +454,6 @@ def load(artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
     the session runs the bytes that were checked, not whatever is on disk by then.
     Raises ArtifactError / RuntimeMissingError."""
     level, config = runtime_settings(artifact.manifest, f"manifest {artifact.path}")
-    from ..safety import onnx_external_locations
     model_bytes = artifact.read_file()
     locations = onnx_external_locations(artifact.file, model_bytes)  # before ONNX Runtime sees anything
     files = artifact.manifest.get("files") or {}  # empty only for the export driver's own parity run

@@ -44,6 +44,10 @@ from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
 from ..machine import default_threads
 from ..manifest import Artifact
 from . import Target, register_target
+from . import onnx as onnx_target
+from .. import progress
+from ..models.registry import family_recipe
+from ..safety import check_relative_name, is_inside
 
 FILENAME = "model.xml"
 WEIGHTS = "model.bin"
@@ -103,7 +107,6 @@ def default_int8_recipe(family: str | None) -> dict:
     """The NNCF options this target uses for a zoo ``family`` (None: a model outside the zoo), a copy:
     ``{"model_type": "transformer" | None, "preset": "performance" | "mixed", "smooth_quant": bool,
     "ignored_types": (OpenVINO op types kept in float...), "method": activation range estimator}``."""
-    from ..models.registry import family_recipe
     r = family_recipe(family, "openvino_int8")
     r["ignored_types"] = tuple(r["ignored_types"])
     return r
@@ -384,7 +387,6 @@ def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int,
             kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
         level = logging.getLogger("nncf").level
         nncf.set_log_level(logging.ERROR)
-        from .. import progress
         progress.stage(f"quantizing to int8 with NNCF (calibrating on {len(items)} images)")
         try:  # NNCF draws rich progress bars on stdout; a CLI's stdout is for its own result lines
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -419,7 +421,6 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
         RuntimeMissingError: openvino (or, for int8, nncf) is not installed.
     Exporter/converter failures propagate (the export driver reports them in one line).
     """
-    from . import onnx as onnx_target
 
     ov = _import_ov()
     precision = options.get("precision", "fp32")
@@ -664,7 +665,6 @@ def load(artifact: Artifact, threads: int | None = None) -> OpenVINORunner:
             vitedge does not apply, an oversized XML, or an IR OpenVINO cannot read or compile.
         RuntimeMissingError: openvino is not installed.
     """
-    from ..safety import check_relative_name, is_inside
     m = artifact.manifest
     ovm = m.get("openvino") or {}
     if not isinstance(ovm, dict):

@@ -50,6 +50,10 @@ from ..manifest import Artifact
 from ..parity import check_batches, export_tolerance, parity_photos
 from . import Target, register_target
 from .base import positive_int
+from . import onnx as onnx_target
+from ..errors import PartialArtifactError
+from ..quantize.onnx import topological_sort_graph
+from .onnx import OnnxRuntimeRunner
 
 ONNX_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
@@ -208,7 +212,6 @@ def topological_sort(path: Path) -> bool:
     Raises GraphCheckError on a cycle."""
     import onnx
 
-    from ..quantize.onnx import topological_sort_graph
     model = onnx.load(str(path))
     try:
         changed = topological_sort_graph(model.graph)
@@ -445,7 +448,6 @@ def _onnx_parity(model: nn.Module, onnx_path: Path, session_config: dict, photos
                  batches: list[int], precision: str) -> dict:
     """Eager fp32 vs the ONNX graph in ONNX Runtime (CPU) at ``batches`` (first output,
     :func:`vitedge.parity.check_batches`); raises ExportError outside tolerance."""
-    from .onnx import OnnxRuntimeRunner
     runner = OnnxRuntimeRunner(onnx_path, session_config=session_config)
     tol = export_tolerance(precision)  # the precision's default on photos, as export's own check
     out = {"runtime": runner.runtime, "tolerance": tol}
@@ -471,7 +473,6 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
         UsageError: bad profile or int8 options. GraphCheckError: the graph would not parse in TensorRT.
         ExportError: the ONNX graph misses eager's outputs, or the parser/builder failed.
     """
-    from . import onnx as onnx_target
 
     precision = options.get("precision", "fp32")
     topts = dict(options.get("target_options") or {})
@@ -565,7 +566,6 @@ class TensorRTTarget(Target):
         trt = art.manifest.get("tensorrt") or {}
         if trt.get("engine"):
             return
-        from ..errors import PartialArtifactError
         par = trt["onnx_parity"]
         worst = max(v["max_abs"] for k, v in par.items() if k.startswith("batch_"))
         cos = min(v["cosine"] for k, v in par.items() if k.startswith("batch_"))

@@ -18,6 +18,9 @@ from torch import nn
 from ..errors import ArtifactError
 from ..manifest import Artifact
 from . import Target, register_target
+from ..device import device_type
+from ..quantize import pytorch as tq
+from ..safety import safe_zip_members
 
 FILENAME = "model.pt"
 CODE_BEARING = "TorchScript file"  # loading runs its code (a scripted __setstate__): runtime.open_artifact gates it
@@ -41,8 +44,6 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     weights and any device the trace records are that device's; checked by :func:`vitedge.device.check_target_device`
     before). float32 input and output stay the interface; the runner moves them.
     """
-    from ..device import device_type
-    from ..quantize import pytorch as tq
     precision = options.get("precision", "fp32")
     device = options.get("device") or "cpu"
     quant = None
@@ -84,7 +85,6 @@ class TorchScriptRunner:
         self.device = device
         if threads:
             torch.set_num_threads(threads)
-        from ..safety import safe_zip_members
         if data is None:
             try:
                 data = Path(path).read_bytes()
