@@ -230,7 +230,6 @@ std::unique_ptr<Runner> Runner::open(const std::string& path, const Options& opt
   ModelSource source;
   source.dir = artifact_dir;
   source.path = artifact_file_path(artifact_dir, m.artifact);  // missing, symlink out, FIFO/device: Error
-  source.manifest = &m;
   // Each file a backend loads is read once here; its size and SHA-256 (manifest, signature) are checked on the bytes
   // the backend gets.
   auto read_checked = [&](const std::string& name, const std::string& path, uint64_t max_bytes) {
@@ -269,7 +268,7 @@ std::unique_ptr<Runner> Runner::open(const std::string& path, const Options& opt
   }
   if (after_verify_hook_for_tests) after_verify_hook_for_tests(source.path);
   const BackendFactory make = row.builtin ? row.builtin : plugin_factory(row.plugin, row.target, row.backend);
-  auto backend = make(source, options);
+  auto backend = make(m, source, options);  // the parsed manifest: no backend reads manifest.json again
   std::unique_ptr<Runner> runner(new Runner(artifact_dir, std::move(m), options, std::move(backend)));
   if (options.warmup > 0) {
     const Tensor x = warmup_input(runner->manifest_);
