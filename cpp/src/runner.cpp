@@ -80,7 +80,7 @@ std::string built_list() {
 const BackendRow& pick_backend(const Manifest& m) {
   for (const auto& r : backend_table()) {
     if (m.target != r.target) continue;
-    if (m.backend != r.backend)
+    if (!m.backend.empty() && m.backend != r.backend)
       throw Error("manifest names target '" + m.target + "' with backend '" + m.backend + "'; this runner runs '" +
                   m.target + "' artifacts with backend '" + r.backend + "'");
     if (!r.built)
@@ -212,6 +212,7 @@ std::unique_ptr<Runner> Runner::open(const std::string& path, const Options& opt
   if (!check_sig && is_code_target(m.target) && !options.allow_unsigned_code)
     throw Error(unsigned_code_refusal(m.target, artifact_dir));
   const BackendRow& row = pick_backend(m);
+  if (m.backend.empty()) m.backend = row.backend;  // "backend" absent: the target's
   // parse_manifest has already refused file names that leave the artifact directory.
   // The other listed files: sizes + SHA-256 (every entry must carry a sha256); the main file is checked below on
   // the bytes the backend gets.
