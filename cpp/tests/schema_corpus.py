@@ -31,7 +31,7 @@ SHA0 = "0" * 64
 def _set(path: str, value):
     """An edit setting manifest[path] (dotted, [i] for list items; the last key created if absent)."""
     def edit(m):
-        keys = path.replace("[", ".[").split(".")
+        keys = path.split(".")
         obj = m
         for k in keys[:-1]:
             obj = obj[int(k[1:-1])] if k.startswith("[") else obj.setdefault(k, {}) if obj.get(k) is None else obj[k]
@@ -69,7 +69,10 @@ def _add_file(name, entry=None):
 
 
 # (name, edit, verdict): "ok" accepted by all; "schema" refused by the schema, Python and C++; "code" accepted by the
-# schema, refused by both readers (a bound the schema cannot express).
+# schema, refused by both readers (a bound the schema cannot express); "schema-only" refused by the schema and Python,
+# while the runner leaves it to the runtime (the first input (B, C, H, W) with fixed C: cpp_bad_inputs runs graphs
+# with other inputs; the runtime refuses an input the graph does not take) or to the image loader (no
+# "preprocessing": the runner runs tensors, Runner::load_image refuses).
 COMMON = [
     ("as exported", lambda m: None, "ok"),
     ("unknown top-level key", _set("future_field", [1, 2]), "ok"),
@@ -105,14 +108,14 @@ COMMON = [
     ("inputs empty", _set("inputs", []), "schema"),
     ("input dtype unknown", _set("inputs.[0].dtype", "gloat32"), "schema"),
     ("input name missing", lambda m: m["inputs"][0].pop("name"), "schema"),
-    ("input rank 3", _set("inputs.[0].shape", [-1, 3, 64]), "schema"),
-    ("input dynamic C", _set("inputs.[0].shape", [-1, -1, 64, 64]), "schema"),
+    ("input rank 3", _set("inputs.[0].shape", [-1, 3, 64]), "schema-only"),
+    ("input dynamic C", _set("inputs.[0].shape", [-1, -1, 64, 64]), "schema-only"),
     ("input dim 0", _set("inputs.[0].shape", [-1, 3, 0, 64]), "schema"),
     ("input dim string", _set("inputs.[0].shape", [-1, 3, "64", 64]), "schema"),
     ("input H above 8192", _set("inputs.[0].shape", [-1, 3, 9000, 64]), "schema"),
     ("outputs missing", _pop("outputs"), "schema"),
     ("output dtype missing", lambda m: m["outputs"][0].pop("dtype"), "schema"),
-    ("preprocessing missing", _pop("preprocessing"), "schema"),
+    ("preprocessing missing", _pop("preprocessing"), "schema-only"),
     ("preprocessing a list", _set("preprocessing", [64, 64]), "schema"),
     ("size above 8192", _set("preprocessing.size", [9000, 9000]), "schema"),
     ("size one value", _set("preprocessing.size", [64]), "schema"),
@@ -186,6 +189,8 @@ def test(a) -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    import shutil
+    shutil.rmtree(work / "corpus", ignore_errors=True)
 
     bases = {"onnx": export_tiny("onnx", work / "onnx")}
     if a.openvino:
@@ -217,9 +222,9 @@ def test(a) -> None:
             problems.append(f"schema {'accepts' if schema_ok else 'refuses'} it")
         if (py is None) != (verdict == "ok"):
             problems.append(f"Python {'accepts' if py is None else 'refuses'} it ({(py or '')[:200]})")
-        if (cpp is None) != (verdict == "ok"):
+        if verdict != "schema-only" and (cpp is None) != (verdict == "ok"):
             problems.append(f"C++ {'accepts' if cpp is None else 'refuses'} it ({(cpp or '')[:200]})")
-        if verdict != "code" and (cpp is None) != schema_ok:
+        if verdict not in ("code", "schema-only") and (cpp is None) != schema_ok:
             problems.append("C++ and the schema disagree")
         for who, msg in (("Python", py), ("C++", cpp)):
             if msg is not None and "\n" in msg.strip():
