@@ -286,9 +286,20 @@ def _schema_message(e, doc) -> str:
             value = value[elem]
     try:
         return template.format(path=_field(field), value=_Shown(value), key=_Shown(field[-1] if field else ""),
-                               parent=_field(field[:-1]))
+                               parent=_field(field[:-1]), name_check=_name_reason(value))
     except (KeyError, IndexError, ValueError, TypeError):
         return f"{_field(ipath)}: {template[:200]}"
+
+
+def _name_reason(value) -> str:
+    """Why ``value`` is not a file name inside the artifact folder, as check_relative_name words it."""
+    if not isinstance(value, str):
+        return "must be a file name (a string)"
+    try:
+        check_relative_name(value, "")
+    except ArtifactError as e:
+        return str(e).strip()
+    return f"{_Shown(value)} is not a file name inside the artifact folder"
 
 
 def _check_structure(m: dict, mpath: Path) -> None:

@@ -344,7 +344,9 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
           fail(origin, where + ".bytes must be a non-negative integer");
         m.file_bytes[it.key()] = b.get<int64_t>();
         const auto h = e.find("sha256");
-        if (h == e.end() || h->is_null()) fail(origin, where + " is listed without a sha256");
+        if (h == e.end() || h->is_null())
+          fail(origin, where + " is listed without a sha256 (the manifest records no sha256 for '" +
+                           one_line(it.key()) + "')");
         if (!h->is_string() || !is_sha256_hex(h->get<std::string>()))
           fail(origin, where + ".sha256 must be 64 hex digits (lower-case)");
         m.file_sha256[it.key()] = h->get<std::string>();
