@@ -348,6 +348,11 @@ def test_pip_install_gives_a_working_vitedge_command(clean_copy, installed, tmp_
     shipped = {p.relative_to(site).as_posix() for p in (site / "vitedge").rglob("*.py")}
     source = {p.relative_to(clean_copy).as_posix() for p in (clean_copy / "vitedge").rglob("*.py")}
     assert shipped == source, f"missing from the wheel: {sorted(source - shipped)}"
+    data = {p.relative_to(clean_copy).as_posix() for p in (clean_copy / "vitedge").rglob("*.json")}
+    assert data and all((site / d).is_file() for d in data), "package data (the manifest JSON Schema) not in the wheel"
+    schema = run([venv / "bin/python", "-c", "from vitedge.manifest import manifest_schema; "
+                  "print(manifest_schema()['$schema'])"], cwd=tmp_path, env=env).stdout.strip()
+    assert schema == "https://json-schema.org/draft/2020-12/schema", schema
     out = run([exe, "--help"], cwd=tmp_path, env=env).stdout
     assert "usage: vitedge" in out and "export" in out
     assert run([exe, "--version"], cwd=tmp_path, env=env).stdout.strip() == f"vitedge {PYPROJECT['project']['version']}"

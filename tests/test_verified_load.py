@@ -234,10 +234,10 @@ def test_session_config_keys_vitedge_does_not_write_are_refused(pairs, tmp_path,
 
     art = _with_manifest(pairs["onnx"][0], tmp_path / "art", edit)
     monkeypatch.chdir(cwd)
-    with pytest.raises(ArtifactError) as e:
+    with pytest.raises(ArtifactError) as e:  # by read_manifest: the manifest's JSON Schema holds the allow-list
         target_module("onnx").load(read_manifest(art))
-    assert str(e.value) == (f"manifest {art}: {block}.session_config key {key!r} is not one vitedge writes; "
-                            "refusing it")
+    assert str(e.value) == (f"corrupt manifest {art / 'manifest.json'}: {block}.session_config key {key!r} is not "
+                            "one vitedge writes; refusing it")
     assert main(["validate", str(art)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not one vitedge writes" in err, err

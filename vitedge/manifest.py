@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import datetime as _dt
 import errno
+import functools
 import hashlib
 import json
 import math
@@ -33,10 +34,10 @@ from .safety import check_relative_name, is_inside
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 * 2**20   # a manifest is a few KiB; refuse to parse a huge one
-MAX_INPUT_SIDE = 8192             # largest H or W a manifest may ask preprocessing to produce
+MAX_INPUT_SIDE = 8192             # largest H or W a manifest may ask preprocessing to produce (in the schema)
 DISK_FULL_BYTES = 1 << 20         # a write failure with less free space than this is reported as a full disk
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-DTYPES = ("float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
+DTYPES = (  # tensor dtypes a manifest may name (the schema's tensor_spec enum)
+    "float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 MAX_FILE_BYTES = 16 * 2**30       # largest artifact file read into memory for a runtime (the zip cap in safety.py)
 
@@ -180,64 +181,154 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+SCHEMA_FILE = "schemas/manifest.schema.json"  # package data: vitedge/schemas/manifest.schema.json
+
+
+@functools.lru_cache(maxsize=1)
+def manifest_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of manifest.json shipped with vitedge (``vitedge/schemas/manifest.schema.json``;
+    the C++ runner installs the same file as ``share/vitedge/manifest.schema.json``)."""
+    from importlib import resources
+    return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+    schema = manifest_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+class _Shown:
+    """A manifest value as a one-line message shows it: repr, control characters escaped, at most 80 characters."""
+
+    def __init__(self, v):
+        text = repr(v) if isinstance(v, str) else json.dumps(v, default=str)
+        text = (text[:77] + "...") if len(text) > 80 else text
+        self.text = "".join(c if c.isprintable() else "?" for c in text)
+
+    def __str__(self):
+        return self.text
+
+    __repr__ = __str__
+    __format__ = lambda self, spec: self.text  # noqa: E731
+
+
+def _field(path) -> str:
+    """A JSON path as a message names it: ``preprocessing.size[0]``, ``onnxruntime.session_config['session.x']``."""
+    out = ""
+    for elem in path:
+        if isinstance(elem, int):
+            out += f"[{elem}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", elem):
+            out += ("." if out else "") + elem
+        else:
+            out += f"[{_Shown(elem)}]"
+    return out or "(top level)"
+
+
+_SUBSCHEMA_KEYS = {"properties": 1, "patternProperties": 1, "prefixItems": 1, "$defs": 0, "allOf": 0, "anyOf": 0,
+                   "oneOf": 0, "dependentSchemas": 0}  # keyword followed by a name/index -> instance elements consumed
+_SUBSCHEMA_ONE = {"items": 1, "additionalProperties": 1, "propertyNames": 0, "contains": 1, "then": 0, "else": 0,
+                  "not": 0, "if": 0}
+
+
+def _schema_message(e, doc) -> str:
+    """One line naming the field of a jsonschema ValidationError: the ``errorMessage`` of the deepest schema node on
+    the error's schema path that has one (formatted with the field, its value, its key), else jsonschema's message."""
+    root = manifest_schema()
+
+    def resolve(ref: str):
+        node = root
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part]
+        return node
+
+    ipath = list(e.absolute_path)
+    node, pos, names = root, 0, False
+    found = (root.get("errorMessage"), 0, False) if "errorMessage" in root else None
+    spath = list(e.absolute_schema_path)
+    i = 0
+    while i < len(spath):
+        k = spath[i]
+        while isinstance(node, dict) and k not in node and "$ref" in node:
+            node = resolve(node["$ref"])
+        if not isinstance(node, dict) or k not in node:
+            break
+        if k in _SUBSCHEMA_KEYS and i + 1 < len(spath):
+            node, pos, i = node[k][spath[i + 1]], pos + _SUBSCHEMA_KEYS[k], i + 2
+        elif k in _SUBSCHEMA_ONE and isinstance(node[k], dict):
+            node, pos, i = node[k], pos + _SUBSCHEMA_ONE[k], i + 1
+            names = names or k == "propertyNames"
+        else:
+            break  # the failing keyword itself
+        if isinstance(node, dict) and "$ref" in node and "errorMessage" not in node:
+            target = resolve(node["$ref"])
+            if "errorMessage" in target and (i >= len(spath) or spath[i] not in node):
+                found = (target["errorMessage"], pos, names)
+        if isinstance(node, dict) and "errorMessage" in node:
+            found = (node["errorMessage"], pos, names)
+    field = ipath[:min(pos, len(ipath))] if found else ipath
+    if e.validator == "required":
+        missing = str(e.message).split(" is a required property")[0][:80]
+        return f"missing {missing}" + (f" in {_field(ipath)}" if ipath else "")
+    if found is None:
+        msg = (str(e.message).strip().splitlines() or [""])[0]
+        return f"{_field(ipath)}: {msg[:200]}"
+    template, pos, names = found
+    field = ipath[:pos]
+    if names:
+        value = e.instance
+    else:
+        value = doc
+        for elem in field:
+            value = value[elem]
+    try:
+        return template.format(path=_field(field), value=_Shown(value), key=_Shown(field[-1] if field else ""),
+                               parent=_field(field[:-1]), name_check=_name_reason(value))
+    except (KeyError, IndexError, ValueError, TypeError):
+        return f"{_field(ipath)}: {template[:200]}"
+
+
+def _name_reason(value) -> str:
+    """Why ``value`` is not a file name inside the artifact folder, as check_relative_name words it."""
+    if not isinstance(value, str):
+        return "must be a file name (a string)"
+    try:
+        check_relative_name(value, "")
+    except ArtifactError as e:
+        return str(e).strip()
+    return f"{_Shown(value)} is not a file name inside the artifact folder"
 
 
 def _check_structure(m: dict, mpath: Path) -> None:
-    """Types and ranges of the keys vitedge reads; raises ArtifactError naming the first bad one."""
-    def bad(what: str):
-        raise ArtifactError(f"corrupt manifest {mpath}: {what}")
-
-    if not isinstance(m.get("target"), str) or not m["target"]:
-        bad("'target' is not a name")
-    check_relative_name(m.get("artifact"), f"manifest {mpath}: artifact")
-    files = m.get("files")
-    if not isinstance(files, dict):
-        bad("'files' is not a mapping of file names to {sha256, bytes}")
-    for name, entry in files.items():
+    """The manifest against its JSON Schema (:func:`manifest_schema`), then what a schema cannot express: names in
+    bytes and escaping the folder (``check_relative_name``), ``preprocessing.size`` equal to the input's (H, W).
+    Raises ArtifactError naming the first bad field (one line)."""
+    import jsonschema
+    err = jsonschema.exceptions.best_match(_validator().iter_errors(m))
+    if err is not None:
+        msg = _schema_message(err, m).replace("\n", " ")
+        raise ArtifactError(f"corrupt manifest {mpath}: {msg[:400]}")
+    check_relative_name(m["artifact"], f"manifest {mpath}: artifact")
+    for name in m["files"]:
         check_relative_name(name, f"manifest {mpath}: file")
-        if name == MANIFEST:
-            bad("'files' lists the manifest itself")
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
-                or not _SHA256.fullmatch(entry["sha256"]) or not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
-            bad(f"file entry {name!r} is not {{\"sha256\": 64 hex digits, \"bytes\": integer >= 0}}")
-    for key in ("inputs", "outputs"):
-        specs = m.get(key)
-        if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
-            bad(f"{key!r} is not a non-empty list of tensor specs")
-        for s in specs:
-            shape = s.get("shape")
-            if not isinstance(s.get("name"), str) or s.get("dtype") not in DTYPES \
-                    or not isinstance(shape, list) or not all(_is_int(d) and (d == -1 or d > 0) for d in shape):
-                bad(f"a tensor spec in {key!r} lacks a name, a dtype ({', '.join(DTYPES)}) or a shape of positive "
-                    "integers (-1 = dynamic)")
-    shape = m["inputs"][0]["shape"]
-    if len(shape) != 4 or shape[1] == -1 or shape[2] == -1 or shape[3] == -1:
-        bad(f"input shape {shape} is not (B, C, H, W) with fixed C, H, W")
-    if max(shape[1:]) > MAX_INPUT_SIDE:
-        bad(f"input shape {shape} is larger than {MAX_INPUT_SIDE} in C, H or W")
-    pre = m.get("preprocessing")
-    if not isinstance(pre, dict):
-        bad("'preprocessing' is not a mapping")
-    size = pre.get("size")
-    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(s) and 0 < s <= MAX_INPUT_SIDE for s in size):
-        bad(f"preprocessing size {size!r} is not [H, W] with 0 < H, W <= {MAX_INPUT_SIDE}")
+    shape, size = m["inputs"][0]["shape"], m["preprocessing"]["size"]
     if size != shape[2:4]:  # images are resized to exactly the model's input; anything else only costs memory
-        bad(f"preprocessing size {size} differs from the model input's (H, W) {shape[2:4]}")
-    for key in ("mean", "std"):
-        v = pre.get(key)
-        if not isinstance(v, list) or len(v) not in (1, 3) or not all(_is_num(x) for x in v):
-            bad(f"preprocessing {key} {v!r} is not 1 or 3 finite numbers")
-    if not all(x > 0 for x in pre["std"]):
-        bad(f"preprocessing std {pre['std']} has a value <= 0 (would divide by zero)")
-    if not _is_num(pre.get("scale")) or pre["scale"] <= 0:
-        bad(f"preprocessing scale {pre.get('scale')!r} is not a positive number")
-    for key in ("model", "parity", "export", "quantization"):
-        if m.get(key) is not None and not isinstance(m[key], dict):
-            bad(f"{key!r} is not a mapping")
-    if m.get("precision") is not None and not isinstance(m["precision"], str):
-        bad("'precision' is not a name")
+        raise ArtifactError(f"corrupt manifest {mpath}: preprocessing size {size} differs from the model input's "
+                            f"(H, W) {shape[2:4]}")
+
+
+def _json_number(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return v
+
+
+def _json_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 _NOT_MODEL_FILE = "is a file but not the model file of an artifact"
@@ -307,7 +398,8 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
         if mpath.stat().st_size > MAX_MANIFEST_BYTES:
             raise ArtifactError(f"manifest {mpath} is larger than {MAX_MANIFEST_BYTES} bytes")
         raw = _read_regular(mpath, MAX_MANIFEST_BYTES, "manifest")  # parsed and hashed from the same bytes
-        manifest = json.loads(raw.decode("utf-8"))
+        # NaN, Infinity and numbers beyond a double are not JSON (the C++ runner's parser refuses them too)
+        manifest = json.loads(raw.decode("utf-8"), parse_float=_json_number, parse_constant=_json_constant)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtifactError(f"corrupt manifest {mpath}: {msg[:200]}") from None
@@ -318,9 +410,6 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> Artifact:
                             f"({__version__}) reads ({SCHEMA_VERSION}); upgrade vitedge")
     if manifest["schema_version"] < 1:
         raise ArtifactError(f"corrupt manifest {mpath}: schema version {manifest['schema_version']} < 1")
-    for key in ("artifact", "target", "files", "inputs", "outputs", "preprocessing"):
-        if key not in manifest:
-            raise ArtifactError(f"corrupt manifest {mpath}: missing {key!r}")
     _check_structure(manifest, mpath)
     if given_file is not None and PurePosixPath(manifest["artifact"]) != PurePosixPath(given_file.name):
         raise ArtifactError(f"{given_file} {_NOT_MODEL_FILE} (its {mpath} names {manifest['artifact']!r}; give the "

@@ -172,7 +172,8 @@ class AOTInductorBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_aotinductor_backend(ModelSource& source, const Options& options) {
+std::unique_ptr<Backend> make_aotinductor_backend(const Manifest& /*manifest*/, ModelSource& source,
+                                                  const Options& options) {
   return std::make_unique<AOTInductorBackend>(source, options);
 }
 

@@ -96,13 +96,23 @@ vitedge_status vitedge_open(const char* artifact, const vitedge_options* options
   if (!artifact) return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: artifact is NULL");
   return guarded([&] {
     vitedge::Options opt;
+    vitedge_options given;  // the caller's struct, its missing (newer) fields at their defaults
     if (options) {
-      // The struct's layout is known by its size (the ABI grows by appending fields, as ONNX Runtime's does).
-      if (options->struct_size != sizeof(vitedge_options))
+      // The struct's layout is known by its size (the ABI grows by appending fields, as ONNX Runtime's does). Only
+      // struct_size bytes of the caller's struct are read: an older, smaller layout is never read past its end.
+      const size_t size = options->struct_size;
+      if (size < VITEDGE_OPTIONS_SIZE_V1 || size > sizeof(vitedge_options))
         return fail(VITEDGE_INVALID_ARGUMENT,
-                    "vitedge_open: options->struct_size is " + std::to_string(options->struct_size) +
-                        ", this libvitedge knows " + std::to_string(sizeof(vitedge_options)) +
-                        " (call vitedge_options_init before setting fields, and build against this vitedge.h)");
+                    "vitedge_open: options->struct_size is " + std::to_string(size) + ", this libvitedge reads " +
+                        std::to_string(VITEDGE_OPTIONS_SIZE_V1) + " to " + std::to_string(sizeof(vitedge_options)) +
+                        (size == 0 ? " (the struct was not initialized: call vitedge_options_init or use "
+                                     "VITEDGE_OPTIONS_INIT before setting fields)"
+                         : size > sizeof(vitedge_options)
+                             ? " (built against a newer vitedge.h than this library: use the matching libvitedge)"
+                             : " (not a vitedge_options layout: call vitedge_options_init before setting fields)"));
+      vitedge_options_init(&given);
+      std::memcpy(static_cast<void*>(&given), options, size);
+      options = &given;
       if (options->num_trusted_keys > 0 && !options->trusted_keys)
         return fail(VITEDGE_INVALID_ARGUMENT, "vitedge_open: num_trusted_keys > 0 but trusted_keys is NULL");
       if (options->num_trusted_keys > 1024)

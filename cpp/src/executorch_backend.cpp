@@ -128,7 +128,8 @@ class ExecuTorchBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_executorch_backend(ModelSource& source, const Options& options) {
+std::unique_ptr<Backend> make_executorch_backend(const Manifest& /*manifest*/, ModelSource& source,
+                                                  const Options& options) {
   return std::make_unique<ExecuTorchBackend>(source, options);
 }
 

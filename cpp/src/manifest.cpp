@@ -1,4 +1,7 @@
-// manifest.json parsing (schema in CONVENTIONS.md) with nlohmann::json.
+// manifest.json parsing with nlohmann::json. The bounds are those of the manifest's JSON Schema
+// (vitedge/schemas/manifest.schema.json, installed as share/vitedge/manifest.schema.json), checked by hand here (no
+// C++ schema validator dependency); cpp/tests/schema_corpus.py (ctest cpp_schema_corpus) checks that the runner and
+// the schema refuse the same hostile manifests.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -20,6 +23,8 @@ namespace {
 using nlohmann::json;
 
 constexpr int kMaxSchemaVersion = 1;
+constexpr int64_t kMaxInputSide = 8192;  // largest C, H or W of the input and preprocessing.size (the schema's bound)
+const char* const kDtypes[] = {"float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"};
 
 [[noreturn]] void fail(const std::string& origin, const std::string& what) {
   throw Error("invalid manifest " + origin + ": " + what);
@@ -46,8 +51,11 @@ std::vector<TensorSpec> parse_specs(const json& root, const char* key, const std
     const json& e = arr[i];
     if (!e.is_object()) fail(origin, "entry" + where + " must be an object");
     TensorSpec s;
-    s.name = e.contains("name") && e["name"].is_string() ? e["name"].get<std::string>() : "";
-    s.dtype = e.contains("dtype") && e["dtype"].is_string() ? e["dtype"].get<std::string>() : "float32";
+    s.name = get_string(e, "name", where, origin);
+    s.dtype = get_string(e, "dtype", where, origin);
+    bool known = false;
+    for (const char* d : kDtypes) known = known || s.dtype == d;
+    if (!known) fail(origin, "\"dtype\"" + where + " '" + s.dtype.substr(0, 40) + "' is not a tensor dtype vitedge writes");
     const json& shape = require(e, "shape", where, origin);
     if (!shape.is_array()) fail(origin, "\"shape\"" + where + " must be a list of integers");
     for (const json& d : shape) {
@@ -73,9 +81,9 @@ Preprocessing parse_preprocessing(const json& p, const std::string& origin) {
   Preprocessing out;
   const json& size = require(p, "size", " in preprocessing", origin);
   if (!size.is_array() || size.size() != 2 || !size[0].is_number_integer() || !size[1].is_number_integer() ||
-      size[0].get<int64_t>() <= 0 || size[1].get<int64_t>() <= 0 || size[0].get<int64_t>() > 65536 ||
-      size[1].get<int64_t>() > 65536)
-    fail(origin, "preprocessing.size must be [H, W] with positive integers, got " + size.dump());
+      size[0].get<int64_t>() <= 0 || size[1].get<int64_t>() <= 0 || size[0].get<int64_t>() > kMaxInputSide ||
+      size[1].get<int64_t>() > kMaxInputSide)
+    fail(origin, "preprocessing.size must be [H, W] with positive integers <= 8192, got " + size.dump());
   out.height = size[0].get<int>();
   out.width = size[1].get<int>();
   auto opt_string = [&](const char* key, std::string& dst) {
@@ -89,16 +97,17 @@ Preprocessing parse_preprocessing(const json& p, const std::string& origin) {
   opt_string("interpolation", out.interpolation);
   opt_string("layout", out.layout);
   opt_string("color", out.color);
-  if (p.contains("scale") && !p["scale"].is_null()) out.scale = get_float(p["scale"], "preprocessing.scale", origin);
+  out.scale = get_float(require(p, "scale", " in preprocessing", origin), "preprocessing.scale", origin);
+  if (!(out.scale > 0.f)) fail(origin, "preprocessing.scale must be positive");
   for (const char* key : {"mean", "std"}) {
-    if (!p.contains(key) || p[key].is_null()) continue;
-    const json& v = p[key];
-    if (!v.is_array() || v.size() != 3) fail(origin, "preprocessing." + std::string(key) + " must be a list of 3 numbers");
+    const json& v = require(p, key, " in preprocessing", origin);
+    if (!v.is_array() || (v.size() != 3 && v.size() != 1))
+      fail(origin, "preprocessing." + std::string(key) + " must be a list of 1 or 3 numbers");
     auto& dst = std::string(key) == "mean" ? out.mean : out.std;
-    for (int c = 0; c < 3; ++c) dst[c] = get_float(v[c], "preprocessing." + std::string(key), origin);
+    for (size_t c = 0; c < 3; ++c) dst[c] = get_float(v[v.size() == 1 ? 0 : c], "preprocessing." + std::string(key), origin);
   }
   for (float s : out.std)
-    if (!(s != 0.f)) fail(origin, "preprocessing.std must be non-zero");
+    if (!(s > 0.f)) fail(origin, "preprocessing.std must be positive (non-zero: it divides)");
   if (out.layout != "NCHW") fail(origin, "preprocessing.layout '" + out.layout + "' is not supported (only NCHW)");
   if (out.color != "RGB") fail(origin, "preprocessing.color '" + out.color + "' is not supported (only RGB)");
   if (out.interpolation != "bilinear")
@@ -108,9 +117,11 @@ Preprocessing parse_preprocessing(const json& p, const std::string& origin) {
 }
 
 // A file name from the manifest must stay inside the artifact directory: relative, no ".." component,
-// no NUL byte (std::filesystem would truncate at it). Sub-directories are allowed.
+// no NUL byte (std::filesystem would truncate at it), no backslash, no drive ("C:x"), not "." or "./", at most 255
+// bytes a part and 1024 in all (vitedge/safety.py check_relative_name; the schema's relative_name). Sub-directories
+// are allowed.
 void check_inside(const std::string& name, const std::string& what, const std::string& origin) {
-  if (name.empty()) fail(origin, what + " must not be empty");
+  if (name.empty() || name == "." || name == "./") fail(origin, what + " must not be empty (or '.')");
   if (name.find('\0') != std::string::npos) fail(origin, what + " contains a NUL byte");
   if (name.front() == '/' || name.front() == '\\')
     fail(origin, what + " '" + name + "' is absolute; it must be a file inside the artifact directory");
@@ -120,8 +131,12 @@ void check_inside(const std::string& name, const std::string& what, const std::s
     if (end == std::string::npos) end = name.size();
     if (name.compare(start, end - start, "..") == 0)
       fail(origin, what + " '" + name + "' leaves the artifact directory (\"..\" component)");
+    if (end - start > 255) fail(origin, what + " has a part longer than 255 bytes");
     start = end + 1;
   }
+  if (name.find('\\') != std::string::npos) fail(origin, what + " '" + name.substr(0, 200) + "' holds a backslash");
+  if (name.size() > 1 && name[1] == ':') fail(origin, what + " '" + name.substr(0, 200) + "' is absolute (a drive)");
+  if (name.size() > 1024) fail(origin, what + " is longer than 1024 bytes");
 }
 
 // ONNX Runtime session config entries vitedge writes (vitedge/targets/onnx.py SESSION_CONFIG,
@@ -231,7 +246,7 @@ void parse_openvino(const json& root, const std::string& origin, Manifest& m) {
 bool is_sha256_hex(const std::string& s) {
   if (s.size() != 64) return false;
   for (char c : s)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return false;
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   return true;
 }
 
@@ -260,10 +275,20 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
     m.artifact = get_string(root, "artifact", "", origin);
     check_inside(m.artifact, "\"artifact\"", origin);
     m.target = get_string(root, "target", "", origin);
-    m.backend = get_string(root, "backend", "", origin);
-    if (root.contains("precision") && root["precision"].is_string()) m.precision = root["precision"];
+    if (m.target.empty()) fail(origin, "\"target\" must not be empty");
+    // "backend" is optional (empty: the target's backend, as the Python loader picks it by target)
+    if (root.contains("backend") && !root["backend"].is_null()) m.backend = get_string(root, "backend", "", origin);
+    if (root.contains("precision") && !root["precision"].is_null()) m.precision = get_string(root, "precision", "", origin);
     m.inputs = parse_specs(root, "inputs", origin);
     m.outputs = parse_specs(root, "outputs", origin);
+    // An image input (B, C, H, W): C, H, W of at most 8192. (The schema and the Python reader also require the
+    // first input to be 4-D with fixed C, H, W; the runner still runs other graphs, whose input shape the runtime
+    // checks: cpp_bad_inputs uses such graphs.)
+    {
+      const auto& shape = m.inputs.front().shape;
+      for (size_t i = 1; shape.size() == 4 && i < 4; ++i)
+        if (shape[i] > kMaxInputSide) fail(origin, "the input shape has C, H or W above 8192");
+    }
     if (root.contains("preprocessing") && !root["preprocessing"].is_null())
       m.preprocessing = parse_preprocessing(root["preprocessing"], origin);
     if (root.contains("labels") && !root["labels"].is_null()) {
@@ -298,8 +323,10 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
         m.ort_graph_optimization_level = lv.get<std::string>();
       }
     }
-    if (root.contains("quantization") && root["quantization"].is_object())
+    if (root.contains("quantization") && !root["quantization"].is_null()) {
+      if (!root["quantization"].is_object()) fail(origin, "\"quantization\" must be an object or null");
       parse_session_config(root["quantization"], "quantization", origin, m);
+    }
     parse_openvino(root, origin, m);
     if (root.contains("files") && !root["files"].is_null()) {
       const json& f = root["files"];
@@ -307,22 +334,22 @@ Manifest parse_manifest(const std::string& json_text, const std::string& origin)
       for (auto it = f.begin(); it != f.end(); ++it) {
         const std::string where = "files[\"" + it.key() + "\"]";
         check_inside(it.key(), "file name " + where, origin);
+        if (it.key() == "manifest.json") fail(origin, "\"files\" lists manifest.json itself");
         const json& e = it.value();
+        // Both fields, as vitedge writes them (the schema's files entry): sha256 = 64 lower-case hex digits.
         if (!e.is_object()) fail(origin, where + " must be an object {sha256, bytes}");
-        int64_t bytes = -1;
-        if (e.contains("bytes") && !e["bytes"].is_null()) {
-          if (!e["bytes"].is_number_integer() || e["bytes"].get<int64_t>() < 0)
-            fail(origin, where + ".bytes must be a non-negative integer");
-          bytes = e["bytes"].get<int64_t>();
-        }
-        m.file_bytes[it.key()] = bytes;
-        if (e.contains("sha256") && !e["sha256"].is_null()) {
-          if (!e["sha256"].is_string() || !is_sha256_hex(e["sha256"].get<std::string>()))
-            fail(origin, where + ".sha256 must be 64 hex digits");
-          std::string hex = e["sha256"].get<std::string>();
-          for (char& c : hex) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-          m.file_sha256[it.key()] = hex;
-        }
+        const json& b = require(e, "bytes", " in " + where, origin);
+        if (!b.is_number_integer() || (b.is_number_unsigned() ? false : b.get<int64_t>() < 0) ||
+            (b.is_number_unsigned() && b.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)))
+          fail(origin, where + ".bytes must be a non-negative integer");
+        m.file_bytes[it.key()] = b.get<int64_t>();
+        const auto h = e.find("sha256");
+        if (h == e.end() || h->is_null())
+          fail(origin, where + " is listed without a sha256 (the manifest records no sha256 for '" +
+                           one_line(it.key()) + "')");
+        if (!h->is_string() || !is_sha256_hex(h->get<std::string>()))
+          fail(origin, where + ".sha256 must be 64 hex digits (lower-case)");
+        m.file_sha256[it.key()] = h->get<std::string>();
       }
     }
     return m;

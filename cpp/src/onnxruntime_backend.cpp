@@ -28,7 +28,6 @@
 #include <mutex>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
 
 #include "backend.h"
 #include "plugin.h"
@@ -344,10 +343,10 @@ ManifestBits manifest_bits(const Manifest& m) {
 
 class OnnxRuntimeBackend final : public Backend {
  public:
-  OnnxRuntimeBackend(ModelSource& source, const Options& options)
+  OnnxRuntimeBackend(const Manifest& manifest, ModelSource& source, const Options& options)
       : lib_(load_library(options)), api_(*lib_.api), path_(source.path) {
     const std::string& path = path_;
-    const ManifestBits bits = manifest_bits(*source.manifest);
+    const ManifestBits bits = manifest_bits(manifest);
     const std::string load_err = "cannot load ONNX model " + path + " with ONNX Runtime " + lib_.version;
 
     ort::Env* env = nullptr;
@@ -501,12 +500,13 @@ class OnnxRuntimeBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_onnxruntime_backend(ModelSource& source, const Options& options) {
+std::unique_ptr<Backend> make_onnxruntime_backend(const Manifest& manifest, ModelSource& source,
+                                                  const Options& options) {
   // Only ONNX Runtime's CPU execution provider is used: refuse a CUDA device instead of running on the CPU.
   if (options.device != "cpu")
     throw Error("the ONNX Runtime backend runs on the CPU in vitedge; device '" + options.device +
                 "' is for TorchScript and AOTInductor artifacts");
-  return std::make_unique<OnnxRuntimeBackend>(source, options);
+  return std::make_unique<OnnxRuntimeBackend>(manifest, source, options);
 }
 
 }  // namespace vitedge

@@ -57,12 +57,12 @@ std::string shape_text(const ov::PartialShape& s) { return s.to_string(); }
 
 class OpenVINOBackend : public Backend {
  public:
-  OpenVINOBackend(ModelSource& source, const Options& options) : path_(source.path) {
+  OpenVINOBackend(const Manifest& manifest, ModelSource& source, const Options& options) : path_(source.path) {
     if (options.device != "cpu")
       throw Error("the OpenVINO backend runs on the CPU; device '" + options.device + "' is not supported");
     if (source.files.empty())
       throw Error("OpenVINO IR " + path_ + ": the runner handed over no weights file");
-    const Manifest& m = *source.manifest;
+    const Manifest& m = manifest;
     // The compile config: the manifest's (allow-listed by parse_manifest) or the precision's default.
     std::vector<std::pair<std::string, std::string>> config;
     if (m.openvino_config) config = *m.openvino_config;
@@ -239,8 +239,9 @@ class OpenVINOBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_openvino_backend(ModelSource& source, const Options& options) {
-  return std::make_unique<OpenVINOBackend>(source, options);
+std::unique_ptr<Backend> make_openvino_backend(const Manifest& manifest, ModelSource& source,
+                                                  const Options& options) {
+  return std::make_unique<OpenVINOBackend>(manifest, source, options);
 }
 
 }  // namespace vitedge

@@ -8,7 +8,7 @@
 // to 2x slower than Python (docs/cpp-runner.md). A plugin's libraries live in its own local scope, so no runtime
 // can capture another's symbols, and an app ships only the plugins (and runtime libraries) it needs.
 //
-// A plugin and the core exchange C++ objects (Options, ModelSource, Backend, Error), so they must come from the
+// A plugin and the core exchange C++ objects (Manifest, Options, ModelSource, Backend, Error), so they must come from the
 // same build: the core refuses a plugin whose ABI key differs from its own.
 #pragma once
 
@@ -22,10 +22,16 @@
 
 namespace vitedge {
 
-/// The key a plugin must report to be used: vitedge version, C++ library ABI, and the layout of the types that
-/// cross the boundary. Computed the same way in the core and in every plugin.
+/// The version of the plugin interface (BackendFactory's signature and the meaning of what it is handed): part of
+/// the ABI key, bumped whenever the interface changes in a way sizeof() cannot see.
+///   1: factory(ModelSource&, const Options&), the manifest reached through ModelSource::manifest
+///   2: factory(const Manifest&, ModelSource&, const Options&): the parsed manifest is an argument
+constexpr int kPluginInterface = 2;
+
+/// The key a plugin must report to be used: plugin interface version, vitedge version, C++ library ABI, and the
+/// layout of the types that cross the boundary. Computed the same way in the core and in every plugin.
 inline std::string plugin_abi_key() {
-  std::string k = "vitedge-backend-plugin/1 version=" VITEDGE_VERSION;
+  std::string k = "vitedge-backend-plugin/" + std::to_string(kPluginInterface) + " version=" VITEDGE_VERSION;
 #if defined(_GLIBCXX_USE_CXX11_ABI)
   k += " cxx11abi=" + std::to_string(_GLIBCXX_USE_CXX11_ABI);
 #endif

@@ -80,7 +80,7 @@ std::string built_list() {
 const BackendRow& pick_backend(const Manifest& m) {
   for (const auto& r : backend_table()) {
     if (m.target != r.target) continue;
-    if (m.backend != r.backend)
+    if (!m.backend.empty() && m.backend != r.backend)
       throw Error("manifest names target '" + m.target + "' with backend '" + m.backend + "'; this runner runs '" +
                   m.target + "' artifacts with backend '" + r.backend + "'");
     if (!r.built)
@@ -212,6 +212,7 @@ std::unique_ptr<Runner> Runner::open(const std::string& path, const Options& opt
   if (!check_sig && is_code_target(m.target) && !options.allow_unsigned_code)
     throw Error(unsigned_code_refusal(m.target, artifact_dir));
   const BackendRow& row = pick_backend(m);
+  if (m.backend.empty()) m.backend = row.backend;  // "backend" absent: the target's
   // parse_manifest has already refused file names that leave the artifact directory.
   // The other listed files: sizes + SHA-256 (every entry must carry a sha256); the main file is checked below on
   // the bytes the backend gets.
@@ -230,7 +231,6 @@ std::unique_ptr<Runner> Runner::open(const std::string& path, const Options& opt
   ModelSource source;
   source.dir = artifact_dir;
   source.path = artifact_file_path(artifact_dir, m.artifact);  // missing, symlink out, FIFO/device: Error
-  source.manifest = &m;
   // Each file a backend loads is read once here; its size and SHA-256 (manifest, signature) are checked on the bytes
   // the backend gets.
   auto read_checked = [&](const std::string& name, const std::string& path, uint64_t max_bytes) {
@@ -269,7 +269,7 @@ std::unique_ptr<Runner> Runner::open(const std::string& path, const Options& opt
   }
   if (after_verify_hook_for_tests) after_verify_hook_for_tests(source.path);
   const BackendFactory make = row.builtin ? row.builtin : plugin_factory(row.plugin, row.target, row.backend);
-  auto backend = make(source, options);
+  auto backend = make(m, source, options);  // the parsed manifest: no backend reads manifest.json again
   std::unique_ptr<Runner> runner(new Runner(artifact_dir, std::move(m), options, std::move(backend)));
   if (options.warmup > 0) {
     const Tensor x = warmup_input(runner->manifest_);

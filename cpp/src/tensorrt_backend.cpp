@@ -94,7 +94,7 @@ int device_index(const Options& options) {
 
 class TensorRTBackend final : public Backend {
  public:
-  TensorRTBackend(ModelSource& source, const Options& options) : path_(source.path) {
+  TensorRTBackend(const Manifest& manifest, ModelSource& source, const Options& options) : path_(source.path) {
     const std::string& path = path_;
     if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".onnx") == 0)
       throw Error("this TensorRT artifact holds no engine (TensorRT or a GPU was missing at export; see its "
@@ -132,7 +132,7 @@ class TensorRTBackend final : public Backend {
     if (inputs_.size() != 1)
       throw Error(path + " has " + std::to_string(inputs_.size()) + " inputs; vitedge engines have one");
     // Outputs in the manifest's order (Runner names them by position).
-    const Manifest& m = *source.manifest;
+    const Manifest& m = manifest;
     std::vector<std::string> ordered;
     for (const TensorSpec& spec : m.outputs) {
       const auto it = std::find(outputs_.begin(), outputs_.end(), spec.name);
@@ -245,8 +245,9 @@ class TensorRTBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_tensorrt_backend(ModelSource& source, const Options& options) {
-  return std::make_unique<TensorRTBackend>(source, options);
+std::unique_ptr<Backend> make_tensorrt_backend(const Manifest& manifest, ModelSource& source,
+                                                  const Options& options) {
+  return std::make_unique<TensorRTBackend>(manifest, source, options);
 }
 
 }  // namespace vitedge

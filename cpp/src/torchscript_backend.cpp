@@ -92,7 +92,8 @@ class TorchScriptBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_torchscript_backend(ModelSource& source, const Options& options) {
+std::unique_ptr<Backend> make_torchscript_backend(const Manifest& /*manifest*/, ModelSource& source,
+                                                  const Options& options) {
   return std::make_unique<TorchScriptBackend>(source, options);
 }
 

@@ -225,6 +225,11 @@ def bad_inputs(lib, fx: Path, work: Path) -> None:
     wrong_size = options(lib)
     wrong_size.struct_size = 8
     expect(lib, "options.struct_size unknown", open_(fx / "torchscript", wrong_size), INVALID, "struct_size is 8", failures)
+    wrong_size.struct_size = 0
+    expect(lib, "options.struct_size 0", open_(fx / "torchscript", wrong_size), INVALID, "not initialized", failures)
+    wrong_size.struct_size = C.sizeof(Options) + 16
+    expect(lib, "options of a newer vitedge.h", open_(fx / "torchscript", wrong_size), INVALID, "newer vitedge.h",
+           failures)
     tampered = edited("tampered_signed", lambda m, d: m.update(labels=["x"] * 10))  # manifest no longer signed
     expect(lib, "signed artifact, manifest edited", open_(tampered, options(lib, key=fx / "keys" / "pub.pem")), ERROR,
            "does not match its signature", failures)

@@ -99,9 +99,32 @@ int main(int argc, char** argv) {
   /* The trust rule: without keys a TorchScript artifact is refused unless allow_unsigned_code. */
   expect(vitedge_open(argv[1], NULL, &r), VITEDGE_ERROR, "runs code when it is loaded and it is not signed by a trusted key",
          "unsigned TorchScript, default options");
+  /* struct_size: 0 (not initialized), below version 1, above this header's (a newer caller): refused, nothing opened */
   vitedge_options_init(&opt);
-  opt.struct_size = sizeof(opt) - sizeof(int); /* a layout this library does not know */
-  expect(vitedge_open(argv[1], &opt, &r), VITEDGE_INVALID_ARGUMENT, "struct_size", "unknown options struct_size");
+  opt.allow_unsigned_code = 1;
+  opt.struct_size = 0;
+  expect(vitedge_open(argv[1], &opt, &r), VITEDGE_INVALID_ARGUMENT, "not initialized", "options struct_size 0");
+  opt.struct_size = VITEDGE_OPTIONS_SIZE_V1 - 1;
+  expect(vitedge_open(argv[1], &opt, &r), VITEDGE_INVALID_ARGUMENT, "struct_size", "options struct_size below V1");
+  opt.struct_size = sizeof(opt) + 8;
+  expect(vitedge_open(argv[1], &opt, &r), VITEDGE_INVALID_ARGUMENT, "newer vitedge.h", "options struct_size of a newer header");
+  check(r == NULL, "no handle after a refused struct_size");
+  /* version 1's exact size (no tail padding) and the static initializer are accepted */
+  opt.struct_size = VITEDGE_OPTIONS_SIZE_V1;
+  check(vitedge_open(argv[1], &opt, &r) == VITEDGE_OK, "open with struct_size VITEDGE_OPTIONS_SIZE_V1");
+  if (r) vitedge_close(r), r = NULL;
+  {
+    vitedge_options s = VITEDGE_OPTIONS_INIT;
+    vitedge_options d;
+    vitedge_options_init(&d);
+    check(s.struct_size == d.struct_size && s.threads == d.threads && strcmp(s.device, d.device) == 0 &&
+              s.warmup == d.warmup && s.verify == d.verify && s.trusted_keys == d.trusted_keys &&
+              s.num_trusted_keys == d.num_trusted_keys && s.allow_unsigned_code == d.allow_unsigned_code,
+          "VITEDGE_OPTIONS_INIT equals vitedge_options_init");
+    s.allow_unsigned_code = 1;
+    check(vitedge_open(argv[1], &s, &r) == VITEDGE_OK, "open with VITEDGE_OPTIONS_INIT");
+    if (r) vitedge_close(r), r = NULL;
+  }
   vitedge_options_init(&opt);
   opt.num_trusted_keys = 1; /* trusted_keys left NULL */
   expect(vitedge_open(argv[1], &opt, &r), VITEDGE_INVALID_ARGUMENT, "trusted_keys is NULL", "num_trusted_keys without keys");

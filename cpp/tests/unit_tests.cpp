@@ -69,7 +69,7 @@ const char* kGood = R"({
                     "scale": 0.00392156862745098, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                     "layout": "NCHW", "color": "RGB"},
   "labels": ["a", "b"],
-  "files": {"model.pt": {"sha256": "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB", "bytes": 1234}},
+  "files": {"model.pt": {"sha256": "abababababababababababababababababababababababababababababababab", "bytes": 1234}},
   "versions": {"vitedge": "0.1.0"}, "created": "2026-11-23T14:00:00Z", "export": {}, "parity": {},
   "future_field": [1, 2, 3]
 })";
@@ -107,9 +107,28 @@ void test_manifest() {
   // Optional blocks may be null.
   const auto m2 = vitedge::parse_manifest(
       replace(replace(std::string(kGood), "\"labels\": [\"a\", \"b\"]", "\"labels\": null"),
-              "\"files\": {\"model.pt\": {\"sha256\": \"ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB\", \"bytes\": 1234}}",
+              "\"files\": {\"model.pt\": {\"sha256\": \"abababababababababababababababababababababababababababababababab\", \"bytes\": 1234}}",
               "\"files\": null"));
   CHECK(m2.labels.empty() && m2.file_bytes.empty() && m2.file_sha256.empty());
+  // The schema's bounds (vitedge/schemas/manifest.schema.json), as the Python reader applies them.
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "abababababababababababababababababababababababababababababababab",
+                                               "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB")),
+               "64 hex digits (lower-case)");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, ", \"bytes\": 1234", "")), "missing \"bytes\"");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"model.pt\": {\"sha256\"", "\"manifest.json\": {\"sha256\"")),
+               "lists manifest.json itself");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"artifact\": \"model.pt\"", "\"artifact\": \"C:model.pt\"")), "a drive");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"artifact\": \"model.pt\"", "\"artifact\": \"a\\\\b.pt\"")), "backslash");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"artifact\": \"model.pt\"", "\"artifact\": \"./\"")), "must not be empty");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "[0.229, 0.224, 0.225]", "[0.229, -1, 0.225]")), "positive");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"scale\": 0.00392156862745098", "\"scale\": 0")), "positive");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "[-1, 3, 64, 48]", "[-1, 3, 9000, 48]")), "above 8192");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"dtype\": \"float32\"", "\"dtype\": \"gloat32\"")), "dtype");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"precision\": \"fp32\"", "\"precision\": 5")), "precision");
+  CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"future_field\"", "\"quantization\": 5, \"future_field\"")),
+               "\"quantization\" must be an object");
+  CHECK(vitedge::parse_manifest(replace(kGood, "[0.485, 0.456, 0.406]", "[0.5]")).preprocessing->mean[2] == 0.5f);
+  CHECK(vitedge::parse_manifest(replace(kGood, "\"backend\": \"libtorch\", ", "")).backend.empty());
 
   CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"schema_version\": 1", "\"schema_version\": 99")),
                "schema_version 99");
@@ -136,7 +155,7 @@ void test_manifest() {
   CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"outputs\": [", "\"outputs\": [], \"x\": [")), "non-empty");
 
   // File names must stay inside the artifact directory; digests must be 64 hex digits.
-  const std::string sha = "\"ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB\"";
+  const std::string sha = "\"abababababababababababababababababababababababababababababababab\"";
   CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"model.pt\": {\"sha256\"", "\"../model.pt\": {\"sha256\"")),
                "leaves the artifact directory");
   CHECK_THROWS(vitedge::parse_manifest(replace(kGood, "\"model.pt\": {\"sha256\"", "\"sub/../../x\": {\"sha256\"")),

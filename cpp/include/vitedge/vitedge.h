@@ -39,9 +39,14 @@ typedef enum vitedge_status {
 typedef struct vitedge_runner vitedge_runner;   /* an open artifact */
 typedef struct vitedge_outputs vitedge_outputs; /* the outputs of one vitedge_run */
 
-/* Always fill it with vitedge_options_init first: it sets struct_size, by which vitedge_open knows the layout the
- * caller was compiled with (new fields are only ever appended; a size this library does not know is refused with
- * VITEDGE_INVALID_ARGUMENT). */
+/* Options of vitedge_open: a versioned struct (the model is ONNX Runtime's C API). struct_size, its FIRST member,
+ * tells vitedge_open the layout the caller was compiled with: fill the struct with vitedge_options_init(&o) or
+ * `vitedge_options o = VITEDGE_OPTIONS_INIT;` before setting fields. New fields are only ever appended, so a
+ * library reads the struct of an older header (its struct_size smaller, at least VITEDGE_OPTIONS_SIZE_V1) with the
+ * missing fields at their defaults. Refused with VITEDGE_INVALID_ARGUMENT and a message naming the size: a
+ * struct_size of 0 (struct not initialized), below VITEDGE_OPTIONS_SIZE_V1, or above sizeof(vitedge_options) of this
+ * library (a caller built against a newer vitedge.h than the library it runs with).
+ *   version 1 (vitedge 0.1): struct_size .. allow_unsigned_code */
 typedef struct vitedge_options {
   size_t struct_size; /* sizeof(vitedge_options) of the caller's header; set by vitedge_options_init */
   int threads;        /* intra-op CPU threads, 0 = runtime default (libtorch: process-wide) */
@@ -57,6 +62,12 @@ typedef struct vitedge_options {
   int allow_unsigned_code;
 } vitedge_options;
 
+/* The smallest struct_size vitedge_open accepts: the end of version 1's last field. */
+#define VITEDGE_OPTIONS_SIZE_V1 (offsetof(vitedge_options, allow_unsigned_code) + sizeof(int))
+
+/* Static initializer with the defaults of vitedge_options_init: vitedge_options o = VITEDGE_OPTIONS_INIT; */
+#define VITEDGE_OPTIONS_INIT {sizeof(vitedge_options), 0, "cpu", 0, 1, NULL, 0, 0}
+
 /* Fill *options with the defaults (struct_size, threads 0, device "cpu", warmup 0, verify 1, no trusted keys,
  * allow_unsigned_code 0). */
 void vitedge_options_init(vitedge_options* options);
@@ -69,7 +80,8 @@ const char* vitedge_version(void);
 
 /* Open an artifact: its folder (manifest.json + model file) or the model file in it (any other file: VITEDGE_ERROR,
  * see vitedge::Runner::open); options NULL = defaults (so a TorchScript or AOTInductor artifact is refused: it is
- * unsigned by any trusted key). *runner is NULL on failure. */
+ * unsigned by any trusted key). An options->struct_size this library does not know (see vitedge_options):
+ * VITEDGE_INVALID_ARGUMENT. *runner is NULL on failure. */
 vitedge_status vitedge_open(const char* artifact, const vitedge_options* options, vitedge_runner** runner);
 
 /* Close a runner (NULL is ignored). */
