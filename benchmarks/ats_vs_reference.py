@@ -9,7 +9,7 @@ then on the 450 held-out digits compares:
 * the same weights with no token sampling at all (every budget = number of patches).
 
 Writes benchmarks/results/ats_vs_reference.json (numbers + machine). The training and comparison helpers live
-in tests/test_ats.py, whose fast test runs a shorter version of the same measurement.
+in tests/models/test_ats.py, whose fast test runs a shorter version of the same measurement.
 
     .venv/bin/python benchmarks/ats_vs_reference.py [--steps 600] [--runs 10] [--config bench|test]
 """

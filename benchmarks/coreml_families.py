@@ -1,7 +1,7 @@
 """Which model families convert to Core ML (coremltools 9, mlprogram), and how: one preset per family.
 
 For each family in the zoo, the smallest preset at its paper's input size (or, with ``--small``, the small
-config tests/test_families.py uses) is exported with ``vitedge.export.export(..., "coreml")`` as an fp16 model
+config tests/models/test_families.py uses) is exported with ``vitedge.export.export(..., "coreml")`` as an fp16 model
 with a float32 tensor input and a dynamic batch, so the flexible-batch path (``ct.RangeDim``, then enumerated
 batches) is exercised; the saved package is checked by ``vitedge.targets.coreml.inspect`` inside the export.
 Conversion time is wall-clock on a shared machine: a rough figure, not a benchmark.
@@ -42,7 +42,7 @@ def _model(family: str, small: bool):
         from test_families import SMALL
         _, _, kw, size = SMALL[family]
         torch.manual_seed(0)
-        return family_class(family)(**kw).eval(), size, "tests/test_families.py small config", None
+        return family_class(family)(**kw).eval(), size, "tests/models/test_families.py small config", None
     preset = next(n for n, p in PRESETS.items() if p.family == family)
     model, spec, pre = prepare_preset(preset)
     return model, tuple(pre["size"]), preset, (spec, pre)

@@ -1,4 +1,4 @@
-"""Render the family x target table from what tests/test_families.py measured (build/test-reports/family_matrix/).
+"""Render the family x target table from what tests/models/test_families.py measured (build/test-reports/family_matrix/).
 
 Run the suite first (`make test`, or `-m slow` for the full-size presets), then `python benchmarks/family_matrix.py`;
 writes benchmarks/results/family_matrix.md.
@@ -29,9 +29,9 @@ def main() -> int:
                      "onnx": r["onnx"]["max_abs_b1_3_8"],
                      "method": "dynamo" if "dynamo=True" in r["onnx"]["method"] else r["onnx"]["method"]})
     if not rows:
-        sys.exit(f"no reports in {src}: run tests/test_families.py first")
+        sys.exit(f"no reports in {src}: run tests/models/test_families.py first")
     out = ROOT / "benchmarks/results/family_matrix.md"
-    out.write_text("# family x target, as measured by tests/test_families.py\n\n" + markdown_table(rows, COLUMNS) + "\n")
+    out.write_text("# family x target, as measured by tests/models/test_families.py\n\n" + markdown_table(rows, COLUMNS) + "\n")
     print(out.read_text())
     return 0
 

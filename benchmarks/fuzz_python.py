@@ -1,7 +1,7 @@
 """Longer Hypothesis fuzz run of the manifest reader and artifact loaders (issue 9); writes
 ``benchmarks/results/fuzz_python.json``.
 
-The properties are those of ``tests/test_fuzz_manifest.py`` (allowed outcomes: success or a one-line
+The properties are those of ``tests/hardening/test_fuzz_manifest.py`` (allowed outcomes: success or a one-line
 VitedgeError). Each property runs in its own child process for its share of the time budget, so a crash of a
 native library (a signal) is recorded as a crash instead of ending the run. Inside a child, Hypothesis is run
 again and again with fresh seeds (no example database) until the time is up; every executed example is counted,

@@ -38,6 +38,7 @@ LAZY_RUNTIMES = {
     "tensorrt": "optional extra [tensorrt] (no wheel on CPU machines; import may raise OSError)",
     "model_signing": "heavy (sigstore stack); only for --sign / --key / verify",
     "cryptography": "only for --sign / --key / keygen / verify",
+    "jsonschema": "about 0.13 s of import; only when a manifest is read (not for vitedge zoo or --help)",
     "skimage": "heavy (about 0.5 s); only to locate its bundled photos",
     "sklearn": "heavy (about 1 s); only for the digits dataset",
     # Hard dependencies, imported where used so that the CLI starts fast (vitedge --help, vitedge zoo):

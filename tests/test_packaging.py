@@ -129,7 +129,7 @@ def install_hints(text: str):
 
 
 def hint_sources():
-    files = sorted((ROOT / "vitedge").rglob("*.py")) + sorted((ROOT / "tests").glob("*.py"))
+    files = sorted((ROOT / "vitedge").rglob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
     return [f for f in files if f.name != Path(__file__).name]
 
 

@@ -14,6 +14,7 @@ import ctypes
 import datetime as _dt
 import errno
 import functools
+from importlib import resources
 import hashlib
 import json
 import math
@@ -188,7 +189,6 @@ SCHEMA_FILE = "schemas/manifest.schema.json"  # package data: vitedge/schemas/ma
 def manifest_schema() -> dict:
     """The JSON Schema (draft 2020-12) of manifest.json shipped with vitedge (``vitedge/schemas/manifest.schema.json``;
     the C++ runner installs the same file as ``share/vitedge/manifest.schema.json``)."""
-    from importlib import resources
     return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
 
 

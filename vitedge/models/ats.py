@@ -57,7 +57,7 @@ run 10 times:
 
 So the deterministic variant agrees with the reference as closely as the reference agrees with itself, is as
 accurate, and keeps more tokens for the same budget (the compute is that of the fixed capacity anyway).
-The fast test (``tests/test_ats.py``, a smaller model trained 400 steps) measured accuracy 0.940 (ours) vs
+The fast test (``tests/models/test_ats.py``, a smaller model trained 400 steps) measured accuracy 0.940 (ours) vs
 0.925 (reference, 3 runs) and agreement 0.967 (ours vs reference) vs 0.955 (reference vs reference).
 """
 from __future__ import annotations

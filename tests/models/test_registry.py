@@ -39,7 +39,7 @@ def toy():
                     recipes={"onnx": {"fusions": ("gelu",)}, "onnx_int8": {"mode": "dynamic"},
                              "executorch_int8": {"mode": "dynamic"}})
     register_preset("toy_16", "toy", dict(image_size=16, patch_size=4, dim=8, num_classes=3), (16, 16),
-                    "Toy, a test 2024", "Nobody. A toy family.", note="registered by tests/test_registry.py")
+                    "Toy, a test 2024", "Nobody. A toy family.", note="registered by tests/models/test_registry.py")
     yield "toy"
     registry.unregister_family("toy")
     assert "toy" not in FAMILIES and "toy_16" not in PRESETS

@@ -184,7 +184,7 @@ def test_trust_code_runs_the_payload(arts, tmp_path, capsys, photo_batch):
 
 def test_aotinductor_is_refused_before_its_library_is_loaded(arts, tmp_path, monkeypatch, capsys):
     """An AOTInductor package is a shared library: refused unsigned, and aoti_load_package is never reached.
-    (The real compiled package is checked in tests/test_aotinductor.py.)"""
+    (The real compiled package is checked in tests/targets/test_aotinductor.py.)"""
     import torch._inductor
     calls = []
     monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda *a, **k: calls.append(a))

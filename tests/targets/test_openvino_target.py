@@ -4,6 +4,7 @@ quantization, calibrated on the digits train split), plus corrupted files and ba
 
 Tiny models (32x32, depth 2) keep conversion and quantization to seconds."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,9 +37,11 @@ def tiny_vit(num_classes: int = 5) -> ViT:
 
 
 def _cli(*args):
-    """Run ``python -m vitedge.cli`` in a subprocess: (exit code, stdout, stderr)."""
+    """Run ``python -m vitedge.cli`` in a subprocess: (exit code, stdout, stderr). Tables are as wide as when piped
+    (140 columns), whatever $COLUMNS the test runner was started with."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     r = subprocess.run([sys.executable, "-m", "vitedge.cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=600)
+                       timeout=600, env=env)
     return r.returncode, r.stdout, r.stderr
 
 

@@ -22,7 +22,7 @@ from vitedge.targets import aotinductor
 
 from helpers import assert_one_line_error
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CPP_BENCH = ROOT / "build/cpp/cpp/vitedge-bench"
 SIZE = (32, 32)
 HAS_CUDA = torch.cuda.is_available()

@@ -4,7 +4,7 @@ flexibility, output names, fp16 vs fp32 ops, int8 / palettized weights, the pixe
 against the manifest's preprocessing, class labels, metadata, deployment target, manifest hashes.
 
 Prediction needs macOS (Core ML framework); those tests skip elsewhere with the reason. Small configs (the ones
-tests/test_families.py checks against vit-pytorch), 32x32 to 64x128 inputs.
+tests/models/test_families.py checks against vit-pytorch), 32x32 to 64x128 inputs.
 """
 from __future__ import annotations
 

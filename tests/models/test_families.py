@@ -19,7 +19,7 @@ from vitedge.data import make_preprocessing
 from vitedge.export import export
 from vitedge.models.zoo import FAMILIES, PRESETS, family_class, size_arg
 
-REPORTS = Path(__file__).resolve().parents[1] / "build/test-reports/family_matrix"
+REPORTS = Path(__file__).resolve().parents[2] / "build/test-reports/family_matrix"
 
 # family -> (vit-pytorch module, class, small kwargs, input (H, W)), as each family spec registers them
 # (vitedge/models/families/<family>.py: upstream, small_config, small_input_size)
