@@ -22,6 +22,15 @@ def photos(size, n: int | None = None) -> torch.Tensor:
     return x if n is None else x[torch.arange(n) % len(x)]
 
 
+@pytest.fixture(autouse=True)
+def _autograd_on():
+    """Every test starts with autograd on. A test that trains (vit-pytorch's DistillWrapper on our student) failed in
+    a full xdist run with "element 0 of tensors does not require grad" after another test in the same worker had left
+    it off; restoring the process-wide mode keeps tests independent of their order."""
+    torch.set_grad_enabled(True)
+    yield
+
+
 @pytest.fixture(scope="session")
 def photo_batch():
     """Factory fixture: ``photo_batch((H, W), n=None)``."""

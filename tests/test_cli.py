@@ -386,6 +386,17 @@ def test_bench_table_fits_80_columns(artifacts, tmp_path):
         assert value in out, (value, out)
 
 
+def test_validate_table_fits_80_columns(artifacts, tmp_path):
+    """validate's table (a row per metric) in an 80-column terminal: nothing truncated, every value of the JSON shown."""
+    rc, out, err = run_cli("validate", artifacts["onnx"], "--json", tmp_path / "v.json", env=cli_env(COLUMNS="80"))
+    assert rc == 0, err
+    m = json.loads((tmp_path / "v.json").read_text())["metrics"]
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert "…" not in out
+    for value in (f"{m['max_abs']:.2e}", f"{m['cosine']:.6f}", f"{m['top1_agreement']:.1%}", "PASS"):
+        assert value in out, (value, out)
+
+
 def test_bench_table_fits_80_columns_with_wide_values():
     from rich.console import Console
     from vitedge.cli import bench_table

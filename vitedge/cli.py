@@ -245,17 +245,20 @@ def cmd_validate(args) -> int:
     m = r["metrics"]
     from rich.table import Table
     where = f"{r['dataset']['name']} test split" if "dataset" in r else "photos"
+    # One metric per row: it fits an 80-column terminal whatever the numbers (a row per metric, never truncated).
     tab = Table(title=f"{r['artifact']} ({r['runtime']}, {r['precision']}) vs fp32 eager PyTorch on {m['samples']} "
                       f"{where}")
-    cols = ["max abs", "max rel", "cosine (min)", "top-1 agree", "top-5 agree"]
-    cells = [f"{m['max_abs']:.2e}", f"{m['max_rel']:.2e}", f"{m['cosine']:.6f}", f"{m['top1_agreement']:.1%}",
-             f"{m['top5_agreement']:.1%}"]
+    tab.add_column("metric", no_wrap=True)
+    tab.add_column("value", justify="right", no_wrap=True)
+    rows = [("max abs diff", f"{m['max_abs']:.2e}"), ("max rel diff", f"{m['max_rel']:.2e}"),
+            ("cosine (min)", f"{m['cosine']:.6f}"), ("top-1 agreement", f"{m['top1_agreement']:.1%}"),
+            ("top-5 agreement", f"{m['top5_agreement']:.1%}")]
     if "top1" in m:
-        cols += ["top-1 artifact", "top-1 fp32 eager", "drop (points)"]
-        cells += [f"{m['top1']:.2%}", f"{m['eager_top1']:.2%}", f"{m['drop_points']:+.2f}"]
-    for col in cols + ["result"]:
-        tab.add_column(col, justify="right")
-    tab.add_row(*cells, "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]")
+        rows += [("top-1 artifact", f"{m['top1']:.2%}"), ("top-1 fp32 eager", f"{m['eager_top1']:.2%}"),
+                 ("drop (points)", f"{m['drop_points']:+.2f}")]
+    for name, value in rows:
+        tab.add_row(name, value)
+    tab.add_row("result", "[green]PASS[/]" if r["passed"] else "[red]FAIL[/]")
     _console().print(tab)
     return _validate_exit(r)
 
