@@ -221,7 +221,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
     Args:
         model: any ``nn.Module`` mapping float32 (B, C, H, W) to logits (B, K) or a tuple of outputs.
         example: float32 (B, C, H, W) example input; B is the fixed batch when ``dynamic_batch`` is False.
-        target: ``torchscript`` | ``onnx``.
+        target: a registered target name (``vitedge.targets.target_names()``: torchscript, onnx, aotinductor,
+            executorch, openvino, coreml, trt).
         spec: model description for the manifest (from :func:`prepare_preset`); None for a plain module.
         preprocessing: manifest preprocessing dict; defaults to ImageNet mean/std at the example's size.
         dynamic_batch: keep dimension 0 symbolic (verified at batches 1, 3 and 8 against eager).
