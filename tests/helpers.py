@@ -18,6 +18,7 @@ from torch import nn
 
 import vitedge.data
 import vitedge.export
+from vitedge.models.zoo import FAMILIES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -239,3 +240,17 @@ def cli_digits_checkpoint(folder, epochs: int, preset: str = "deit_tiny", size: 
     assert main(["train", "--preset", preset, "--dataset", "digits", "--image-size", str(size), str(size),
                  "--epochs", str(epochs), "-o", str(out)]) == 0
     return out
+
+
+# family -> (vit-pytorch module, class, small kwargs, input (H, W)), as each family spec registers them
+# (vitedge/models/families/<family>.py: upstream, small_config, small_input_size)
+SMALL = {f: (*spec.upstream, spec.small_config, spec.small_input_size) for f, spec in FAMILIES.items()
+         if spec.upstream and spec.small_config}
+
+
+def oracle_kwargs(family, kw):
+    """ATS samples at random in vit-pytorch; with budgets above the token count nothing is sampled, so the oracle
+    comparison is exact there (test_ats.py compares the sampling itself); the export uses the real budgets."""
+    if family == "ats":
+        return {**kw, "max_tokens_per_depth": (10 ** 6,) * len(kw["max_tokens_per_depth"])}
+    return kw

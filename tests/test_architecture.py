@@ -57,7 +57,7 @@ TORCH_FREE = frozenset({
     "vitedge", "vitedge.errors", "vitedge.cli", "vitedge.progress", "vitedge.report", "vitedge.machine",
     "vitedge.models", "vitedge.models.zoo", "vitedge.manifest", "vitedge.safety", "vitedge.signing",
     "vitedge.device", "vitedge.runtime", "vitedge.bench", "vitedge.targets", "vitedge.targets.onnx",
-    "vitedge.targets.openvino",
+    "vitedge.targets.openvino", "vitedge.targets.onnx_graph",
 })
 
 # Function-level imports that no rule above allows, each with why it must stay for now: none left. An entry here

@@ -14,26 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import SMALL, oracle_kwargs as _oracle_kwargs
 from oracle import oracle
 from vitedge.data import make_preprocessing
 from vitedge.export import export
 from vitedge.models.zoo import FAMILIES, PRESETS, family_class, size_arg
 
 REPORTS = Path(__file__).resolve().parents[2] / "build/test-reports/family_matrix"
-
-# family -> (vit-pytorch module, class, small kwargs, input (H, W)), as each family spec registers them
-# (vitedge/models/families/<family>.py: upstream, small_config, small_input_size)
-SMALL = {f: (*spec.upstream, spec.small_config, spec.small_input_size) for f, spec in FAMILIES.items()
-         if spec.upstream and spec.small_config}
-
-
-def _oracle_kwargs(family, kw):
-    """ATS samples at random in vit-pytorch; with budgets above the token count nothing is sampled, so the oracle
-    comparison is exact there (test_ats.py compares the sampling itself); the export uses the real budgets."""
-    if family == "ats":
-        return {**kw, "max_tokens_per_depth": (10 ** 6,) * len(kw["max_tokens_per_depth"])}
-    return kw
-
 
 def _randomise_buffers(model):
     """Give BatchNorm layers and zero-initialised biases non-trivial values so they take part in the comparison."""

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from oracle import oracle
-from test_families import SMALL, _oracle_kwargs
+from helpers import SMALL, oracle_kwargs as _oracle_kwargs
 from vitedge.data import digits_batch, digits_split, make_preprocessing
 from vitedge.models import upstream
 from vitedge.models.cct import CCT

@@ -17,7 +17,7 @@ import torch
 
 pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'vitedge[coreml]')")
 
-from test_families import SMALL  # noqa: E402
+from helpers import SMALL  # noqa: E402
 from vitedge.cli import main  # noqa: E402
 from vitedge.data import make_preprocessing  # noqa: E402
 from vitedge.errors import ArtifactError, ExportError, RuntimeMissingError, UsageError  # noqa: E402

@@ -155,14 +155,21 @@ def test_fused_graph_matches_unfused_on_trained_model(digits_deit, tmp_path, pho
 
 
 def test_graph_for_other_runtimes_stays_portable(tmp_path):
-    """TensorRT / OpenVINO call the ONNX writer with their own target name: no com.microsoft op, no ORT block."""
+    """TensorRT and OpenVINO build on the portable graph (vitedge.targets.onnx_graph): no com.microsoft op, no ORT
+    block; the onnx target's own graph of the same model gets the family's fusions."""
+    from vitedge.targets.onnx_graph import write_graph
     model, spec, _ = prepare_preset("deit_tiny", image_size=(32, 32))
     opts = {"input_names": ["pixel_values"], "output_names": ["logits"], "dynamic_batch": True, "opset": None,
-            "precision": "fp32", "quantization": None, "target_options": {}, "spec": spec, "target": "tensorrt"}
-    info = onnx_target.write(model, torch.zeros(2, 3, 32, 32), tmp_path, opts)
-    graph = onnx.load(str(tmp_path / onnx_target.FILENAME))
+            "precision": "fp32", "quantization": None, "target_options": {}, "spec": spec}
+    (tmp_path / "portable").mkdir()
+    info = write_graph(model, torch.zeros(2, 3, 32, 32), tmp_path / "portable", opts)
+    graph = onnx.load(str(tmp_path / "portable" / onnx_target.FILENAME))
     assert {n.domain for n in graph.graph.node} <= {"", "ai.onnx"} and any(n.op_type == "Erf" for n in graph.graph.node)
-    assert "manifest" not in info
+    assert "manifest" not in info and info["hook"] is None
+    (tmp_path / "ort").mkdir()
+    ort = onnx_target.write(model, torch.zeros(2, 3, 32, 32), tmp_path / "ort", opts)
+    fused = onnx.load(str(tmp_path / "ort" / onnx_target.FILENAME))
+    assert any(n.domain == "com.microsoft" for n in fused.graph.node) and "onnxruntime" in ort["manifest"]
 
 
 def test_int8_starts_from_portable_graph_and_reports_quantized_ops(tmp_path):

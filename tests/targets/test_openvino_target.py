@@ -452,10 +452,10 @@ def test_attention_rewrite_keeps_outputs_and_removes_the_3d_key_transpose(tmp_pa
     """The exporter's SDPA lowering (key transposed through a 3-D Reshape/Transpose/Reshape, query and key each
     scaled by sqrt(scale)) becomes one Transpose of the last two axes and one scale after Q @ K^T; same outputs."""
     import onnx
-    from vitedge.targets import onnx as onnx_target
+    from vitedge.targets.onnx_graph import write_graph
 
-    onnx_target.write(tiny_vit(), torch.zeros(2, 3, *SIZE), tmp_path,
-                      {"input_names": ["pixel_values"], "output_names": ["logits"], "target": "openvino"})
+    write_graph(tiny_vit(), torch.zeros(2, 3, *SIZE), tmp_path, {"input_names": ["pixel_values"],
+                                                                  "output_names": ["logits"]})
     src = tmp_path / "model.onnx"
     before = onnx.load(str(src))
     rewritten = tmp_path / "rewritten.onnx"

@@ -38,7 +38,7 @@ def one_line_error(err: str) -> str:
 
 def small_model(family: str):
     """A small model of ``family`` (the configs of test_families.py) and its input size."""
-    from test_families import SMALL
+    from helpers import SMALL
     from vitedge.models.zoo import family_class
     _, _, kw, size = SMALL[family]
     torch.manual_seed(0)

@@ -1,8 +1,5 @@
-"""ONNX target: ``torch.onnx.export(dynamo=True)`` with a symbolic batch dimension, run by ONNX Runtime.
-
-The current (dynamo) exporter is used with a batch-2 example and ``Dim("batch")``: with a batch-1 example
-it may specialise the batch to 1 (seen with torch 2.13). If it fails, the legacy TorchScript-based exporter
-(opset 17, ``dynamic_axes``) is the documented fallback, and the manifest records which one ran and why.
+"""ONNX target: the portable graph of :mod:`vitedge.targets.onnx_graph` (``torch.onnx.export(dynamo=True)`` with a
+symbolic batch dimension, legacy exporter as the recorded fallback), run by ONNX Runtime.
 
 For the ``onnx`` target (run by ONNX Runtime) the stored fp32 graph then gets ONNX Runtime-only fusions that ORT's
 own optimizer misses, chosen per model family by measurement (the family's ``"onnx"`` recipe,
@@ -12,8 +9,8 @@ simplification. The decomposed erf GELU the exporter writes (``x * (0.5 * (erf(x
 order ORT's GeluFusion does not match, so it becomes ``com.microsoft`` Gelu (then BiasGelu); attention
 (``MatMul -> Softmax -> MatMul`` from ``scaled_dot_product_attention``) can become ``com.microsoft``
 MultiHeadAttention. SkipLayerNormalization is left out (its CPU kernel measured slower than Add + LayerNormalization
-here). Graphs written for other runtimes (TensorRT, OpenVINO: ``options["target"]`` is not ``onnx``) and the graph
-int8/fp16 start from stay portable, standard-domain ONNX.
+here). The portable graph itself, which TensorRT and OpenVINO build on and int8/fp16 start from, is
+:mod:`vitedge.targets.onnx_graph` (standard-domain ONNX).
 
 The artifact's manifest records, under ``onnxruntime``, the session settings :func:`load` applies
 (``graph_optimization_level``, ``session_config``) and :func:`fusion_report`: the op counts of the stored graph and of
@@ -44,10 +41,7 @@ from ..safety import onnx_external_locations
 if TYPE_CHECKING:  # torch is imported by write() only: loading and running an artifact needs no torch
     import torch
 
-FILENAME = "model.onnx"
-DEFAULT_OPSET = 18
-LEGACY_OPSET = 17
-MAX_BATCH = 1024
+from .onnx_graph import DEFAULT_OPSET, FILENAME, LEGACY_OPSET, MAX_BATCH, write_graph  # noqa: F401 - re-exported
 
 
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
@@ -89,85 +83,33 @@ FUSED_OPS = frozenset({
 
 
 def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, options: dict) -> dict:
-    """Export ``model`` to ``directory/model.onnx``.
+    """Export ``model`` to ``directory/model.onnx`` for ONNX Runtime: the portable graph
+    (:func:`vitedge.targets.onnx_graph.write_graph`), then, for fp32, the ONNX Runtime fusions of
+    :func:`optimize_graph`, and the ``onnxruntime`` manifest block (session settings, fusion report).
 
     options: input_names, output_names, dynamic_batch, opset, precision (fp32 | fp16 | int8) and, for int8,
     quantization = {"mode": "static"|"dynamic", "method": "minmax"|"percentile"|"entropy",
     "calibration": float32 (N, C, H, W) array, ...} (see :func:`vitedge.quantize.onnx.quantize_int8`),
-    target (the export driver's target name: ``onnx`` gets the ONNX Runtime fusions of :func:`optimize_graph` on its
-    fp32 graph and the ``onnxruntime`` manifest block; another name, e.g. ``tensorrt``, a portable graph without that
-    block; absent: portable graph with the block), spec (its ``family`` picks the ``"onnx"`` recipe's fusions) and
+    spec (its ``family`` picks the ``"onnx"`` recipe's fusions) and
     target_options = {"fusions": None (family default) | list or comma-separated subset of :data:`FUSIONS`}.
     Raises UsageError for an unknown fusion; exporter failures propagate (the driver reports them in one line).
     """
-    import torch
-    import onnx
-
-    precision = options.get("precision", "fp32")
+    fusions = (options.get("target_options") or {}).get("fusions")
+    if fusions is None:
+        fusions = family_recipe((options.get("spec") or {}).get("family"), "onnx")["fusions"]
+    elif isinstance(fusions, str):
+        fusions = tuple(f for f in fusions.split(",") if f)
+    g = write_graph(model, example, directory, options,
+                    fp32_hook=lambda path: optimize_graph(path, path, tuple(fusions)))
+    quant = g["quantization"]
+    session_config = dict(SESSION_CONFIG)
+    run_config = {**session_config, **((quant or {}).get("session_config") or {})}
     final = directory / FILENAME
-    path = final if precision == "fp32" else directory / "_fp32.onnx"
-    in_names, out_names = options["input_names"], options["output_names"]
-    dynamic = options.get("dynamic_batch", True)
-    opset = options.get("opset") or DEFAULT_OPSET
-    if dynamic and example.shape[0] < 2:
-        example = example.expand(2, *example.shape[1:]).contiguous()
-    info: dict = {}
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping ..."
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
-            torch.onnx.export(model, (example,), str(path), input_names=in_names, output_names=out_names,
-                              opset_version=opset, dynamo=True, dynamic_shapes=shapes, external_data=False,
-                              optimize=True, verbose=False)
-            info = {"method": "torch.onnx.export(dynamo=True)", "opset": opset}
-        except Exception as e:  # noqa: BLE001 - fall back to the legacy exporter, recording why
-            reason = first_line(e)
-            path.unlink(missing_ok=True)
-            axes = {n: {0: "batch"} for n in in_names + out_names} if dynamic else None
-            torch.onnx.export(model, (example,), str(path), input_names=in_names, output_names=out_names,
-                              opset_version=LEGACY_OPSET, dynamo=False, dynamic_axes=axes)
-            info = {"method": "torch.onnx.export(dynamo=False) [legacy fallback]", "opset": LEGACY_OPSET,
-                    "fallback_reason": reason[:500]}
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto, full_check=True)
-    ops: dict[str, int] = {}
-    for node in proto.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    info["ops"] = dict(sorted(ops.items()))
-    topts = options.get("target_options") or {}
-    optimizer = None
-    for_ort = options.get("target") == "onnx"  # the export driver names the target; TensorRT/OpenVINO keep it portable
-    if for_ort and precision == "fp32":  # ORT-only graph; int8/fp16 start from the portable one
-        family = (options.get("spec") or {}).get("family")
-        fusions = topts.get("fusions")
-        if fusions is None:
-            fusions = family_recipe(family, "onnx")["fusions"]
-        elif isinstance(fusions, str):
-            fusions = tuple(f for f in fusions.split(",") if f)
-        optimizer = optimize_graph(path, path, tuple(fusions))
-    quant = None
-    if precision != "fp32":
-        from ..quantize import onnx as oq
-        if precision == "fp16":
-            quant = oq.convert_fp16(path, final)
-        else:
-            q = dict(options.get("quantization") or {})
-            calib = q.pop("calibration", None)
-            q.pop("calibration_info", None)
-            progress.stage(f"quantizing to int8 ({q.get('mode', 'static')}"
-                           + (f", calibrating on {len(calib)} images)" if calib is not None else ")"))
-            quant = oq.quantize_int8(path, final, calibration=None if calib is None else np.asarray(calib), **q)
-        path.unlink()
-    out = {"artifact": FILENAME, "backend": "onnxruntime", "opset": info["opset"], "export": info,
-           "quantization": quant}
-    if options.get("target") in (None, "onnx"):  # settings and fusion report for ONNX Runtime artifacts only
-        session_config = dict(SESSION_CONFIG)
-        run_config = {**session_config, **((quant or {}).get("session_config") or {})}
-        out["manifest"] = {"onnxruntime": {"graph_optimization_level": GRAPH_LEVEL, "session_config": session_config,
-                                           "graph_optimizer": optimizer,
-                                           "fusions": fusion_report(final, GRAPH_LEVEL, run_config)}}
-    return out
+    return {"artifact": FILENAME, "backend": "onnxruntime", "opset": g["opset"], "export": g["export"],
+            "quantization": quant,
+            "manifest": {"onnxruntime": {"graph_optimization_level": GRAPH_LEVEL, "session_config": session_config,
+                                         "graph_optimizer": g["hook"],
+                                         "fusions": fusion_report(final, GRAPH_LEVEL, run_config)}}}
 
 
 def _op_name(node) -> str:

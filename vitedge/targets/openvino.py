@@ -44,7 +44,8 @@ from ..errors import ArtifactError, ExportError, RuntimeMissingError, UsageError
 from ..machine import default_threads
 from ..manifest import Artifact
 from . import Target, register_target
-from . import onnx as onnx_target
+from .onnx_graph import FILENAME as ONNX_FILE
+from .onnx_graph import write_graph
 from .. import progress
 from ..models.registry import family_recipe
 from ..safety import check_relative_name, is_inside
@@ -444,14 +445,14 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
     tmp = directory / "_onnx"
     tmp.mkdir()
     try:
-        onnx_info = onnx_target.write(model, example, tmp, {**options, "precision": "fp32", "quantization": None})
+        onnx_info = write_graph(model, example, tmp, {**options, "precision": "fp32", "quantization": None})
         try:
-            rewrites = _rewrite_onnx_file(tmp / onnx_target.FILENAME)
+            rewrites = _rewrite_onnx_file(tmp / ONNX_FILE)
         except Exception as e:  # noqa: BLE001 - an optional speed-up: convert the exporter's graph, say why
             rewrites = {"skipped": f"{type(e).__name__}: {first_line(e)}"}
         with without_usage_telemetry(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ov_model = ov.convert_model(str(tmp / onnx_target.FILENAME))
+            ov_model = ov.convert_model(str(tmp / ONNX_FILE))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     param = ov_model.inputs[0]

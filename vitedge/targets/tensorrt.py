@@ -50,7 +50,7 @@ from ..manifest import Artifact
 from ..parity import check_batches, export_tolerance, parity_photos
 from . import Target, register_target
 from .base import positive_int
-from . import onnx as onnx_target
+from .onnx_graph import write_graph
 from ..errors import PartialArtifactError
 from ..quantize.onnx import topological_sort_graph
 from .onnx import OnnxRuntimeRunner
@@ -488,8 +488,8 @@ def write(model: nn.Module, example: torch.Tensor, directory: Path, options: dic
     onnx_opts = dict(options)
     if precision == "int8":
         onnx_opts["quantization"] = _int8_options(options.get("quantization"))
-    info = onnx_target.write(model, example, directory, onnx_opts)
-    onnx_path = directory / onnx_target.FILENAME
+    info = write_graph(model, example, directory, onnx_opts)  # the portable graph: no ONNX Runtime fusions
+    onnx_path = directory / ONNX_FILE
     resorted = topological_sort(onnx_path)
     graph = check_graph(onnx_path)
 
