@@ -30,7 +30,6 @@ from pathlib import Path, PurePosixPath
 from . import __version__
 from .errors import ArtifactError
 from .safety import check_relative_name, check_tree, is_inside
-from .safety import check_relative_name, is_inside
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

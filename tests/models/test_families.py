@@ -8,7 +8,6 @@ Each run writes what it measured to build/test-reports/family_matrix/ (the READM
 made from it by benchmarks/family_matrix.py).
 """
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from helpers import SMALL, oracle_kwargs as _oracle_kwargs
 from oracle import oracle
 from vitedge.data import make_preprocessing
 from vitedge.export import export
-from vitedge.models.zoo import FAMILIES, PRESETS, family_class, size_arg
+from vitedge.models.zoo import FAMILIES, PRESETS, family_class
 
 REPORTS = Path(__file__).resolve().parents[2] / "build/test-reports/family_matrix"
 

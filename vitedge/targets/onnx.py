@@ -19,10 +19,8 @@ in it, and the decomposed patterns left unfused.
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -33,7 +31,6 @@ from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..machine import default_threads
 from ..manifest import Artifact
 from . import Target, register_target
-from .. import progress
 from ..models.registry import family_recipe
 from ..safety import check_onnx_external_data
 from ..safety import onnx_external_locations
