@@ -340,7 +340,9 @@ def test_int8_nncf_keeps_digits_accuracy(int8_artifact):
     model, art, fp32 = int8_artifact
     m = art.manifest
     q = m["quantization"]
-    assert m["precision"] == "int8" and m["openvino"]["config"] == tov.CONFIGS["int8"]
+    hint = tov.default_int8_float_precision()  # bf16 where this CPU has it
+    assert m["precision"] == "int8" and m["openvino"]["config"] == {**tov.CONFIGS["int8"],
+                                                                   "INFERENCE_PRECISION_HINT": hint}
     assert q["tool"].startswith("nncf ") and q["model_type"] == "transformer" and q["preset"] == "performance"
     assert q["subset_size"] == 64 and q["calibration"]["split"] == "train"
     assert q["fake_quantize_nodes"] > 0 and q["fake_quantize_feeds"].get("MatMul", 0) > 0
@@ -356,6 +358,21 @@ def test_int8_nncf_keeps_digits_accuracy(int8_artifact):
     assert abs(v["metrics"]["eager_top1"] - eager_top1) < 1e-9
     assert validate(art.path, model=model)["passed"]  # cosine vs fp32 eager on the photos
     assert (art.path / "model.bin").stat().st_size < 0.5 * (fp32.path / "model.bin").stat().st_size  # int8 weights
+
+
+def test_int8_float_precision_default_and_f32_option(int8_artifact, tmp_path):
+    """No option: the float ops of an int8 artifact run in bf16 where the CPU has it, else f32; the f32 option (the
+    CLI's --int8-float-precision f32) keeps them in f32 everywhere."""
+    model, art, _ = int8_artifact
+    want = "bf16" if "BF16" in tov.cpu_capabilities() else "f32"
+    assert art.manifest["openvino"]["config"]["INFERENCE_PRECISION_HINT"] == want
+    assert open_artifact(art.path, threads=1)[1].inference_precision == want
+    calib, _ = calibration_data("digits", PRE, 32)
+    f32 = vitedge.export.export(model, torch.zeros(2, 3, *SIZE), "openvino", tmp_path / "f32", preprocessing=PRE,
+                                precision="int8", quantization={"calibration": calib.numpy()},
+                                target_options={"int8_float_precision": "f32"})
+    assert f32.manifest["openvino"]["config"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert open_artifact(f32.path, threads=1)[1].inference_precision == "f32"
 
 
 def test_int8_with_bf16_float_ops(int8_artifact, tmp_path):
@@ -414,6 +431,9 @@ def test_cli_export_validate_bench(checkpoint, tmp_path, precision):
         q = m["quantization"]
         assert q["mode"] == "static" and q["calibration"]["count"] == 64 and q["model_type"] == "transformer"
         assert q["method"] == "minmax" and "MINMAX" in q["range_estimator"] and q["smooth_quant"] is False
+        # the default float precision of an int8 artifact: bf16 where this CPU has it (the faster one), else f32
+        want = "bf16" if "BF16" in tov.cpu_capabilities() else "f32"
+        assert m["openvino"]["config"]["INFERENCE_PRECISION_HINT"] == want
     rc, stdout, err = _cli("validate", out, "--dataset", "digits", "--json", tmp_path / "v.json")
     assert rc == 0, err
     v = json.loads((tmp_path / "v.json").read_text())

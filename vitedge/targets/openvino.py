@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import warnings
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,7 +66,8 @@ CONFIGS = {"fp32": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "
            "bf16": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"},
            # int8 kernels are picked from the FakeQuantize nodes whatever the hint; f32 keeps the ops left in float
            # (LayerNorm, Softmax, GELU, residual Adds) in f32 on every CPU: with no hint they ran in bf16 on an
-           # AVX512_BF16 CPU. target_options={"int8_float_precision": "bf16"} asks for that (faster there).
+           # AVX512_BF16 CPU. write() sets the hint for int8 to default_int8_float_precision() (bf16 where the CPU
+           # has it: faster there) unless --int8-float-precision says otherwise; f32 here is for old manifests.
            "int8": {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}}
 # The compile-config keys and values a manifest may carry (a manifest is untrusted input).
 _ALLOWED_CONFIG = {"PERFORMANCE_HINT": {"LATENCY", "THROUGHPUT"},
@@ -408,15 +410,28 @@ def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int,
     return quantized, info
 
 
+def default_int8_float_precision() -> str:
+    """The precision an int8 artifact's float ops (LayerNorm, Softmax, GELU, residual Adds) run in by default:
+    ``"bf16"`` where this CPU's OpenVINO plugin reports ``BF16`` (AVX512_BF16 or AMX), else ``"f32"``.
+
+    bf16 is what OpenVINO itself picks on such CPUs for a model opened with no config, and it was the faster variant
+    in ``benchmarks/compare.py`` on every preset there; the export's parity gate measures the artifact as stored.
+    ``target_options={"int8_float_precision": "f32"}`` (``--int8-float-precision f32``) keeps them in f32.
+    Raises:
+        RuntimeMissingError: openvino is not installed.
+    """
+    return "bf16" if "BF16" in cpu_capabilities() else "f32"
+
+
 def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, options: dict) -> dict:
     """Export ``model`` to ``directory/model.xml`` + ``model.bin`` (OpenVINO IR).
 
     options: input_names, output_names, dynamic_batch, opset, precision (fp32 | bf16 | int8), spec (its family
     picks the int8 recipe) and, for int8, quantization = {"calibration": float32 (N, C, H, W) array, "method":
     "minmax" | "mean_minmax" | "percentile", "model_type", "preset", "smooth_quant", "ignored_types": overrides of
-    the family recipe}; target_options = {"int8_float_precision": "f32" (default) | "bf16"}: the precision of the
-    ops an int8 artifact keeps in float (LayerNorm, Softmax, GELU, ...); bf16 needs a CPU with bf16 support and is
-    faster there (the parity gate checks the result either way).
+    the family recipe}; target_options = {"int8_float_precision": "f32" | "bf16"}: the precision of the ops an int8
+    artifact keeps in float (LayerNorm, Softmax, GELU, ...); default :func:`default_int8_float_precision` (bf16
+    where the CPU has it: faster there; the parity gate checks the result either way).
     Raises:
         UsageError: bf16 on a CPU without BF16 support; int8 without calibration images or with bad options.
         RuntimeMissingError: openvino (or, for int8, nncf) is not installed.
@@ -438,6 +453,8 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
         if precision != "int8" or float_prec not in ("f32", "bf16"):
             raise UsageError(f"int8_float_precision={float_prec!r}: 'f32' or 'bf16', for --precision int8 only")
         config["INFERENCE_PRECISION_HINT"] = float_prec
+    elif precision == "int8":  # the default: the faster float precision this CPU has (parity gates it either way)
+        config["INFERENCE_PRECISION_HINT"] = default_int8_float_precision()
     if config.get("INFERENCE_PRECISION_HINT") == "bf16" and "BF16" not in cpu_capabilities():
         raise UsageError("this CPU has no bf16 support in OpenVINO (its CPU plugin does not report BF16: needs "
                          "AVX512_BF16 or AMX); a bf16 artifact would run in fp32 here")
@@ -695,6 +712,16 @@ def load(artifact: Artifact, threads: int | None = None) -> OpenVINORunner:
                           xml_bytes=xml_bytes, weights_bytes=weights_bytes)
 
 
+@dataclass
+class OpenVINOOptions:
+    """``vitedge export --target openvino`` flags (``options["target_options"]``, see :func:`write`)."""
+
+    int8_float_precision: str | None = field(default=None, metadata={
+        "flag": "--int8-float-precision", "choices": ["f32", "bf16"],
+        "help": "with --precision int8: the precision of the ops left in float (LayerNorm, Softmax, GELU); "
+                "default bf16 where the CPU has it (AVX512_BF16 or AMX), else f32"})
+
+
 @register_target
 class OpenVINOTarget(Target):
     """``--target openvino``: the functions above (``write``, ``load``, ``runs_here``, ``default_int8_mode``)."""
@@ -703,6 +730,7 @@ class OpenVINOTarget(Target):
     title = "OpenVINO"
     precisions = PRECISIONS
     precision_help = "bf16: --target openvino on CPUs with bf16 support"
+    Options = OpenVINOOptions
 
     def default_int8_mode(self, family: str | None) -> str:
         return default_int8_mode(family)
