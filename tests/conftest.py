@@ -31,7 +31,7 @@ def _autograd_on():
     torch.set_grad_enabled(True)
     yield
     if not torch.is_grad_enabled():  # name the culprit (seen once, not found yet) without failing the test
-        warnings.warn("this test (or a library it called) left autograd switched off", stacklevel=1)
+        warnings.warn("this test (or a library it called) left autograd switched off", RuntimeWarning, stacklevel=1)
 
 
 @pytest.fixture(scope="session")
