@@ -2,8 +2,8 @@
 
 The server (`/usr/sbin/sshd -D -e -f CONFIG`, Debian's openssh-server) runs as the current user on a free port with
 a throwaway host key and user key made by ssh-keygen; the client pins that host key in a known_hosts file of its
-own. Skipped, with the reason, when sshd is missing or does not start, and when the C++ runner is not built
-(`make cpp`; `make test` builds it first). The device is this machine, so the tests look at its temporary folder
+own. Skipped, with the reason, when sshd is missing or does not start; the tests that run the C++ runner also
+when it is not built (`make cpp`; `make test` builds it first). The device is this machine, so the tests look at its temporary folder
 directly to check that nothing is left behind.
 """
 from __future__ import annotations
@@ -29,12 +29,13 @@ from vitedge.errors import AuthRefusedError, HostUnreachableError, RemoteError, 
 from vitedge.export import export
 from vitedge.machine import machine_info
 from vitedge.models.zoo import family_class
+from vitedge.signing import generate_keypair, sign_artifact
 
 SSHD = Path("/usr/sbin/sshd")
 BUILD = remote.build_dir(remote.host_arch())
 CPP_BENCH = BUILD / "cpp" / "vitedge-bench"
 
-pytestmark = pytest.mark.skipif(not CPP_BENCH.is_file(), reason=f"C++ runner not built ({CPP_BENCH}; make cpp)")
+needs_runner = pytest.mark.skipif(not CPP_BENCH.is_file(), reason=f"C++ runner not built ({CPP_BENCH}; make cpp)")
 
 
 def _free_port() -> int:
@@ -121,6 +122,7 @@ def _one_line(capsys) -> str:
     return lines[0]
 
 
+@needs_runner
 def test_bench_on_the_loopback_server(sshd, artifact, base, tmp_path):
     out = tmp_path / "bench.json"
     assert main(["bench", str(artifact), "--on", sshd["url"], "--remote-tmp", str(base), "--iters", "20",
@@ -141,6 +143,7 @@ def test_bench_on_the_loopback_server(sshd, artifact, base, tmp_path):
     assert _gone(base), os.listdir(base)
 
 
+@needs_runner
 def test_tampered_artifact_is_refused_on_the_device_and_nothing_is_left(sshd, artifact, base, tmp_path):
     bad = tmp_path / "tampered"
     shutil.copytree(artifact, bad)
@@ -152,6 +155,7 @@ def test_tampered_artifact_is_refused_on_the_device_and_nothing_is_left(sshd, ar
     assert _gone(base), os.listdir(base)
 
 
+@needs_runner
 def test_interrupt_removes_the_remote_folder(sshd, artifact, base):
     """SIGTERM here (as Ctrl-C: a KeyboardInterrupt) in the middle of a long run: the run there ends, its folder
     goes."""
@@ -178,6 +182,7 @@ def test_interrupt_removes_the_remote_folder(sshd, artifact, base):
     assert _gone(base), os.listdir(base)
 
 
+@needs_runner
 def test_dropped_connection_cleans_up_on_the_device(sshd, artifact, base, monkeypatch):
     """The ssh process dies mid-run and this side does not clean up: the device's own trap and watchdog do."""
     monkeypatch.setattr(remote, "_remote_cleanup", lambda ssh, run: None)
@@ -225,6 +230,7 @@ def test_wrong_key_is_auth_refused(sshd, artifact, tmp_path, capsys):
         remote.bench_remote(artifact, sshd["url"], ssh_options=options)
 
 
+@needs_runner
 def test_architecture_without_a_build(sshd, artifact, base):
     with pytest.raises(RuntimeMissingError, match="no vitedge-bench build for riscv64, the device's architecture"):
         remote.bench_remote(artifact, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base), arch="riscv64")
@@ -237,6 +243,7 @@ def test_architecture_without_a_build(sshd, artifact, base):
     assert _gone(base)
 
 
+@needs_runner
 def test_runtime_missing_from_the_runner(sshd, artifact, base, tmp_path):
     """A runner prefix without the artifact's backend folder (as a build without ONNX Runtime, or TensorRT)."""
     full = remote.runner_prefix(remote.host_arch())
@@ -303,3 +310,42 @@ def test_on_refuses_photo_options(artifact, capsys):
     assert "do not apply with --on" in _one_line(capsys)
     assert main(["bench", str(artifact), "--ssh-option", "Port=22"]) == 2
     assert "go with --on" in _one_line(capsys)
+
+
+@needs_runner
+def test_runtime_missing_on_the_device(sshd, artifact, base, tmp_path):
+    """What the device lacks is named in one line: the command prefix (a qemu that is not installed there), a
+    library the runner links (libvitedge.so left out of the prefix sent)."""
+    with pytest.raises(RuntimeMissingError, match=r"on ssh://.*: cannot run vitedge-bench there: .*"
+                                                  r"qemu-aarch64-not-installed.*not found"):
+        remote.bench_remote(artifact, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base),
+                            wrapper=("qemu-aarch64-not-installed",), iters=2)
+    assert _gone(base)
+    full = remote.runner_prefix(remote.host_arch())
+    nolib = tmp_path / "prefix"
+    (nolib / "lib" / "vitedge" / "backends").mkdir(parents=True)
+    (nolib / "bin").mkdir()
+    shutil.copy2(full / "bin" / "vitedge-bench", nolib / "bin")
+    (nolib / "lib" / "vitedge" / "backends" / "onnxruntime").symlink_to(full / "lib" / "vitedge" / "backends" /
+                                                                         "onnxruntime")
+    with pytest.raises(RuntimeMissingError, match=r"on ssh://.*: libvitedge\.so is missing there"):
+        remote.bench_remote(artifact, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base),
+                            runner_prefix_dir=nolib, iters=2)
+    assert _gone(base)
+
+
+@needs_runner
+def test_signed_artifact_is_checked_with_the_keys_sent(sshd, artifact, base, tmp_path):
+    """--key files travel with the artifact; the device's runner checks model.sig with them."""
+    signed = tmp_path / "signed"
+    shutil.copytree(artifact, signed)
+    priv, pub = generate_keypair(tmp_path / "k")
+    sign_artifact(signed, priv)
+    r = remote.bench_remote(signed, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base), iters=2,
+                            trusted_keys=[pub])
+    assert r["latency_ms"]["p50"] > 0
+    _, other = generate_keypair(tmp_path / "other")
+    with pytest.raises(RemoteError, match=r"vitedge-bench: error: signature .* does not verify with any trusted key"):
+        remote.bench_remote(signed, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base), iters=2,
+                            trusted_keys=[other])
+    assert _gone(base)

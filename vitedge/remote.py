@@ -369,9 +369,10 @@ def _payload(prefix: Path, art, arch: str, keys) -> list[tuple[Path, str]]:
         raise RuntimeMissingError(f"the {arch} runner in {prefix} has no {folder} backend (lib/vitedge/backends/"
                                   f"{folder}/): {backend} was not built for {arch}; rebuild with it to bench "
                                   f"{art.manifest.get('target')} artifacts there")
-    items = [(prefix / "bin" / "vitedge-bench", "bin/vitedge-bench")]
-    items += [(p, f"lib/{p.name}") for p in sorted((prefix / "lib").glob("libvitedge.so*"))]
-    items.append((plugin, f"lib/vitedge/backends/{folder}"))
+    # resolved: a prefix whose runner or backend folder is a symlink sends what it points to
+    items = [((prefix / "bin" / "vitedge-bench").resolve(), "bin/vitedge-bench")]
+    items += [(p, f"lib/{p.name}") for p in sorted((prefix / "lib").glob("libvitedge.so*"))]  # links kept
+    items.append((plugin.resolve(), f"lib/vitedge/backends/{folder}"))
     files = art.manifest.get("files")
     names = [MANIFEST, *(sorted(files) if files else [])]
     if (art.path / SIGNATURE).is_file():
@@ -382,11 +383,11 @@ def _payload(prefix: Path, art, arch: str, keys) -> list[tuple[Path, str]]:
         p = art.path / n
         if not p.is_file():
             raise ArtifactError(f"artifact file {p} is missing (listed in its manifest)")
-        items.append((p, f"artifact/{n}"))
+        items.append((p.resolve(), f"artifact/{n}"))
     for i, k in enumerate(keys or ()):
         if not Path(k).is_file():
             raise UsageError(f"--key {k}: no such file")
-        items.append((Path(k), f"keys/key{i}.pem"))
+        items.append((Path(k).resolve(), f"keys/key{i}.pem"))
     return items
 
 
@@ -394,7 +395,7 @@ def _payload_mb(items) -> float:
     total = 0
     for p, _ in items:
         if p.is_dir():
-            total += sum(f.lstat().st_size for f in p.rglob("*") if f.is_file())
+            total += sum(f.lstat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
         else:
             total += p.lstat().st_size
     return total / 2**20
