@@ -349,3 +349,12 @@ def test_signed_artifact_is_checked_with_the_keys_sent(sshd, artifact, base, tmp
         remote.bench_remote(signed, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base), iters=2,
                             trusted_keys=[other])
     assert _gone(base)
+
+
+@needs_runner
+def test_broken_transfer_is_one_line_and_leaves_nothing(sshd, artifact, base, monkeypatch):
+    """Bytes that are not the tar stream (a transfer cut or garbled): the device's tar refuses, the folder goes."""
+    monkeypatch.setattr(remote, "_write_tar", lambda stream, items: stream.write(b"not a tar stream\n" * 64))
+    with pytest.raises(RemoteError, match=r"on ssh://.*: the files did not arrive whole \(tar failed\): tar: "):
+        remote.bench_remote(artifact, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base), iters=2)
+    assert _gone(base)

@@ -294,8 +294,9 @@ def staged_prefix(build: Path, dest: Path) -> Path:
         if cmake is None:
             raise RuntimeMissingError(f"cmake is needed to install the runner of {build} for the device; or point "
                                       "--runner-prefix at an installed prefix")
+        for stale in [*dest.parent.glob(f"{dest.name}.tmp-*"), *dest.parent.glob(f"{dest.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted install (we hold the lock)
         tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         progress.stage(f"installing the runner of {build} into {dest} (once per build)")
         r = subprocess.run([cmake, "--install", str(build), "--prefix", str(tmp)], capture_output=True, text=True)
         if r.returncode != 0:
@@ -533,8 +534,9 @@ def _device_error(target: SshTarget, run: _Run, rc: int) -> Exception:
     """The one-line error of a run that did not exit 0 on the device."""
     if rc == 255 and run.dir is None:
         return ssh_error(target, "\n".join(run.err))
-    if run.fail:
-        return RemoteError(f"on {target.label}: {run.fail}")
+    if run.fail:  # the device's shell said what failed; the tool's own line (tar, mktemp) says why
+        why = next((ln.strip() for ln in reversed(run.err) if ln.strip()), "")
+        return RemoteError(f"on {target.label}: {run.fail}{': ' + why if why else ''}")
     lines = [ln.strip() for ln in run.err if ln.strip()]
     tool = next((ln for ln in lines if ln.startswith("vitedge-bench: error:")), None)
     if tool:
