@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.vitedge-installed
 BUILD := build/cpp
-APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev clang
+APT_PKGS := libstb-dev nlohmann-json3-dev libssl-dev clang openssh-server
 JOBS ?= 2
 # Where torch's CPU build comes from. Empty: pip's own configuration, which on this project's machines serves
 # 2.13.0+cpu (pip prefers it to PyPI's CUDA 2.13.0: a local version label sorts higher). Elsewhere PyPI has only
@@ -20,7 +20,8 @@ TORCH_INDEX ?=
 setup: $(STAMP) cpp
 
 # Debian packages for the C++ runner: stb_image (image decoding), nlohmann-json (manifest parsing), libssl-dev (SHA-256),
-# clang (libFuzzer targets of the manifest parser and image preprocessing; their ctests skip without it).
+# clang (libFuzzer targets of the manifest parser and image preprocessing; their ctests skip without it), openssh-server
+# (tests/test_remote.py starts its own sshd on 127.0.0.1 for `vitedge bench --on`; it skips without it).
 sysdeps:
 	@dpkg -s $(APT_PKGS) >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

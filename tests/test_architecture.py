@@ -77,6 +77,7 @@ LAYERS = {
     "vitedge.parity": 3,
     "vitedge.targets": 4, "vitedge.quantize": 4,
     "vitedge.runtime": 5, "vitedge.export": 5, "vitedge.validate": 5, "vitedge.train": 5, "vitedge.bench": 5,
+    "vitedge.remote": 5,
     "vitedge.cli": 6,
 }
 

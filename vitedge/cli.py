@@ -25,6 +25,7 @@ from .device import CUDA_TARGETS, check_target_device, parse_device, require_dev
 from .errors import UsageError, VitedgeError
 from .manifest import MANIFEST, artifact_folder, check_destination, read_manifest
 from .models.zoo import FAMILIES, PRESETS, get_preset, preset_counts
+from .remote import bench_remote
 from .runtime import _check_signed_manifest
 from .signing import SIGNATURE, check_private_key, generate_keypair, verify_artifact
 from .targets import all_targets, default_int8_options, get_target, target_names
@@ -271,11 +272,31 @@ def _validate_exit(r: dict) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.on:
+        return _bench_on(args)
+    if args.ssh_option or args.runner_prefix or args.remote_tmp:
+        raise UsageError("--ssh-option, --runner-prefix and --remote-tmp go with --on ssh://HOST")
     progress.stage(f"opening {args.artifact}")
     r = bench(args.artifact, batch=args.batch, threads=args.threads, warmup=args.warmup, iters=args.iters,
               images=args.images, input_size=tuple(args.input_size) if args.input_size else None,
               progress=progress.enabled(), verify=not args.no_verify,
               trusted_keys=args.key, trust_code=args.trust_code, device=args.device)
+    _write_json(args.json, r)
+    if args.json != "-":
+        _console().print(bench_table(r))
+    return 0
+
+
+def _bench_on(args) -> int:
+    """``vitedge bench ARTIFACT --on ssh://...``: the C++ runner on the device (vitedge.remote)."""
+    if args.images or args.input_size:
+        raise UsageError("--images and --input-size do not apply with --on: the device's vitedge-bench times a seeded "
+                         "standard-normal batch of the artifact's input size")
+    r = bench_remote(args.artifact, args.on, batch=args.batch, threads=args.threads, warmup=args.warmup,
+                     iters=args.iters, ssh_options=args.ssh_option or (), verify=not args.no_verify,
+                     trusted_keys=args.key, trust_code=args.trust_code,
+                     device=None if args.device == "cpu" else args.device, runner_prefix_dir=args.runner_prefix,
+                     remote_tmp=args.remote_tmp)
     _write_json(args.json, r)
     if args.json != "-":
         _console().print(bench_table(r))
@@ -291,7 +312,8 @@ def bench_table(r: dict):
     from rich.table import Table
     lat = r["latency_ms"]
     m = r["machine"]
-    t = Table(title=f"vitedge bench {r['artifact']}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+    on = f" on {r['remote']['url']} ({r['remote']['arch']})" if "remote" in r else ""
+    t = Table(title=f"vitedge bench {r['artifact']}{on}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
               collapse_padding=True,
               caption=f"peak RSS {r['peak_rss_mb']:.0f} MiB, artifact {r['artifact_mb']:.2f} MiB; {r['iters']} timed "
                       f"runs after {r['warmup']} warm-up; {m['cpu']} ({', '.join(m['flags']) or 'no ISA flags'})")
@@ -478,6 +500,16 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu",
                    help=f"cpu (default), cuda or cuda:N ({' and '.join(CUDA_TARGETS)} artifacts only)")
     _trust_args(b)
+    b.add_argument("--on", metavar="ssh://[USER@]HOST[:PORT]",
+                   help="run the C++ runner on that machine over SSH (OpenSSH's ssh, your ~/.ssh/config): sends it "
+                        "with the artifact, benchmarks there, removes everything (docs/on-device.md)")
+    b.add_argument("--ssh-option", action="append", metavar="KEY=VALUE",
+                   help="with --on: an ssh -o option, e.g. IdentityFile=~/.ssh/pi_ed25519 (repeatable)")
+    b.add_argument("--runner-prefix", metavar="DIR",
+                   help="with --on: an installed runner prefix (cmake --install) built for the device's architecture "
+                        "(default: build/cpp, or build/arm64 for an aarch64 device)")
+    b.add_argument("--remote-tmp", metavar="DIR", help="with --on: folder on the device for the run's temporary "
+                                                       "folder (default $TMPDIR or /tmp)")
     b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("verify", help="check an artifact's signature (model.sig) against trusted public keys")

@@ -52,6 +52,19 @@ class PartialArtifactError(RuntimeMissingError):
     exit_code = 3
 
 
+class RemoteError(VitedgeError):
+    """A benchmark on another machine over SSH (``vitedge bench --on``) that failed there: the device's own one-line
+    error, a transfer or a connection lost mid-run, an unknown host key."""
+
+
+class HostUnreachableError(RemoteError):
+    """The SSH host cannot be reached: name not resolved, connection refused or timed out."""
+
+
+class AuthRefusedError(RemoteError):
+    """The SSH server refused the login (``Permission denied``): wrong user or key."""
+
+
 def first_line(e: BaseException, limit: int = 300) -> str:
     """The first informative line of ``e``'s message, at most ``limit`` characters; the exception's type name if the
     message is empty.

@@ -10,25 +10,39 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "a
              "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
 
 
+def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
+    """The CPU model and ISA features in the text of a Linux ``/proc/cpuinfo`` (this machine's, or one read on
+    another over SSH: :mod:`vitedge.remote`).
+
+    Returns:
+        ``(model, flags)``: the first ``model name`` (None when absent, as on most aarch64 kernels) and the
+        features of :data:`ISA_FLAGS` present in the first ``flags`` (x86) or ``Features`` (arm) line, in the
+        order of :data:`ISA_FLAGS`.
+    """
+    cpu, flags = None, set()
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key = key.strip()
+        if key == "model name" and cpu is None:
+            cpu = val.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(val.split())
+    return cpu, [f for f in ISA_FLAGS if f in flags]
+
+
 def machine_info() -> dict:
     """``{"cpu": model name, "cores": logical CPUs usable, "flags": [ISA features present], "os", "arch"}``."""
-    cpu, flags = platform.processor() or "unknown", set()
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key = key.strip()
-                if key == "model name" and cpu in ("unknown", "", platform.processor()):
-                    cpu = val.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = set(val.split())
+            model, flags = parse_cpuinfo(f.read())
     except OSError:
-        pass
+        model, flags = None, []
+    cpu = model or platform.processor() or "unknown"
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    return {"cpu": cpu, "cores": cores, "flags": [f for f in ISA_FLAGS if f in flags],
+    return {"cpu": cpu, "cores": cores, "flags": flags,
             "os": f"{platform.system()} {platform.release()}", "arch": platform.machine()}
 
 
