@@ -385,11 +385,15 @@ class _Executor:
 
         def submit(dev):
             j = queues[dev].pop(0)
-            opts = {"num_cpus": j["threads"] if dev == LOCAL else 1}
+            opts = {"num_cpus": j["ray_cpus"]}
             if dev in node:
                 opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node[dev], soft=False)
             inflight[pinned.options(**opts).remote(j)] = (dev, j)
 
+        node_cpus = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+        for q in queues.values():  # a task asking for more CPUs than any node has would wait forever
+            for j in q:
+                j["ray_cpus"] = max(1, min(int(j["threads"]), int(node_cpus))) if j["device"] == LOCAL else 1
         for dev in queues:
             submit(dev)
         while inflight:
