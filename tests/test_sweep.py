@@ -183,3 +183,29 @@ def test_sweep_ray_without_an_address_is_a_usage_error(tmp_path, capsys):
     assert main(["sweep", "--presets", PRESET, "--plugin", "sweep_toy", "--executor", "ray",
                  "-o", str(tmp_path / "s")]) == 2
     assert "--executor ray needs --ray-address ADDR" in capsys.readouterr().err
+
+
+def test_an_interrupted_sweep_leaves_whole_cells_and_resumes(tmp_path, monkeypatch):
+    """Ctrl-C during a timing cell: the cells finished before it are whole JSON files, no temporary file is left,
+    and the next run does only the cells that did not finish."""
+    import vitedge.sweep as sweep_module
+    real, calls = sweep_module.bench, []
+
+    def interrupted(*a, **kw):
+        calls.append(a[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sweep_module, "bench", interrupted)
+    cfg = SweepConfig(presets=[PRESET], out=tmp_path / "sweep", targets=["torchscript"], image_size=(16, 16),
+                      epochs=1, warmup=1, iters=5, plugins=("sweep_toy",), jobs=1)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(cfg, log=None)
+    cells = sorted((tmp_path / "sweep" / "cells").rglob("*"))
+    assert not [p for p in cells if p.name.startswith(".")]  # no temporary file left behind
+    files = [p for p in cells if p.is_file()]
+    assert len(files) == 3 and all(json.loads(p.read_text())["result"]["status"] == "ok" for p in files)
+    monkeypatch.setattr(sweep_module, "bench", real)
+    res = sweep(cfg, log=None)
+    assert res["ran"] == 1 and res["skipped"] == 4  # the interrupted timing cell only

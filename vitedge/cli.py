@@ -505,8 +505,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                                      "device (resumable)",
                        description="Train each preset on the digits once, then for each target x precision: export, "
                                    "parity, top-1 drop on the held-out digits, bench; one leaderboard per device "
-                                   "(markdown, JSON, plot) with the fastest artifact within --max-drop picked. A re-run "
-                                   "skips the cells already done with the same inputs.")
+                                   "(markdown, JSON, plot) with the fastest artifact within --max-drop picked. A "
+                                   "re-run skips the cells already done with the same inputs.")
     w.add_argument("--presets", nargs="+", required=True, metavar="PRESET", help="zoo presets (vitedge zoo)")
     w.add_argument("--targets", nargs="+", metavar="TARGET",
                    help=f"default: all ({', '.join(target_names())}); those that cannot run here are listed with why")

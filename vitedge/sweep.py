@@ -604,6 +604,8 @@ def sweep(cfg: SweepConfig, log=_log_default) -> dict:
     def timed(job, res):
         stats["ran"] += 1
         entry = plan[job["entry"]]
+        if res["status"] == "ok":  # the artifact's name in the artifacts folder, not this machine's absolute path
+            res["bench"] = {**res["bench"], "artifact": entry["artifact"]}
         timings[job["device"]][job["entry"]] = res
         _write_json(Path(job["file"]), {"kind": "timing", "key": job["key"], "device": job["device"],
                                         "preset": entry["preset"], "target": entry["target"],
@@ -624,10 +626,10 @@ def sweep(cfg: SweepConfig, log=_log_default) -> dict:
     # 4. leaderboards, picks
     settings = {"image_size": list(size), "epochs": cfg.epochs, "seed": cfg.seed, "calib_count": cfg.calib_count,
                 "batch": cfg.batch, "threads": threads, "warmup": cfg.warmup, "iters": cfg.iters,
-                "executor": cfg.executor, "checkpoints": {p: str(ckpts[p]) for p in presets}}
+                "executor": cfg.executor, "checkpoints": {p: _shown(ckpts[p]) for p in presets}}
     boards, files, picked = {}, {}, {}
     for d in devices:
-        board = leaderboard(plan, timings[d], d, cfg.max_drop, settings, versions, arts)
+        board = leaderboard(plan, timings[d], d, cfg.max_drop, settings, versions, Path(_shown(arts)))
         boards[d] = board
         files[d] = write_leaderboard(board, out / device_slug(d))
         for row in board["rows"]:
@@ -641,6 +643,15 @@ def sweep(cfg: SweepConfig, log=_log_default) -> dict:
             for p, path in picked[d].items():
                 log(f"copied the picked {p} artifact to {path}")
     return {"leaderboards": boards, "files": files, "picked": picked, **stats}
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it (what a committed leaderboard records)."""
+    p = Path(path).absolute()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 def _manifest_sha(folder: Path) -> str | None:
