@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, on its own, so that `.[...]` below finds it satisfied: the CPU build, 2.13.0+cpu (see TORCH_INDEX)
 	$(BIN)/pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) )torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,coreml,executorch,openvino]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,coreml,executorch,openvino,ray]'
 	# the oracle: vit-pytorch's model files (its package deps pull torchvision, which has no CPU build here)
 	$(BIN)/pip install -q -c constraints.txt --no-deps vit-pytorch
 	touch $@

@@ -358,3 +358,20 @@ def test_broken_transfer_is_one_line_and_leaves_nothing(sshd, artifact, base, mo
     with pytest.raises(RemoteError, match=r"on ssh://.*: the files did not arrive whole \(tar failed\): tar: "):
         remote.bench_remote(artifact, sshd["url"], ssh_options=sshd["options"], remote_tmp=str(base), iters=2)
     assert _gone(base)
+
+
+@needs_runner
+def test_sweep_times_on_the_loopback_server(sshd, tmp_path):
+    """vitedge sweep --on ssh://...: the timing cells run through bench --on (the device's C++ runner) and that
+    device gets its own leaderboard and pick (clean-up on the device: the bench tests above)."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--presets", "sweeptoy_16", "--plugin", "sweep_toy", "--image-size", "16", "16",
+                 "--epochs", "2", "--targets", "onnx", "--precisions", "fp32", "--jobs", "1", "--warmup", "2",
+                 "--iters", "10", "--threads", "1", "--on", "local", sshd["url"], "--max-drop", "100", "-q",
+                 "-o", str(out), *[a for o in sshd["options"] for a in ("--ssh-option", o)]]) == 0
+    boards = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/leaderboard.json")}
+    assert len(boards) == 2 and "local" in boards
+    board = next(b for name, b in boards.items() if name != "local")
+    (row,) = board["rows"]
+    assert row["target"] == "onnx" and row["picked"] and row["p50_ms"] > 0
+    assert row["runtime"] == "onnxruntime-cpp"  # the device's C++ runner timed it, not this process

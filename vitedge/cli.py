@@ -1,4 +1,4 @@
-"""``vitedge`` command line: zoo, train, export, validate, bench, verify, keygen.
+"""``vitedge`` command line: zoo, train, export, validate, bench, sweep, verify, keygen.
 
 Every user-facing failure is one line on stderr (``vitedge: error: ...``) and a non-zero exit: 2 for bad
 usage (argparse's own errors included: one line and a pointer to ``--help``, never the usage block), 3 when
@@ -363,6 +363,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _checkpoint_arg(s: str) -> tuple[str, str]:
+    preset, sep, path = s.partition("=")
+    if not sep or not preset or not path:
+        raise argparse.ArgumentTypeError(f"must be PRESET=PATH, got {s!r}")
+    return preset, path
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SweepConfig, sweep
+    out = Path(args.output)
+    cfg = SweepConfig(presets=args.presets, out=out, artifacts=Path(args.artifacts) if args.artifacts else None,
+                      targets=args.targets, precisions=tuple(args.precisions), devices=tuple(args.on or ("local",)),
+                      image_size=tuple(args.image_size), epochs=args.epochs, seed=args.seed,
+                      checkpoints=dict(args.checkpoint or ()), calib_count=args.calib_count, batch=args.batch,
+                      threads=args.threads, warmup=args.warmup, iters=args.iters, max_drop=args.max_drop,
+                      jobs=args.jobs, executor=args.executor, ray_address=args.ray_address, force=args.force,
+                      plugins=tuple(args.plugin or ()), pick=Path(args.pick) if args.pick else None,
+                      ssh_options=tuple(args.ssh_option or ()))
+    sweep(cfg)
+    return 0
+
+
 ARTIFACT_HELP = "artifact folder (holding manifest.json), or its model file (model.onnx, model.pt, model.mlpackage, ...)"
 
 
@@ -511,6 +533,48 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--remote-tmp", metavar="DIR", help="with --on: folder on the device for the run's temporary "
                                                        "folder (default $TMPDIR or /tmp)")
     b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("sweep", help="presets x targets x precisions: export, validate, bench; one leaderboard per "
+                                     "device (resumable)",
+                       description="Train each preset on the digits once, then for each target x precision: export, "
+                                   "parity, top-1 drop on the held-out digits, bench; one leaderboard per device "
+                                   "(markdown, JSON, plot) with the fastest artifact within --max-drop picked. A "
+                                   "re-run skips the cells already done with the same inputs.")
+    w.add_argument("--presets", nargs="+", required=True, metavar="PRESET", help="zoo presets (vitedge zoo)")
+    w.add_argument("--targets", nargs="+", metavar="TARGET",
+                   help=f"default: all ({', '.join(target_names())}); those that cannot run here are listed with why")
+    w.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=list(PRECISION_ORDER),
+                   help="default fp32 int8")
+    w.add_argument("--on", nargs="+", metavar="DEVICE",
+                   help="where the timing cells run: local (this machine, the default) and/or ssh://[user@]host[:port]")
+    w.add_argument("-o", "--output", default="artifacts/sweep",
+                   help="sweep folder: cells/ and DEVICE/leaderboard.{md,json,png} (default artifacts/sweep)")
+    w.add_argument("--artifacts", metavar="DIR", help="checkpoints and artifacts (default OUTPUT/artifacts)")
+    w.add_argument("--image-size", nargs=2, type=_positive, default=[64, 64], metavar=("H", "W"),
+                   help="training and export size in pixels (default 64 64, the digits training size)")
+    w.add_argument("--epochs", type=_positive, default=12, help="digits training epochs (default 12)")
+    w.add_argument("--seed", type=_non_negative, default=0)
+    w.add_argument("--checkpoint", action="append", type=_checkpoint_arg, metavar="PRESET=PATH",
+                   help="use this checkpoint (vitedge train) for PRESET instead of training one (repeatable)")
+    w.add_argument("--calib-count", type=_positive, default=128, help="static int8 calibration images (default 128)")
+    w.add_argument("--batch", type=_positive, default=1, help="timing batch (default 1)")
+    w.add_argument("--threads", type=_positive, help="timing threads (default: all usable CPUs)")
+    w.add_argument("--warmup", type=_non_negative, default=10, help="untimed runs per artifact (default 10)")
+    w.add_argument("--iters", type=_positive, default=50, help="timed runs per artifact (default 50)")
+    w.add_argument("--max-drop", type=_float_in(-100.0, 100.0, " (percentage points)"), default=0.5,
+                   metavar="POINTS", help="top-1 drop allowed for the pick, in points (default 0.5)")
+    w.add_argument("--pick", metavar="DIR", help="copy each preset's picked artifact to DIR/PRESET/")
+    w.add_argument("--jobs", type=_positive, help="export processes (default: all usable CPUs)")
+    w.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: a process pool here (default); ray: Ray tasks on the cluster at --ray-address")
+    w.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (auto, HOST:6379, ray://HOST:10001)")
+    w.add_argument("--ssh-option", action="append", metavar="KEY=VALUE",
+                   help="an ssh -o option for the ssh:// devices (repeatable), as in vitedge bench --on")
+    w.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import this Python module first in every process (it registers a family or target)")
+    w.add_argument("--force", action="store_true", help="redo every cell, done or not")
+    _quiet_arg(w)
+    w.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("verify", help="check an artifact's signature (model.sig) against trusted public keys")
     s.add_argument("artifact", help=ARTIFACT_HELP)

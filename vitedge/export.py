@@ -133,7 +133,7 @@ def prepare_preset(preset: str, *, checkpoint: str | os.PathLike | None = None, 
             with torch.no_grad():
                 model(torch.zeros(1, 3, *size))
     except (ValueError, AssertionError, RuntimeError) as e:
-        raise UsageError(f"{preset} cannot take image size {size[0]}x{size[1]}: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"{preset} cannot take image size {size[0]}x{size[1]}: {first_line(e, 200)}") from None
     if checkpoint is not None:
         apply_checkpoint(model, checkpoint)
         spec["weights"] = {"source": "checkpoint", "path": str(Path(checkpoint).absolute()),
