@@ -141,6 +141,18 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def _graph_line(g: dict) -> str:
+    """One line from a manifest's ``export.graph`` block: ``graph: 394 nodes (632 before constant folding)``; the
+    count right after folding is added when the target's own steps (fusions, quantization) changed the graph."""
+    what = "graph" if g.get("file") else "ONNX graph converted"
+    if g.get("folding_skipped"):
+        return f"{what}: {g['nodes']} nodes (constant folding skipped: {g['folding_skipped']})"
+    line = f"{what}: {g['nodes']} nodes ({g['nodes_before_folding']} before constant folding"
+    if g["nodes"] != g["nodes_after_folding"]:
+        line += f", {g['nodes_after_folding']} right after it"
+    return line + ")"
+
+
 def _parse_batch(s: str) -> int | None:
     if s == "dynamic":
         return None
@@ -223,6 +235,9 @@ def cmd_export(args) -> int:
         cos = min(v["cosine"] for k, v in p.items() if k.startswith("batch_"))
         print(f"{head}; parity vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f} at batches "
               f"{', '.join(k[6:] for k in p if k.startswith('batch_'))}")
+    graph = (art.manifest.get("export") or {}).get("graph")
+    if isinstance(graph, dict):
+        print(_graph_line(graph))
     q = art.manifest.get("quantization") or {}
     if q.get("kept_float_nodes") is not None:
         print(f"int8: {q['quantized_nodes']} {'/'.join(q['quantized_op_types'])} nodes quantized; kept in float: "

@@ -72,7 +72,8 @@ def _add_file(name, entry=None):
 # schema, refused by both readers (a bound the schema cannot express); "schema-only" refused by the schema and Python,
 # while the runner leaves it to the runtime (the first input (B, C, H, W) with fixed C: cpp_bad_inputs runs graphs
 # with other inputs; the runtime refuses an input the graph does not take) or to the image loader (no
-# "preprocessing": the runner runs tensors, Runner::load_image refuses).
+# "preprocessing": the runner runs tensors, Runner::load_image refuses), or never reads it (export.graph: node
+# counts for people and tools).
 COMMON = [
     ("as exported", lambda m: None, "ok"),
     ("unknown top-level key", _set("future_field", [1, 2]), "ok"),
@@ -135,6 +136,13 @@ COMMON = [
     ("quantization a number", _set("quantization", 5), "schema"),
     ("quantization.session_config key", _set("quantization", {"session_config": {"session.optimized_model_filepath": "x"}}),
      "schema"),
+    ("export.graph unknown key", _set("export.graph.future", [1]), "ok"),
+    ("export.graph op type with a domain", _set("export.graph.op_counts", {"com.microsoft:Gelu": 2}), "ok"),
+    ("export.graph nodes negative", _set("export.graph.nodes", -1), "schema-only"),
+    ("export.graph nodes a string", _set("export.graph.nodes", "394"), "schema-only"),
+    ("export.graph op type not a name", _set("export.graph.op_counts", {"Mat Mul; rm": 1}), "schema-only"),
+    ("export.graph 513 op types", _set("export.graph.op_counts", {f"Op{i}": 1 for i in range(513)}), "schema-only"),
+    ("export.graph a list", _set("export.graph", [394]), "schema-only"),
 ]
 
 ONNX = [

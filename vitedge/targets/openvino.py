@@ -1,8 +1,9 @@
 """OpenVINO target: OpenVINO IR (``model.xml`` graph + ``model.bin`` raw weights) run by OpenVINO's CPU plugin.
 
-Export path: our ONNX export (:func:`vitedge.targets.onnx.write`, fp32, symbolic batch) -> :func:`rewrite_attention`
-(the exporter's attention lowering put in the form the CPU plugin fuses whole; counts in the manifest's
-``export.graph_rewrites``) -> ``openvino.convert_model`` (OVC's ONNX frontend and its graph fusions: Gelu,
+Export path: the portable ONNX graph (:func:`vitedge.targets.onnx_graph.write_graph`, fp32, symbolic batch, constants
+folded) -> :func:`rewrite_attention` (the exporter's attention lowering put in the form the CPU plugin fuses whole;
+counts in the manifest's ``export.graph_rewrites``; the node counts of the ONNX graph converted in ``export.graph``)
+-> ``openvino.convert_model`` (OVC's ONNX frontend and its graph fusions: Gelu,
 ScaledDotProductAttention, ...) -> ``openvino.save_model(..., compress_to_fp16=False)``. The ONNX file is a temporary
 and is not part of the artifact.
 
@@ -46,7 +47,7 @@ from ..machine import default_threads
 from ..manifest import Artifact
 from . import Target, register_target
 from .onnx_graph import FILENAME as ONNX_FILE
-from .onnx_graph import write_graph
+from .onnx_graph import stored_graph, write_graph
 from .. import progress
 from ..models.registry import family_recipe
 from ..safety import check_relative_name, is_inside
@@ -467,6 +468,7 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
             rewrites = _rewrite_onnx_file(tmp / ONNX_FILE)
         except Exception as e:  # noqa: BLE001 - an optional speed-up: convert the exporter's graph, say why
             rewrites = {"skipped": f"{type(e).__name__}: {first_line(e)}"}
+        graph = stored_graph(tmp / ONNX_FILE, onnx_info["export"]["graph"], file=None)  # what convert_model reads
         with without_usage_telemetry(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ov_model = ov.convert_model(str(tmp / ONNX_FILE))
@@ -491,8 +493,8 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
         quant["int8_layers_at_export"] = int8_layers(ov.Core().compile_model(saved, "CPU", config))
     info = {"method": f"{onnx_info['export']['method']} -> openvino.convert_model -> "
                       "openvino.save_model(compress_to_fp16=False)",
-            "onnx": {k: v for k, v in onnx_info["export"].items() if k != "ops"}, "graph_rewrites": rewrites,
-            "input_shape": str(pshape), "ops": _op_counts(saved)}
+            "onnx": {k: v for k, v in onnx_info["export"].items() if k not in ("ops", "graph")},
+            "graph_rewrites": rewrites, "graph": graph, "input_shape": str(pshape), "ops": _op_counts(saved)}
     return {"artifact": FILENAME, "backend": "openvino", "export": info, "quantization": quant,
             "manifest": {"openvino": {"config": config, "weights": WEIGHTS,
                                       "device": "CPU", "version": ov.__version__}}}

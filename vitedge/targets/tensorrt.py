@@ -2,8 +2,8 @@
 
 Flow (``write``):
 
-1. ONNX export through :mod:`vitedge.targets.onnx` (dynamo exporter, opset 18 by default; TensorRT 10.0's parser
-   reads opsets 9-20, 10.15's 9-24). The precision lives in the graph, because the engine is built as a
+1. ONNX export through :mod:`vitedge.targets.onnx_graph` (dynamo exporter, opset 18 by default, constants folded;
+   TensorRT 10.0's parser reads opsets 9-20, 10.15's 9-24). The precision lives in the graph, because the engine is built as a
    **strongly typed** network (TensorRT >= 10; weak typing and ``BuilderFlag.FP16/INT8`` are deprecated since
    TensorRT 10.12 and removed in 11.x, see NVIDIA's "10.x to 11.x API migration" guide):
 
