@@ -151,7 +151,11 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
     if mode == "static" and (calibration is None or len(calibration) == 0):
         raise UsageError("static int8 needs calibration images (--calib DIR|digits)")
     pre_path = out_path.with_name(out_path.stem + ".pre.onnx")
-    quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
+    try:
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
+    except Exception:  # noqa: BLE001 - ORT's symbolic shape inference does not know every contrib op of a fused
+        # graph (BiasGelu + MultiHeadAttention of ViT); ONNX's own shape inference is enough for the quantizer
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
     model = onnx.load(str(pre_path))
     if mode == "dynamic":
         ops = tuple(o for o in ops if o != "Conv")
