@@ -18,7 +18,7 @@ from vitedge.export import export
 from vitedge.manifest import read_manifest
 from vitedge.models.zoo import family_class
 from vitedge.quantize import calibration_split
-from helpers import SMALL, assert_one_line_error, cli_digits_checkpoint, train_on_digits
+from helpers import SMALL, cli_digits_checkpoint, train_on_digits
 
 SIZE = (64, 64)
 PRE = make_preprocessing(SIZE)
@@ -121,10 +121,14 @@ def test_cli_static_int8_on_a_labelled_folder(checkpoint, tmp_path, capsys):
     assert m["quantization"]["calibration"]["count"] == 45
 
 
-def test_int8_export_records_its_speed_against_fp32(checkpoint, tmp_path):
+def test_int8_export_records_its_speed_against_fp32(checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "a"
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     assert main(["export", "deit_tiny", "--target", "onnx", "--checkpoint", str(checkpoint), "--precision", "int8",
                  "--int8-mode", "dynamic", "-o", str(out)]) == 0
+    # ORT's symbolic shape inference fails on DeiT's fused graph and dumps its model where it runs: not here
+    assert list((tmp_path / "cwd").iterdir()) == []
     m = read_manifest(out).manifest
     s = m["quantization"]["speed"]
     assert m["quantization"]["speed_vs_fp32"] == s["speed_vs_fp32"] > 0
@@ -139,5 +143,6 @@ def test_refusal_names_the_held_out_images(mobilevit, tmp_path):
     with pytest.raises(ExportError) as e:  # fp32 with an impossible tolerance: refused, naming the images
         export(model, torch.zeros(2, 3, *SIZE), "onnx", tmp_path / "a", spec=spec, preprocessing=PRE,
                tol_abs=0.0, parity_images=held)
-    assert_one_line_error(str(e.value), "16 held-out digits (test split)", "not written")
+    msg = str(e.value)
+    assert "\n" not in msg and "on 16 held-out digits (test split)" in msg and msg.endswith("not written")
     assert not (tmp_path / "a").exists()
