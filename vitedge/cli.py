@@ -169,7 +169,7 @@ def cmd_export(args) -> int:
     import torch
 
     from .export import check_precision, export, prepare_preset
-    from .quantize import calibration_data
+    from .quantize import calibration_split
     target = get_target(args.target)  # UsageError for an unknown one, with close matches
     if args.precision is None:  # e.g. Core ML computes in fp16 by default (coremltools' mlprogram default)
         args.precision = target.default_precision
@@ -214,27 +214,34 @@ def cmd_export(args) -> int:
                                       outputs=outputs)
     check_destination(out, args.force)  # before any export work (usage errors above keep exit code 2)
     example = torch.zeros(batch or 2, 3, *pre["size"])
-    quant = None
+    quant = held = None
     if args.precision == "int8":
         quant = dict(recipe)
         if static:
-            progress.stage(f"loading {args.calib_count} calibration images ({args.calib or 'digits'})")
-            x, info = calibration_data(args.calib or "digits", pre, args.calib_count)
+            progress.stage(f"loading {args.calib_count} calibration images ({args.calib or 'digits'}) and held-out "
+                           "images for parity")
+            x, info, held = calibration_split(args.calib or "digits", pre, args.calib_count)
             quant.update(method=recipe.get("method", "minmax"), calibration=x.numpy(), calibration_info=info)
     labels = (spec.get("training") or {}).get("labels")
     art = export(model, example, args.target, out, spec=spec, preprocessing=pre, dynamic_batch=batch is None,
                  opset=args.opset, precision=args.precision, quantization=quant, labels=labels,
-                 target_options=target_options, sign_key=args.sign, force=args.force, device=args.device)
+                 target_options=target_options, sign_key=args.sign, force=args.force, device=args.device,
+                 parity_images=held)
     target.after_export(art, args.precision)  # e.g. TensorRT without an engine: one line, exit 3
     p = art.manifest["parity"]
+    on = "photos" if p.get("images") == "bundled scikit-image photos" else p.get("images")
     head = f"wrote {art.file} ({args.precision}, {art.size_mb:.2f} MB, {art.manifest['export']['method']})"
     if "skipped" in p:
         print(f"{head}; parity {p['skipped']}")
     else:
         worst = max(v["max_abs"] for k, v in p.items() if k.startswith("batch_"))
         cos = min(v["cosine"] for k, v in p.items() if k.startswith("batch_"))
-        print(f"{head}; parity vs fp32 eager on photos: max abs diff {worst:.2e}, min cosine {cos:.6f} at batches "
+        print(f"{head}; parity vs fp32 eager on {on}: max abs diff {worst:.2e}, min cosine {cos:.6f} at batches "
               f"{', '.join(k[6:] for k in p if k.startswith('batch_'))}")
+        h = p.get("held_out") or {}
+        if "drop_points" in h:
+            print(f"top-1 on the {h['samples']} held-out images: {h['top1']:.2%} (fp32 eager {h['eager_top1']:.2%}, "
+                  f"drop {h['drop_points']:+.2f} points); min cosine over all of them {h['cosine']:.6f}")
     graph = (art.manifest.get("export") or {}).get("graph")
     if isinstance(graph, dict):
         print(_graph_line(graph))
@@ -243,6 +250,14 @@ def cmd_export(args) -> int:
         print(f"int8: {q['quantized_nodes']} {'/'.join(q['quantized_op_types'])} nodes quantized; kept in float: "
               f"{len(q['kept_float_nodes'])} nodes (first/last weight ops, attention matmuls) and "
               f"{', '.join(q['kept_float_op_types']) or 'no other ops'}")
+    speed = q.get("speed") or {}
+    if speed.get("faster") == "fp32":  # the user's precision stands; say which one is faster here
+        print(f"vitedge: warning: int8 ran at {speed['speed_vs_fp32']:.2f}x the latency of fp32 ({speed['int8_p50_ms']:.3f} "
+              f"vs {speed['fp32_p50_ms']:.3f} ms p50, batch 1, {speed['threads']} threads, {art.manifest['backend']} on "
+              f"this machine): --precision fp32 is faster here", file=sys.stderr)
+    elif "speed_vs_fp32" in speed:
+        print(f"int8 vs fp32 on this machine: {speed['speed_vs_fp32']:.2f}x the latency ({speed['int8_p50_ms']:.3f} vs "
+              f"{speed['fp32_p50_ms']:.3f} ms p50, batch 1, {speed['threads']} threads)")
     return 0
 
 

@@ -22,7 +22,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 __all__ = ["BUNDLED_PHOTOS", "IMAGE_EXTENSIONS", "IMAGE_FORMATS", "MAX_IMAGE_BYTES", "bundled_photo_paths",
-           "exif_orientation", "image_paths", "load_batch", "load_rgb", "make_preprocessing", "preprocess",
+           "exif_orientation", "image_paths", "labelled_image_paths", "load_batch", "load_rgb", "make_preprocessing", "preprocess",
            "read_image_file"]
 
 # Colour photographs shipped inside the scikit-image wheel (skimage/data), no download needed.
@@ -78,6 +78,38 @@ def image_paths(folder: str | os.PathLike) -> list[Path]:
     if not paths:
         raise ImageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     return paths
+
+
+def labelled_image_paths(folder: str | os.PathLike) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    """Images of ``folder`` with their labels when it is laid out ImageFolder-style.
+
+    A folder with image files directly inside: those (sorted), no labels. A folder with none but class
+    subfolders (not hidden) holding images: every image of each subfolder (one level, sorted), labelled with the
+    subfolder's index in the sorted list of the subfolders that hold images (the class names).
+    Returns (paths, labels or None, class names or None).
+    Raises:
+        ImageError: as :func:`image_paths` (missing folder, no images, an entry that is not a regular file).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"image folder not found: {folder}")
+    entries = sorted(folder.iterdir())
+    classes = [d for d in entries if not d.name.startswith(".") and d.is_dir()]
+    if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entries) or not classes:
+        return image_paths(folder), None, None
+    paths: list[Path] = []
+    labels: list[int] = []
+    names: list[str] = []
+    for d in classes:
+        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in d.iterdir()):
+            continue
+        found = image_paths(d)
+        paths += found
+        labels += [len(names)] * len(found)
+        names.append(d.name)
+    if not paths:
+        raise ImageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder} or its class subfolders")
+    return paths, labels, names
 
 
 def _file_kind(mode: int) -> str:

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +22,8 @@ from .manifest import SCHEMA_VERSION, Artifact, atomic_directory, check_destinat
 from .models.outputs import WithOutputs
 from .models.zoo import create_model, family_class, get_preset, size_arg
 from .parity import CUDA_FP32_TOLERANCE  # noqa: F401 - vitedge.export.CUDA_FP32_TOLERANCE, as documented
-from .parity import PARITY_BATCHES, check_batches, eager_outputs, export_tolerance, parity_photos
+from .parity import PARITY_BATCHES, check_batches, check_tolerance, compare, eager_outputs, export_tolerance, \
+    parity_photos, run_pairs
 from .targets import get_target, runs_here
 
 __all__ = ["build_model", "export", "prepare_preset"]
@@ -199,6 +201,42 @@ def build_model(spec: dict) -> nn.Module:
     return model.eval()
 
 
+def _label_indices(class_names: list[str] | None, labels: list[str] | None, n_classes: int) -> list[int] | str:
+    """The model's output index of each class name (by name in the model's ``labels``; without labels, in order
+    when there are at most ``n_classes`` names), or why there is none."""
+    if not class_names:
+        return "the held-out images have no labels"
+    if labels:
+        index = {str(l): i for i, l in enumerate(labels)}
+        missing = [n for n in class_names if n not in index]
+        if missing:
+            return f"class {missing[0]!r} is not one of the model's labels"
+        return [index[n] for n in class_names]
+    if len(class_names) > n_classes:
+        return f"{len(class_names)} classes for a model of {n_classes} outputs"
+    return list(range(len(class_names)))
+
+
+def _held_out_parity(model: nn.Module, run, held: dict, labels: list[str] | None, tol: dict, fixed: int, what: str,
+                     where: str) -> dict:
+    """Eager vs artifact over every held-out image: :func:`vitedge.parity.compare` metrics, checked against
+    ``tol``, and with labels ``top1``, ``eager_top1`` (fractions) and ``drop_points``. Raises ExportError outside
+    ``tol``."""
+    ref, out = run_pairs(model, run, held["images"], fixed)
+    m = compare(ref, out)
+    fails = check_tolerance(m, tol)
+    if fails:
+        raise ExportError(f"{what} differs from eager {where} ({'; '.join(fails)}); not written")
+    if held.get("labels") is None:
+        return m
+    idx = _label_indices(held.get("class_names"), labels, ref.shape[1])
+    if isinstance(idx, str):
+        return {**m, "top1_skipped": idx}
+    y = np.asarray(idx)[np.asarray(held["labels"])]
+    top1, eager = float((out.argmax(1) == y).mean()), float((ref.argmax(1) == y).mean())
+    return {**m, "top1": top1, "eager_top1": eager, "drop_points": round((eager - top1) * 100, 4)}
+
+
 def check_precision(target: str, precision: str, int8_mode: str | None = None) -> None:
     """Raise UsageError unless ``target`` can produce ``precision`` (and, for int8, ``int8_mode``)."""
     caps = get_target(target).precisions
@@ -215,7 +253,7 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
            dynamic_batch: bool = True, opset: int | None = None, tol_abs: float = 1e-4,
            precision: str = "fp32", quantization: dict | None = None,
            target_options: dict | None = None, sign_key: str | os.PathLike | None = None,
-           force: bool = False, device: str = "cpu") -> Artifact:
+           force: bool = False, device: str = "cpu", parity_images: dict | None = None) -> Artifact:
     """Export ``model`` to ``target`` in ``out_dir`` (a directory: artifact file + manifest.json), atomically.
 
     Args:
@@ -238,6 +276,13 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             TorchScript int8). The parity check then runs the artifact on that device against fp32 eager on the CPU;
             for fp32 on CUDA the tolerance is cosine >= 0.9999 (:data:`CUDA_FP32_TOLERANCE`) instead of ``tol_abs``:
             GPU kernels sum in another order and cuDNN convolutions may use TF32.
+        parity_images: images to check parity on instead of the bundled photos, e.g. the held-out part of the
+            calibration source (:func:`vitedge.quantize.calibration_split`): ``{"images": float32 (M, C, H, W)
+            preprocessed like the input, "labels": int64 (M,) or None, "class_names": names of those labels or
+            None, "info": {"source", "count", ...}}``. The batches are checked on its first images and every image
+            is compared (``parity.held_out``: the same tolerance over all M, and with labels the top-1 of the
+            artifact and of fp32 eager and the drop in points, recorded, not enforced). The manifest's
+            ``parity.images`` names them and ``parity.image_source`` copies ``info``.
         force: replace ``out_dir`` if it holds a previous vitedge artifact. Without it only a missing path or an
             empty folder is written; a folder holding anything else, a file or a symlink is never replaced.
     Returns:
@@ -278,8 +323,20 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                "device": device}
     tol = export_tolerance(precision, tol_abs, device)
 
-    # Real photos for the parity check, at the model's input size and channel count.
-    photos = parity_photos(example, pre)
+    # Real images for the parity check, at the model's input size and channel count: the held-out images given
+    # (e.g. from the calibration source), else the bundled photos.
+    if parity_images is not None:
+        photos = parity_images["images"]
+        if tuple(photos.shape[1:]) != tuple(example.shape[1:]) or photos.dtype != torch.float32 or len(photos) < 1:
+            raise UsageError(f"parity images must be float32 (M, {', '.join(map(str, example.shape[1:]))}), got "
+                             f"{photos.dtype} {tuple(photos.shape)}")
+        held_info = dict(parity_images.get("info") or {})
+        src = held_info.get("source", "the calibration set")
+        images_name = f"{len(photos)} held-out " + ("digits (test split)" if src == "digits" else f"images of {src}")
+        where = f"on {images_name}"
+    else:
+        photos = parity_photos(example, pre)
+        images_name, where = "bundled scikit-image photos", "on the bundled photos"
     fixed_b = int(example.shape[0])
     batches = list(PARITY_BATCHES) if dynamic_batch else [fixed_b]
     try:
@@ -298,11 +355,16 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             cannot = runs_here(mod)
             parity = {} if cannot is None else {"skipped": f"not run on this machine: {cannot}"}
             if cannot is None:
-                progress.stage(f"checking parity vs fp32 eager on photos at batch {', '.join(map(str, batches))}")
+                progress.stage(f"checking parity vs fp32 eager {where} at batch {', '.join(map(str, batches))}")
             runner = None if cannot is not None else mod.load(art) if device == "cpu" else mod.load(art, device=device)
             if runner is not None:
                 parity.update(check_batches(model, runner.run, photos, batches, tol, output_names=out_names,
-                                            what=f"{target} {precision} artifact", shape_what=f"{target} artifact"))
+                                            what=f"{target} {precision} artifact", shape_what=f"{target} artifact",
+                                            where=where))
+                if parity_images is not None:
+                    parity["held_out"] = _held_out_parity(model, runner.run, parity_images, labels, tol,
+                                                          0 if dynamic_batch else fixed_b,
+                                                          f"{target} {precision} artifact", where)
             c = int(example.shape[1])
             manifest = {
                 "schema_version": SCHEMA_VERSION,
@@ -326,7 +388,8 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
                 "versions": versions(),
                 "created": utc_now(),
                 "export": info["export"],
-                "parity": {"reference": "eager PyTorch fp32", "images": "bundled scikit-image photos",
+                "parity": {"reference": "eager PyTorch fp32", "images": images_name,
+                           **({"image_source": held_info} if parity_images is not None else {}),
                            "tolerance": tol, **parity},
             }
             if "opset" in info:

@@ -37,9 +37,9 @@ def test_calibration_never_reads_the_test_split():
 
 
 @pytest.mark.parametrize("target,precision,extra", [
-    ("onnx", "int8", []),                                   # default: static QDQ, calibrated on digits (train)
-    ("onnx", "int8", ["--int8-mode", "dynamic"]),
-    ("onnx", "int8", ["--calib-method", "entropy", "--calib-count", "64"]),
+    ("onnx", "int8", []),                                   # ViT/DeiT default: dynamic (the faster recipe)
+    ("onnx", "int8", ["--int8-mode", "static"]),            # static QDQ, calibrated on digits (train)
+    ("onnx", "int8", ["--int8-mode", "static", "--calib-method", "entropy", "--calib-count", "64"]),
     ("onnx", "fp16", []),
     ("torchscript", "int8", []),                            # dynamic int8 Linear layers
     ("torchscript", "fp16", []),
@@ -54,8 +54,13 @@ def test_quantized_export_keeps_accuracy(checkpoint, tmp_path, target, precision
     if precision == "int8":
         q = m["quantization"]
         assert q["quantized_nodes"] > 0
-        if target == "onnx" and "--int8-mode" not in extra:
+        if target == "onnx" and not extra:
+            assert q["mode"] == "dynamic" and "calibration" not in q
+            assert m["parity"]["images"] == "bundled scikit-image photos"  # no calibration set: the photos
+        if target == "onnx" and "static" in extra:
             assert q["mode"] == "static" and q["calibration"]["split"] == "train"
+            assert m["parity"]["image_source"] == {"source": "digits", "split": "test", "split_seed": 0,
+                                                   "count": 128, "labelled": True}
             assert q["kept_float_nodes"]  # first/last weight op and attention matmuls stay float
             assert any(op in q["graph_ops"] for op in ("QuantizeLinear", "DequantizeLinear"))
     trust = ["--trust-code"] if target == "torchscript" else []  # exported just above
@@ -86,7 +91,7 @@ def test_validate_fails_when_drop_exceeds_tolerance(checkpoint, tmp_path, capsys
 def test_empty_calibration_folder(checkpoint, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["export", "deit_tiny", "--target", "onnx", "--checkpoint", str(checkpoint), "--precision", "int8",
-                 "--calib", str(tmp_path / "empty"), "-o", str(tmp_path / "x")]) == 1
+                 "--int8-mode", "static", "--calib", str(tmp_path / "empty"), "-o", str(tmp_path / "x")]) == 1
     assert_one_line_error(capsys.readouterr().err, "calibration images", "no images")
     assert not (tmp_path / "x").exists()
 
@@ -95,7 +100,7 @@ def test_unreadable_calibration_image(checkpoint, tmp_path, capsys):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
     assert main(["export", "deit_tiny", "--target", "onnx", "--checkpoint", str(checkpoint), "--precision", "int8",
-                 "--calib", str(tmp_path / "c"), "-o", str(tmp_path / "x")]) == 1
+                 "--int8-mode", "static", "--calib", str(tmp_path / "c"), "-o", str(tmp_path / "x")]) == 1
     assert_one_line_error(capsys.readouterr().err, "cannot decode image", "broken.png")
     assert not (tmp_path / "x").exists()
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +37,13 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 
 # Per-family default int8 recipes (recipe "onnx_int8" of the family spec, vitedge/models/families/), chosen by
-# benchmarks/quantization.py on digits-trained models (results in benchmarks/results/quantization.md). Static QDQ
-# U8S8 wins where the weight ops are big enough for int8 kernels; MobileViT's small convolutions run slower as
-# QLinearConv + Q/DQ than in float, so it keeps them float at run time (int8 storage, see int8_conv_weight_storage)
-# and quantizes its MatMuls dynamically.
+# interleaved runs on digits-trained models (benchmarks/quantization.py, docs/quantization.md), the faster of
+# static and dynamic: static QDQ U8S8 for LeViT (its 1x1-conv "linear" layers are big enough for int8 kernels);
+# dynamic for ViT/DeiT (Q/DQ around the fused attention and BiasGelu cost more than static scales save); for
+# MobileViT dynamic MatMuls with its small convolutions float at run time (int8 storage, see
+# int8_conv_weight_storage): ORT fuses their QDQ into QLinearConv, which ran slower than its float NCHWc
+# convolutions with fused SiLU. The onnx target quantizes its fused fp32 graph (vitedge.targets.onnx) and times
+# the result against it at export (quantization.speed_vs_fp32).
 
 
 def default_int8_recipe(family: str | None) -> dict:
@@ -96,6 +101,17 @@ def int8_conv_weight_storage(path: Path, exclude: set[str] = frozenset()) -> int
     return len(dq_nodes)
 
 
+@contextlib.contextmanager
+def _working_directory(path: str):
+    """Run the block in ``path`` as the working directory (contextlib.chdir is Python 3.11+)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 class _Reader:
     """ONNX Runtime CalibrationDataReader over a float32 (N, C, H, W) array, in chunks of ``batch``."""
 
@@ -150,8 +166,16 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: str = "static", cali
         raise UsageError(f"unknown calibration method {method!r} (known: {', '.join(methods)})")
     if mode == "static" and (calibration is None or len(calibration) == 0):
         raise UsageError("static int8 needs calibration images (--calib DIR|digits)")
+    fp32_path, out_path = Path(fp32_path).absolute(), Path(out_path).absolute()
     pre_path = out_path.with_name(out_path.stem + ".pre.onnx")
-    quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
+    # ORT's symbolic shape inference does not know every contrib op of a fused graph (BiasGelu + MultiHeadAttention
+    # of ViT); ONNX's own shape inference is then enough for the quantizer. On failure ORT dumps
+    # sym_shape_infer_temp.onnx and its external data into the working directory: run it in a throwaway one.
+    with tempfile.TemporaryDirectory(prefix="vitedge-quant-") as scratch, _working_directory(scratch):
+        try:
+            quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - ORT raises a bare Exception ("Incomplete symbolic shape inference")
+            quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
     model = onnx.load(str(pre_path))
     if mode == "dynamic":
         ops = tuple(o for o in ops if o != "Conv")

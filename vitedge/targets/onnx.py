@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ import numpy as np
 from ..errors import ArtifactError, RuntimeMissingError, UsageError, first_line
 from ..machine import default_threads
 from ..manifest import Artifact
+from .. import progress
 from . import Target, register_target
 from ..models.registry import family_recipe
 from ..safety import check_onnx_external_data
@@ -38,7 +40,8 @@ from ..safety import onnx_external_locations
 if TYPE_CHECKING:  # torch is imported by write() only: loading and running an artifact needs no torch
     import torch
 
-from .onnx_graph import DEFAULT_OPSET, FILENAME, LEGACY_OPSET, MAX_BATCH, write_graph  # noqa: F401 - re-exported
+from .onnx_graph import DEFAULT_OPSET, FILENAME, LEGACY_OPSET, MAX_BATCH  # noqa: F401 - re-exported
+from .onnx_graph import convert_precision, write_graph
 
 
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
@@ -59,6 +62,7 @@ ALLOWED_SESSION_CONFIG = {"session.intra_op.allow_spinning": ("0", "1"), "sessio
                           "session.disable_quant_qdq": ("0", "1")}
 
 FUSIONS = ("gelu", "attention")
+SPEED_BUDGET_S = 0.4  # seconds an int8 export spends timing its artifact against the fp32 graph (speed_vs_fp32)
 # Per-family default fusions of the stored fp32 graph, kept where interleaved runs measured a win (README, ONNX
 # section; scripts/onnx_fusion_bench.py): each family spec declares its own (recipe "onnx", e.g. ViT/DeiT gelu +
 # attention in vitedge/models/families/vit.py); families not measured keep ORT's own fusions.
@@ -96,8 +100,12 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
         fusions = family_recipe((options.get("spec") or {}).get("family"), "onnx")["fusions"]
     elif isinstance(fusions, str):
         fusions = tuple(f for f in fusions.split(",") if f)
-    g = write_graph(model, example, directory, options,
-                    fp32_hook=lambda path: optimize_graph(path, path, tuple(fusions)))
+    def hook(path):
+        return optimize_graph(path, path, tuple(fusions))
+    if options.get("precision") == "int8":
+        g = _write_int8(model, example, directory, options, hook)
+    else:
+        g = write_graph(model, example, directory, options, fp32_hook=hook)
     quant = g["quantization"]
     session_config = dict(SESSION_CONFIG)
     run_config = {**session_config, **((quant or {}).get("session_config") or {})}
@@ -107,6 +115,73 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
             "manifest": {"onnxruntime": {"graph_optimization_level": GRAPH_LEVEL, "session_config": session_config,
                                          "graph_optimizer": g["hook"],
                                          "fusions": fusion_report(final, GRAPH_LEVEL, run_config)}}}
+
+
+def _write_int8(model, example, directory: Path, options: dict, hook) -> dict:
+    """int8 for ONNX Runtime: quantize the fp32 graph the fp32 artifact stores (the portable graph with this
+    family's ORT fusions, e.g. MultiHeadAttention), not the bare portable graph (without them MobileViT-XXS int8 ran
+    1.1-1.2x its fused fp32 graph; from the fused graph 0.87x), then time the int8 file against that fp32 graph
+    (:func:`speed_vs_fp32`). Returns :func:`write_graph`'s dict, its ``quantization`` holding ``from_graph``,
+    ``speed_vs_fp32`` and ``speed``."""
+    with tempfile.TemporaryDirectory(prefix="vitedge-onnx-fp32-") as tmp:
+        fp32 = Path(tmp) / FILENAME
+        g = write_graph(model, example, Path(tmp), {**options, "precision": "fp32", "quantization": None},
+                        fp32_hook=hook)
+        quant = convert_precision(fp32, directory / FILENAME, "int8", options.get("quantization"))
+        quant["from_graph"] = {"graph": "the fp32 artifact's graph", "fusions": list(g["hook"]["fusions"])}
+        progress.stage("timing int8 against fp32 on ONNX Runtime (batch 1)")
+        try:
+            speed = speed_vs_fp32(fp32, directory / FILENAME, threads=default_threads(), fp32_config=SESSION_CONFIG,
+                                  int8_config={**SESSION_CONFIG, **(quant.get("session_config") or {})},
+                                  input_shape=tuple(example.shape[1:]))
+        except Exception as e:  # noqa: BLE001 - a failed timing must not cost the export; parity runs next
+            speed = {"skipped": f"{type(e).__name__}: {first_line(e, 200)}"}
+    if "speed_vs_fp32" in speed:
+        quant["speed_vs_fp32"] = speed["speed_vs_fp32"]
+    quant["speed"] = speed
+    return {**g, "quantization": quant, "hook": None}
+
+
+def speed_vs_fp32(fp32_path: Path, int8_path: Path, *, threads: int, fp32_config: dict, int8_config: dict,
+                  input_shape: tuple[int, ...], budget_s: float = SPEED_BUDGET_S) -> dict:
+    """Time an int8 ONNX file against the fp32 one it was quantized from, in ONNX Runtime on this CPU: batch 1,
+    ``threads`` intra-op threads, each file with its own session config, alternating rounds of 5 calls (so drifts
+    in machine load hit both alike) for about ``budget_s`` seconds after two warm-up calls each (at least 3
+    rounds, at most 50).
+
+    ``input_shape``: (C, H, W); the input is a seeded standard-normal float32 (1, C, H, W).
+    Returns the manifest's ``quantization.speed`` block: ``speed_vs_fp32`` (int8 p50 / fp32 p50: below 1, int8 is
+    faster), ``int8_p50_ms``, ``fp32_p50_ms``, ``faster`` ("int8" | "fp32"), ``batch``, ``threads``, ``calls``
+    (timed calls of each), ``runtime``. A short measurement on a possibly busy machine: it says which precision
+    to pick here; ``vitedge bench`` measures properly.
+    Raises: ONNX Runtime's errors when a file does not load.
+    """
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
+    runs = {}
+    for key, path, config in (("fp32", fp32_path, fp32_config), ("int8", int8_path, int8_config)):
+        sess = ort.InferenceSession(str(path), session_options(threads, GRAPH_LEVEL, config),
+                                    providers=["CPUExecutionProvider"])
+        runs[key] = (sess, {sess.get_inputs()[0].name: x})
+    t0 = time.perf_counter()
+    for sess, feed in runs.values():
+        sess.run(None, feed)
+        sess.run(None, feed)
+    per_pair = max((time.perf_counter() - t0) / 2, 1e-6)
+    iters = 5
+    rounds = int(min(max(budget_s / (per_pair * iters), 3), 50))
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for key, (sess, feed) in runs.items():
+            for _ in range(iters):
+                t = time.perf_counter()
+                sess.run(None, feed)
+                samples[key].append((time.perf_counter() - t) * 1e3)
+    f, q = float(np.median(samples["fp32"])), float(np.median(samples["int8"]))
+    return {"speed_vs_fp32": round(q / f, 4), "int8_p50_ms": round(q, 4), "fp32_p50_ms": round(f, 4),
+            "faster": "int8" if q < f else "fp32", "batch": 1, "threads": int(threads), "calls": rounds * iters,
+            "runtime": f"onnxruntime-{ort.__version__} CPUExecutionProvider"}
 
 
 def _op_name(node) -> str:

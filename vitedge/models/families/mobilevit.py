@@ -10,9 +10,11 @@ register_family(
     recipes={
         # ONNX Runtime: attention fusion only (its SiLU already becomes ORT's QuickGelu)
         "onnx": {"fusions": ("attention",)},
-        # ONNX int8 (benchmarks/results/quantization.md): its small convolutions ran slower as QLinearConv + Q/DQ
-        # than in float, so they stay float at run time (int8 storage, see int8_conv_weight_storage) and the
-        # MatMuls are quantized dynamically
+        # ONNX int8 (docs/quantization.md): its small convolutions ran slower as QLinearConv + Q/DQ than in float,
+        # so they stay float at run time (int8 storage, see int8_conv_weight_storage) and the MatMuls are quantized
+        # dynamically. MobileViT-XXS on the digits, 64x64, batch 1, interleaved against the fp32 artifact, both
+        # quantized from the fused graph: this recipe 0.79-0.93x fp32's p50, static QDQ (convolutions too)
+        # 0.94-1.10x (1 and 2 threads)
         "onnx_int8": {"mode": "dynamic", "conv_weight_storage": True},
         # OpenVINO int8: every convolution kept in float (cosine on the photos 0.998 vs 0.956 with them in int8;
         # measurements in vitedge/targets/openvino.py)

@@ -8,7 +8,12 @@ register_family(
     small_input_size=(32, 48),
     # ONNX Runtime: gelu + attention fusions won in interleaved runs on DeiT (README, ONNX section;
     # scripts/onnx_fusion_bench.py)
-    recipes={"onnx": {"fusions": ("gelu", "attention")}},
+    # ONNX int8: dynamic (int8 MatMuls, activations quantized at run time), quantized from the fused fp32 graph.
+    # Interleaved on the digits-trained DeiT-Ti at 64x64, batch 1 (docs/quantization.md): dynamic 0.55x fp32's p50
+    # vs static QDQ 0.73x (2 threads), and from the fused graph dynamic 1.6-2.0 ms vs static 1.8-6.2 ms (1 and 2
+    # threads, a loaded 2-core machine): the Q/DQ pairs around MultiHeadAttention and BiasGelu cost more than
+    # static activation scales save.
+    recipes={"onnx": {"fusions": ("gelu", "attention")}, "onnx_int8": {"mode": "dynamic"}},
 )
 
 DEIT = "Touvron et al. Training data-efficient image transformers & distillation through attention. ICML 2021."
