@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # torch is imported by write() only: loading and running an a
     import torch
 
 from .onnx_graph import DEFAULT_OPSET, FILENAME, LEGACY_OPSET, MAX_BATCH  # noqa: F401 - re-exported
-from .onnx_graph import convert_precision, write_graph
+from .onnx_graph import convert_precision, graph_counts, write_graph
 
 
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
@@ -139,7 +139,10 @@ def _write_int8(model, example, directory: Path, options: dict, hook) -> dict:
     if "speed_vs_fp32" in speed:
         quant["speed_vs_fp32"] = speed["speed_vs_fp32"]
     quant["speed"] = speed
-    return {**g, "quantization": quant, "hook": None}
+    counts = graph_counts(directory / FILENAME)  # export.graph counts the stored int8 file, not the fp32 temporary
+    export_info = {**g["export"], "graph": {**g["export"]["graph"], "nodes": counts["nodes"],
+                                            "op_counts": counts["op_counts"]}}
+    return {**g, "export": export_info, "quantization": quant, "hook": None}
 
 
 def speed_vs_fp32(fp32_path: Path, int8_path: Path, *, threads: int, fp32_config: dict, int8_config: dict,
