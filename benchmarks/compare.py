@@ -60,7 +60,7 @@ from vitedge.models.upstream import upstream_class  # noqa: E402
 from vitedge.models.zoo import get_preset  # noqa: E402
 from vitedge.quantize import calibration_data  # noqa: E402
 from vitedge.targets import default_int8_options  # noqa: E402
-from vitedge.report import markdown_table  # noqa: E402
+from vitedge.report import markdown_table, plot_latency_bars  # noqa: E402
 from vitedge.runtime import open_artifact  # noqa: E402
 from vitedge.train import train_digits  # noqa: E402
 from vitedge.validate import validate  # noqa: E402
@@ -643,55 +643,26 @@ def write_markdown(path: Path, data: dict) -> None:
 
 
 def plot(data: dict, path: Path) -> None:
-    """One panel per preset (stacked): every row's p50 at batch 1 (most threads) as a horizontal bar, fastest at the
-    top, vitedge artifacts solid and by-hand peers hatched, coloured by precision; each bar is labelled with its
-    p50 and its top-1 drop on the held-out digits, and a dashed line marks the goal (the fastest peer / 1.3).
-    Names sit on the y axis, so nothing overlaps however many rows there are."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    """A panel per preset: every row's p50 at batch 1 (most threads) as a bar, fastest at the top, vitedge artifacts
+    solid and by-hand peers hatched, coloured by precision, labelled with p50 and top-1 drop on the held-out digits;
+    the dashed line is the goal, the fastest peer / 1.3 (:func:`vitedge.report.plot_latency_bars`)."""
     t = max(data["threads"])
     b = 1 if 1 in data["batches"] else data["batches"][0]
     key = f"p50_b{b}_t{t}"
-    colours = {"fp32": "tab:blue", "int8": "tab:orange", "bf16": "tab:green", "fp16": "tab:olive"}
-    panels = [(preset, sorted((r for r in data["rows"] if r["preset"] == preset and r.get(key)),
-                              key=lambda r: r[key])) for preset in data["presets"]]
-    heights = [max(2, len(rows)) for _, rows in panels]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 0.28 * sum(heights) + 1.2 * len(panels) + 0.8),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, (preset, rows) in zip(axes[:, 0], panels):
-        ys = range(len(rows))
-        for y, r in zip(ys, rows):
-            peer = r["who"] != "vitedge"
-            ax.barh(y, r[key], color="white" if peer else colours.get(r["precision"], "grey"),
-                    edgecolor=colours.get(r["precision"], "grey"), hatch="///" if peer else None, linewidth=1.2)
-            drop = r.get("drop_points")
-            note = f"{r[key]:.2f} ms" + ("" if drop is None else f"   drop {drop:+.1f} pts")
-            ax.text(r[key], y, "  " + note, va="center", fontsize=7)
-        ax.set_yticks(list(ys), [("by hand: " if r["who"] != "vitedge" else "") + r["name"] for r in rows],
-                     fontsize=7.5)
-        ax.invert_yaxis()
-        peers = [r[key] for r in rows if r["who"] != "vitedge"]
-        title = f"{preset} ({'x'.join(str(v) for v in rows[0]['image_size'])})" if rows else preset
+    panels, goals = [], {}
+    for preset in data["presets"]:
+        rows = [{"label": ("by hand: " if r["who"] != "vitedge" else "") + r["name"], "p50_ms": r[key],
+                 "precision": r["precision"], "drop_points": r.get("drop_points"), "hatched": r["who"] != "vitedge"}
+                for r in data["rows"] if r["preset"] == preset and r.get(key)]
+        size = next((r["image_size"] for r in data["rows"] if r["preset"] == preset), None)
+        name = f"{preset} ({size[0]}x{size[1]})" if size else preset
+        peers = [r["p50_ms"] for r in rows if r["hatched"]]
         if peers:
-            goal = min(peers) / 1.3
-            ax.axvline(goal, color="k", linestyle="--", linewidth=0.8)
-            title += f": goal {goal:.2f} ms (dashed) = fastest peer {min(peers):.2f} ms / 1.3"
-        right = max((r[key] for r in rows), default=1.0)
-        ax.set_xlim(0, right * 1.45)  # room for the labels right of the longest bar
-        ax.set_title(title, fontsize=9, loc="left")
-        ax.grid(axis="x", linewidth=0.3)
-    axes[-1, 0].set_xlabel(f"p50 latency, batch {b}, {t} threads (ms; shorter is faster)")
-    handles = [Patch(facecolor=c, edgecolor=c, label=f"vitedge {p}") for p, c in colours.items()]
-    handles.append(Patch(facecolor="white", edgecolor="grey", hatch="///", label="by hand (peer)"))
-    fig.suptitle(f"{data['machine']['cpu']}, {t} threads: p50 latency and top-1 drop on the held-out digits",
-                 fontsize=10, y=0.998)
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=7.5, frameon=False,
-               bbox_to_anchor=(0.5, 0.982))
-    fig.tight_layout(rect=(0, 0, 1, 0.965))
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+            goals[name] = min(peers) / 1.3
+        panels.append((name, rows))
+    plot_latency_bars(panels, path, title=f"{data['machine']['cpu']}, {t} threads: p50 latency and top-1 drop on the "
+                                          "held-out digits", xlabel=f"p50 latency, batch {b}, {t} threads (ms; "
+                                          "shorter is faster)", goal_ms=goals, goal_label="goal = fastest peer / 1.3")
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ whose artifact is still the one it measured); ``force`` redoes them all. An inte
 only: a cell's file is written after the cell finished, by a rename.
 
 Output per device ``D`` (``local``, or a name made from the ssh URL): ``out/D/leaderboard.md``, ``.json`` and
-``.png`` (p50 latency vs top-1 drop, one labelled marker per artifact). Per preset, the fastest artifact (lowest
+``.png`` (p50 latency per artifact, labelled with its top-1 drop). Per preset, the fastest artifact (lowest
 p50) whose drop is at most ``max_drop`` points is *picked*; ``pick`` copies it to ``pick/<preset>/``
 (``pick/<device>/<preset>/`` with several devices).
 """
@@ -54,7 +54,7 @@ from .machine import machine_info
 from .manifest import atomic_directory, read_manifest, sha256_file
 from .models.zoo import get_preset
 from .quantize import calibration_data
-from .report import markdown_table
+from .report import markdown_table, plot_latency_bars
 from .targets import default_int8_options, get_target, target_names
 from .train import DEFAULT_DIGITS_SIZE, train_digits
 from .validate import validate
@@ -750,80 +750,22 @@ def _markdown(board: dict) -> str:
     return "\n".join(lines)
 
 
-PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^"}
 
 
 def _plot(board: dict, path: Path) -> None:
-    """p50 latency (x, log scale when it spans over 4x) vs top-1 drop (y, points): one labelled marker per artifact
-    (colour: preset, shape: precision), the picked ones ringed and labelled in bold, the ``max_drop`` line dashed.
-    Labels are placed greedily beside their marker where they overlap no label placed before."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator
-    rows = [r for r in board["rows"] if r["drop_points"] is not None]
+    """A panel per preset, a bar per timed artifact (p50 ms, fastest at the top; colour: precision), each labelled
+    with its p50 and top-1 drop; the picked one outlined, those over ``max_drop`` grey
+    (:func:`vitedge.report.plot_latency_bars`)."""
     presets = list(dict.fromkeys(r["preset"] for r in board["rows"]))
-    fig, ax = plt.subplots(figsize=(10, 6))
-    colours = {p: plt.get_cmap("tab10")(k % 10) for k, p in enumerate(presets)}
-    for r in rows:
-        ax.scatter(r["p50_ms"], r["drop_points"], s=46, marker=PRECISION_MARKERS.get(r["precision"], "x"),
-                   color=colours[r["preset"]], zorder=3)
-        if r["picked"]:
-            ax.scatter(r["p50_ms"], r["drop_points"], s=300, facecolors="none", edgecolors="black", linewidths=1.6,
-                       zorder=4)
-    ax.axhline(board["max_drop"], color="tab:red", linestyle="--", linewidth=1)
-    ax.text(0.99, board["max_drop"], f"--max-drop {board['max_drop']:g}", color="tab:red", fontsize=8, va="bottom",
-            ha="right", transform=ax.get_yaxis_transform())
-    drops = [r["drop_points"] for r in rows] + [0.0, board["max_drop"]]
-    span = max(drops) - min(drops) or 1.0
-    ax.set_ylim(min(drops) - 0.08 * span, max(drops) + 0.12 * span)
-    if rows and max(r["p50_ms"] for r in rows) > 4 * min(r["p50_ms"] for r in rows):
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    if rows:
-        lo, hi = min(r["p50_ms"] for r in rows), max(r["p50_ms"] for r in rows)
-        ax.set_xlim(lo / 1.25, hi * 1.6) if ax.get_xscale() == "log" else ax.set_xlim(lo - 0.1 * (hi - lo + 1e-9),
-                                                                                     hi + 0.35 * (hi - lo + 1e-9))
-    px = 7 * fig.dpi / 72  # label height at 7 pt, in pixels
-    taken = [(x - px, y - px, x + px, y + px) for x, y in  # the markers: labels avoid them too
-             (ax.transData.transform((r["p50_ms"], r["drop_points"])) for r in rows)]
-    for r in sorted(rows, key=lambda r: (not r["picked"], r["p50_ms"])):
-        label = (f"{r['preset']} " if len(presets) > 1 else "") + f"{r['target']} {r['precision']}"
-        x, y = ax.transData.transform((r["p50_ms"], r["drop_points"]))
-        w, h = 0.6 * px * len(label) + 4, px + 3
-        best = None
-        for dx, dy in ((7, 3), (7, -h - 1), (-7 - w, 3), (-7 - w, -h - 1), (7, h + 4), (7, -2 * h - 4),
-                       (-7 - w, h + 4), (-7 - w, -2 * h - 4)):
-            box = (x + dx, y + dy, x + dx + w, y + dy + h)
-            hits = sum(not (box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]) for b in taken)
-            if best is None or hits < best[0]:
-                best = (hits, dx, dy, box)
-            if hits == 0:
-                break
-        _, dx, dy, box = best
-        taken.append(box)
-        ax.annotate(label, (r["p50_ms"], r["drop_points"]), xytext=(dx * 72 / fig.dpi, dy * 72 / fig.dpi),
-                    textcoords="offset points", fontsize=7, fontweight="bold" if r["picked"] else "normal")
-    ax.set_xlabel(f"p50 latency (ms), batch {board['settings']['batch']}, {board['settings']['threads']} threads")
-    ax.set_ylabel("top-1 drop vs fp32 eager (points, held-out digits)")
-    for p in presets:
-        ax.scatter([], [], color=colours[p], marker="o", label=p)
-    for prec, mk in PRECISION_MARKERS.items():
-        if any(r["precision"] == prec for r in rows):
-            ax.scatter([], [], color="grey", marker=mk, label=prec)
-    ax.scatter([], [], s=120, facecolors="none", edgecolors="black", label="picked (fastest within --max-drop)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.grid(alpha=0.3)
+    panels = [(p, [{**r, "label": f"{r['target']} {r['precision']}"} for r in board["rows"] if r["preset"] == p])
+              for p in presets]
     m = board.get("machine") or {}
-    ax.set_title(f"vitedge sweep on {board['device']}" + (f": {m['cpu']}, {m.get('cores')} cores" if m.get("cpu")
-                                                          else ""), fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    s = board["settings"]
+    where = f"{m['cpu']}, {m.get('cores')} cores" if m.get("cpu") else board["device"]
+    plot_latency_bars(panels, path, title=f"vitedge sweep on {board['device']} ({where}): p50 latency and top-1 "
+                                          f"drop on the held-out digits", xlabel=f"p50 latency, batch {s['batch']}, "
+                                          f"{s['threads']} threads (ms; shorter is faster)",
+                      max_drop=board["max_drop"])
 
 
 def pick_artifacts(board: dict, artifacts: Path, dest: Path) -> dict[str, Path]:
