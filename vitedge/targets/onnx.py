@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # torch is imported by write() only: loading and running an a
     import torch
 
 from .onnx_graph import DEFAULT_OPSET, FILENAME, LEGACY_OPSET, MAX_BATCH  # noqa: F401 - re-exported
-from .onnx_graph import convert_precision, graph_counts, write_graph
+from .onnx_graph import convert_precision, graph_counts, op_counts, op_name, write_graph
 
 
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
@@ -185,19 +185,6 @@ def speed_vs_fp32(fp32_path: Path, int8_path: Path, *, threads: int, fp32_config
     return {"speed_vs_fp32": round(q / f, 4), "int8_p50_ms": round(q, 4), "fp32_p50_ms": round(f, 4),
             "faster": "int8" if q < f else "fp32", "batch": 1, "threads": int(threads), "calls": rounds * iters,
             "runtime": f"onnxruntime-{ort.__version__} CPUExecutionProvider"}
-
-
-def _op_name(node) -> str:
-    """``MatMul`` for the default ONNX domain, ``com.microsoft:FusedMatMul`` for the others."""
-    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
-
-
-def op_counts(model) -> dict[str, int]:
-    """Operator counts of an ``onnx.ModelProto``'s main graph, named as :func:`_op_name` does, sorted."""
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        counts[_op_name(n)] = counts.get(_op_name(n), 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def optimize_graph(src: Path, dst: Path, fusions: tuple[str, ...]) -> dict:
@@ -347,7 +334,7 @@ def fusion_report(path: Path, level: str = GRAPH_LEVEL, session_config: dict | N
     for n in optimized.graph.node:
         act = next((a.s.decode() for a in n.attribute if a.name == "activation"), None)
         if act:
-            key = f"{_op_name(n)}+{act}"
+            key = f"{op_name(n)}+{act}"
             activations[key] = activations.get(key, 0) + 1
     return {"level": level, "onnxruntime": ort.__version__, "ops_stored": before, "ops_optimized": after,
             "fused": fused, "fused_by_onnxruntime": {k: v - before.get(k, 0) for k, v in fused.items()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["DEFAULT_OPSET", "FILENAME", "LEGACY_OPSET", "MAX_BATCH", "convert_precision", "export_graph",
-           "fold_constants", "graph_counts", "stored_graph", "write_graph"]
+           "fold_constants", "graph_counts", "op_counts", "op_name", "stored_graph", "write_graph"]
 
 FILENAME = "model.onnx"
 DEFAULT_OPSET = 18
@@ -81,10 +81,7 @@ def export_graph(model: "torch.nn.Module", example: "torch.Tensor", path: Path, 
         n = len(proto.graph.node)
         folding = {"nodes_before_folding": n, "nodes_after_folding": n, "folding_skipped": "not asked (fold=False)"}
     onnx.checker.check_model(proto, full_check=True)
-    ops: dict[str, int] = {}
-    for node in proto.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    info["ops"] = dict(sorted(ops.items()))
+    info["ops"] = op_counts(proto)
     info["graph"] = folding
     return info
 
@@ -145,16 +142,25 @@ def fold_constants(path: Path) -> dict:
             "folding": f"onnxscript {onnxscript.__version__} optimizer (constant folding after ONNX shape inference)"}
 
 
+def op_name(node) -> str:
+    """An ONNX node's operator: ``MatMul`` in the standard domain, ``com.microsoft:FusedMatMul`` in another."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+
+
+def op_counts(model) -> dict[str, int]:
+    """Operator counts of an ``onnx.ModelProto``'s main graph, named by :func:`op_name`, sorted by name."""
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[op_name(n)] = counts.get(op_name(n), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def graph_counts(path: Path) -> dict:
-    """``{"nodes": n, "op_counts": {op: n}}`` of the ONNX file ``path``'s main graph (ops outside the standard
-    domain named ``domain:Op``, e.g. ``com.microsoft:Gelu``; sorted). Raises what ``onnx.load`` raises."""
+    """``{"nodes": n, "op_counts": {op: n}}`` of the ONNX file ``path``'s main graph (:func:`op_counts`).
+    Raises what ``onnx.load`` raises."""
     import onnx
     proto = onnx.load(str(path), load_external_data=False)
-    counts: dict[str, int] = {}
-    for n in proto.graph.node:
-        name = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
-        counts[name] = counts.get(name, 0) + 1
-    return {"nodes": len(proto.graph.node), "op_counts": dict(sorted(counts.items()))}
+    return {"nodes": len(proto.graph.node), "op_counts": op_counts(proto)}
 
 
 def convert_precision(src: Path, dst: Path, precision: str, quantization: dict | None = None) -> dict | None:
