@@ -39,15 +39,19 @@ class _OpBudget(torch.overrides.TorchFunctionMode):
 
     def __init__(self, limit: int, seconds: float = MAX_META_SECONDS):
         super().__init__()
-        self.limit, self.calls = limit, 0
+        self.limit, self.calls, self.tripped = limit, 0, False
         self.deadline = time.monotonic() + seconds
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.calls += 1
-        if self.calls > self.limit:
-            raise _TooBig(f"more than {self.limit} tensor operations to build")
-        if self.calls % 256 == 0 and time.monotonic() > self.deadline:
-            raise _TooBig(f"more than {MAX_META_SECONDS:g} s to build on the meta device")
+        if not self.tripped:  # stop the build once; the clean-up it unwinds through (e.g. no_grad's __exit__
+            # restoring autograd, itself a torch call) must still run, or autograd stays off for the process
+            if self.calls > self.limit:
+                self.tripped = True
+                raise _TooBig(f"more than {self.limit} tensor operations to build")
+            if self.calls % 256 == 0 and time.monotonic() > self.deadline:
+                self.tripped = True
+                raise _TooBig(f"more than {MAX_META_SECONDS:g} s to build on the meta device")
         return func(*args, **(kwargs or {}))
 
 
