@@ -521,3 +521,32 @@ def test_attention_rewrite_leaves_other_reshape_transposes_alone(tmp_path):
     assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Reshape", "Transpose", "Reshape", "Mul", "Mul",
                                                                     "MatMul"]
     assert np.array_equal(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0], ref)
+
+
+@pytest.mark.parametrize("family", ["cait", "deepvit"])
+def test_int8_of_talking_heads_compiles(tmp_path, family):
+    """CaiT's talking heads mix heads with ``W @ x`` (the constant on the left). NNCF quantized those MatMuls and
+    OpenVINO's CPU plugin then refused to compile the model (``any_of(scale.size(), OC, 1U)``), so ``vitedge export
+    cait_xxs24 --target openvino --precision int8`` failed; they are now kept in float (found by
+    :func:`left_weight_matmuls`) and the rest is int8. DeepViT's re-attention has the same shape (it compiled
+    either way; the rule keeps it float too). Trained on the digits, checked on held-out ones."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'vitedge[openvino]')")
+    from vitedge.models.registry import family_spec
+    from vitedge.models.zoo import family_class
+    spec = family_spec(family)
+    torch.manual_seed(0)
+    model = family_class(family)(**spec.small_config)
+    pre = make_preprocessing(spec.small_input_size)
+    model = train_on_digits(model, pre, 3)
+    calib, info = calibration_data("digits", pre, 64)
+    art = vitedge.export.export(model, torch.zeros(2, 3, *spec.small_input_size), "openvino", tmp_path / "int8",
+                                preprocessing=pre, precision="int8",
+                                quantization={"mode": "static", "calibration": calib.numpy(), "calibration_info": info})
+    q = art.manifest["quantization"]
+    cfg = spec.small_config  # CaiT: two mixings per attention layer (patch and class layers); DeepViT: one
+    expected = 2 * (cfg["depth"] + cfg["cls_depth"]) if family == "cait" else cfg["depth"]
+    assert q["float_left_weight_matmuls"] == expected
+    assert q["int8_layers_at_export"].get("FullyConnected", 0) > 0
+    r = validate(art.path, dataset="digits", model=model)
+    assert r["passed"], r["failures"]
+    assert r["metrics"]["drop_points"] <= 1.0

@@ -304,6 +304,22 @@ def int8_layers(compiled) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def left_weight_matmuls(model) -> list[str]:
+    """Names of the MatMul nodes of an OpenVINO model whose constant operand is the LEFT one (``W @ x``, e.g. the
+    talking-heads mixing of CaiT, (g, h) @ (B, h, N*N), or DeepViT's re-attention). OpenVINO 2026.4's CPU plugin
+    (constraints.txt) could not compile CaiT's once NNCF 3.4 had quantized them (``Check 'any_of(scale.size(), OC,
+    1U)' failed`` in ``dnnl_postops_composer.cpp``), so int8 keeps them in float; they are the small (heads x
+    heads) mixings, a fraction of a percent of the FLOPs."""
+    def is_constant(node) -> bool:  # a Constant, or shape ops / conversions of constants only
+        kind = node.get_type_name()
+        if kind in ("Convert", "Transpose", "Reshape", "Unsqueeze", "Squeeze"):
+            return all(is_constant(i.get_source_output().get_node()) for i in node.inputs())
+        return kind == "Constant"
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"
+            and is_constant(op.input(0).get_source_output().get_node())
+            and not is_constant(op.input(1).get_source_output().get_node())]
+
+
 def _calibration_items(calib: np.ndarray, batch: int | None) -> list[np.ndarray]:
     """Calibration images as NNCF data items: one image each for a dynamic batch, else chunks of the fixed batch
     (the last one filled by repeating images)."""
@@ -379,8 +395,10 @@ def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int,
         kwargs = {"preset": nncf.QuantizationPreset.PERFORMANCE if recipe["preset"] == "performance"
                   else nncf.QuantizationPreset.MIXED, "subset_size": len(items),
                   "model_type": nncf.ModelType.TRANSFORMER if recipe["model_type"] == "transformer" else None}
-        if recipe["ignored_types"]:
-            kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(recipe["ignored_types"]))
+        left = left_weight_matmuls(ov_model)
+        if recipe["ignored_types"] or left:
+            kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(recipe["ignored_types"]), names=left,
+                                                        validate=False)
         advanced = {}
         if not recipe["smooth_quant"]:  # a negative alpha turns SmoothQuant off (AdvancedSmoothQuantParameters)
             advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=-1)
@@ -404,7 +422,8 @@ def quantize_int8(ov_model, calibration: np.ndarray | None, chw: tuple[int, int,
                       "symmetric per-channel int8 weights",
             "method": recipe["method"], "range_estimator": f"activations: RangeEstimatorParametersSet."
                                                               f"{_METHODS[recipe['method']]}; weights: min/max",
-            "ignored_types": list(recipe["ignored_types"]), "subset_size": len(items),
+            "ignored_types": list(recipe["ignored_types"]), "float_left_weight_matmuls": len(left),
+            "subset_size": len(items),
             "calibration_images": int(len(calib)), **fake_quantize_summary(quantized)}
     if info["fake_quantize_nodes"] == 0:
         raise ExportError("NNCF inserted no FakeQuantize node: the int8 artifact would run in float")
