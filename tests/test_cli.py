@@ -467,3 +467,25 @@ def test_training_reports_the_sample_weighted_epoch_mean_loss(tmp_path, monkeypa
     assert f"loss {mean:.3f}," in line, (line, mean, seen[-1])
     side = json.loads(Path(f"{out}.json").read_text())
     assert side["train_loss"] == [pytest.approx(mean)]
+
+
+def test_training_stops_at_max_steps(tmp_path):
+    """``max_steps`` (a training-time budget for large presets) stops mid-epoch, and the cosine schedule spans the
+    steps taken: the learning rate has decayed to near zero by the last one."""
+    import vitedge.train
+    lrs = []
+    real_step = vitedge.train.torch.optim.lr_scheduler.LambdaLR.step
+
+    def record(self, *a, **kw):
+        lrs.append(self.optimizer.param_groups[0]["lr"])
+        return real_step(self, *a, **kw)
+    out = tmp_path / "c.safetensors"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vitedge.train.torch.optim.lr_scheduler.LambdaLR, "step", record)
+        side = vitedge.train.train_digits("deit_tiny", out, image_size=(32, 32), epochs=8, max_steps=30, log=None)
+    assert side["steps"] == 30 and side["epochs"] == 2  # 22 steps per epoch at batch 64 on 1347 images
+    assert len(side["train_loss"]) == 2
+    assert len(lrs) == 30 + 1  # LambdaLR steps once at construction, then once per optimizer step
+    assert lrs[-1] < 0.01 * max(lrs)
+    with pytest.raises(vitedge.train.UsageError, match="max_steps"):
+        vitedge.train.train_digits("deit_tiny", out, image_size=(32, 32), max_steps=0, log=None)

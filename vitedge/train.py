@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from . import progress
 from .checkpoint import read_sidecar, save_state_dict  # read_sidecar: also vitedge.train.read_sidecar, as before
 from .data import DIGITS_LABELS, digits_batch, digits_split
+from .errors import UsageError
 from .export import prepare_preset  # handles family-specific image_size overrides
 from .models.zoo import get_preset
 
@@ -39,12 +40,14 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch: int = 128) -> float
 
 def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, int] | None = None,
                  epochs: int = 12, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-                 log=print) -> dict:
+                 max_steps: int | None = None, log=print) -> dict:
     """Train ``preset`` (10 classes) on the digits train split; save safetensors + sidecar at ``out``.
 
     Args:
         image_size: (H, W) the 8x8 digits are upsampled to (default 64x64; must suit the family).
         epochs, batch_size, lr: AdamW with cosine decay and 1 warm-up epoch; random 4-pixel shifts as augmentation.
+        max_steps: stop after this many optimizer steps (the cosine schedule then spans them; the last epoch may
+            be partial), for a training-time budget on large presets; None: ``epochs`` full epochs.
         log: called with one line per epoch (``epoch 3/12: loss 0.412, 17 s``: the epoch's mean cross-entropy
             over its samples, in nats, and the seconds since training started) and a final line; None for silence.
     Progress (:mod:`vitedge.progress`, when on): a stage line per step and a bar over each epoch's batches.
@@ -66,6 +69,11 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = math.ceil(len(xtr) / batch_size)
     total = epochs * steps_per_epoch
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UsageError(f"max_steps must be >= 1, got {max_steps}")
+        total = min(total, max_steps)
+        epochs = math.ceil(total / steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / steps_per_epoch) * 0.5 * (1 + math.cos(math.pi * s / total)))
     g = torch.Generator().manual_seed(seed)
@@ -73,12 +81,16 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
     t0 = time.perf_counter()
     progress.stage(f"training {epochs} epochs on {len(xtr)} images, batch {batch_size}")
     epoch_losses = []
+    step = 0
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(xtr), generator=g)
         loss_sum, n_seen = 0.0, 0  # per-sample losses summed, samples seen this epoch: a sample-weighted mean
         bar = progress.bar(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", unit="batch")
         for i in range(0, len(xtr), batch_size):
+            if step == total:
+                break
+            step += 1
             idx = perm[i:i + batch_size]
             xb = xtr[idx]
             dy, dx = (int(v) for v in torch.randint(-pad, pad + 1, (2,), generator=g))
@@ -106,7 +118,7 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
     sidecar = {"preset": preset, "family": p.family, "dataset": "digits", "num_classes": 10,
                "labels": DIGITS_LABELS, "image_size": list(size), "kwargs": spec["kwargs"], "split_seed": seed,
                "train_size": len(train_idx), "test_size": len(test_idx), "test_top1": acc, "epochs": epochs,
-               "seconds": time.perf_counter() - t0, "train_loss": epoch_losses, "preprocessing": pre}
+               "steps": total, "seconds": time.perf_counter() - t0, "train_loss": epoch_losses, "preprocessing": pre}
     tmp = Path(f"{out}.json.tmp")
     tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
     os.replace(tmp, f"{out}.json")
