@@ -114,6 +114,18 @@ def test_int8_mode_the_target_cannot_do(capsys, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("preset", ["levit_128s", "cvt_13", "nest_t"])
+def test_torchscript_int8_of_a_convolutional_model_is_refused(capsys, tmp_path, preset):
+    """TorchScript int8 quantizes nn.Linear only; LeViT, CvT and NesT compute their projections with convolutions
+    (the classifier head aside, none of their weights are Linear), so their "int8" artifact ran in float (LeViT-128S: 25.18 MB vs 25.19 MB, the
+    same p50). The export is refused, naming the targets whose int8 covers convolutions; nothing is written."""
+    assert main(["export", preset, "--target", "torchscript", "--precision", "int8", "--image-size", "64", "64",
+                 "-o", str(tmp_path / "x")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "nn.Linear layers only", "of this model's weights",
+                          "--target onnx or openvino")
+    assert not (tmp_path / "x").exists()
+
+
 def test_train_unknown_dataset_subprocess():
     exe = Path(sys.executable).with_name("vitedge")
     p = subprocess.run([str(exe), "train", "--preset", "deit_tiny", "--dataset", "mnist"], capture_output=True,
