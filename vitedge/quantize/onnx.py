@@ -38,9 +38,9 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 # Per-family default int8 recipes (recipe "onnx_int8" of the family spec, vitedge/models/families/), chosen by
 # interleaved runs on digits-trained models (benchmarks/quantization.py, docs/quantization.md), the faster of
-# static and dynamic: static QDQ U8S8 for LeViT (its 1x1-conv "linear" layers are big enough for int8 kernels);
-# dynamic for ViT/DeiT (Q/DQ around the fused attention and BiasGelu cost more than static scales save), T2T-ViT
-# (static ran 1.13x fp32 at batch 8) and RegionViT (static lost 1.11 points of top-1); for
+# static and dynamic: dynamic for ViT/DeiT (Q/DQ around the fused attention and BiasGelu cost more than static
+# scales save), T2T-ViT (static ran 1.13x fp32 at batch 8), RegionViT (static lost 1.11 points of top-1) and
+# LeViT (static failed the parity gate on LeViT-192); static QDQ U8S8 for the other families; for
 # MobileViT dynamic MatMuls with its small convolutions float at run time (int8 storage, see
 # int8_conv_weight_storage): ORT fuses their QDQ into QLinearConv, which ran slower than its float NCHWc
 # convolutions with fused SiLU. The onnx target quantizes its fused fp32 graph (vitedge.targets.onnx) and times
