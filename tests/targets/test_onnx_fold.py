@@ -187,7 +187,7 @@ def test_unknown_keys_and_domains_in_the_graph_block_are_accepted(artifacts, tmp
 
 
 def test_int8_starts_from_the_folded_graph(tmp_path):
-    """Static int8 (the onnx target's default) of a digits-trained SMALL LeViT: quantized from the folded graph, the
+    """Static int8 (the onnx default of most families) of a digits-trained SMALL LeViT: from the folded graph, the
     export's int8 parity gate passes and the counts are the QDQ file's."""
     _, _, kw, size = SMALL["levit"]
     torch.manual_seed(0)
