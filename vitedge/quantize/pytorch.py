@@ -14,6 +14,8 @@ import warnings
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 __all__ = ["Float16Wrapper", "dynamic_int8", "fp16"]
 
 
@@ -46,7 +48,6 @@ def dynamic_int8(model: nn.Module) -> tuple[nn.Module, dict]:
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))
     if linear < MIN_LINEAR_SHARE * (linear + conv):
-        from ..errors import UsageError
         raise UsageError(f"TorchScript int8 quantizes nn.Linear layers only (PyTorch dynamic quantization) and "
                          f"they hold {linear / max(linear + conv, 1):.0%} of this model's weights (the rest are "
                          "convolutions): the artifact would run in float. Use --target onnx or openvino for int8, "
