@@ -55,7 +55,7 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
         The sidecar dict (preset, kwargs, image size, split seed, train/test sizes, test top-1 (0..1), seconds,
         ``train_loss``: each epoch's sample-weighted mean training loss in nats).
     Raises:
-        UsageError: unknown preset or an image size the family cannot take.
+        UsageError: unknown preset, an image size the family cannot take, or max_steps < 1.
     """
     p = get_preset(preset)
     size = tuple(image_size or DEFAULT_DIGITS_SIZE)
