@@ -555,40 +555,70 @@ def merge_accuracy(rows: list[dict], acc_rows: list[dict], acc_size) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- reporting
-def summarize(rows: list[dict], preset: str, b: int, t: int) -> dict:
-    """The issue's "must show" comparisons at (batch b, threads t) for one preset."""
-    key = f"p50_b{b}_t{t}"
-    ok = [r for r in rows if r["preset"] == preset and key in r and "error" not in r]
+GOAL_VS_FASTEST_PEER = 1.3  # issue: the best artifact within MAX_DROP_POINTS is >= 1.3x the fastest peer
+GOAL_X_FLOOR = 1.15  # issue: best fp32 within 1.15x of the GEMM-peak floor
+MAX_DROP_POINTS = 0.5  # "within 0.5 points of fp32 top-1" on the held-out digits
 
-    def best(pred):
+
+def summarize(rows: list[dict], preset: str, b: int, t: int) -> dict:
+    """The speed goals at (batch b, threads t) for one preset, from the measured rows.
+
+    * ``best`` / ``best_ms`` / ``best_drop``: the fastest vitedge row of any precision whose digits top-1 is within
+      :data:`MAX_DROP_POINTS` of eager fp32 (a row without a measured top-1 does not qualify);
+    * ``fastest_peer`` / ``fastest_peer_ms``: the fastest by-hand peer of any precision (no accuracy filter, so the
+      comparison is never flattered); ``speedup_vs_fastest_peer`` = peer ms / best ms, ``meets_1_3x`` against
+      :data:`GOAL_VS_FASTEST_PEER`;
+    * ``best_fp32`` / ``best_fp32_x_floor``: the fastest vitedge fp32 row and its p50 / floor (goal
+      :data:`GOAL_X_FLOOR`); ``best_peer_fp32`` / ``best_peer_fp32_ms`` for reference;
+    * ``int8_slower_than_fp32``: the targets whose default int8 row (``target:int8``) has a higher p50 than their
+      fp32 row (``target:fp32``) in this cell, as ``"target (int8 ms vs fp32 ms)"``; empty when none is.
+    """
+    key = f"p50_b{b}_t{t}"
+    ok = [r for r in rows if r["preset"] == preset and r.get(key) and "error" not in r]
+
+    def fastest(pred):
         c = [r for r in ok if pred(r)]
         return min(c, key=lambda r: r[key]) if c else None
-    ours32 = best(lambda r: r["who"] == "vitedge" and r["precision"] == "fp32")
-    peer32 = best(lambda r: r["who"] == "peer" and r["precision"] == "fp32")
-    ours8 = best(lambda r: r["who"] == "vitedge" and r["precision"] == "int8"
-                 and r.get("drop_points") is not None and r["drop_points"] <= 1.0)
-    qdyn = best(lambda r: r["key"] == "ort_qdyn")
-    peer_any = best(lambda r: r["who"] == "peer")
+    best = fastest(lambda r: r["who"] == "vitedge" and r.get("drop_points") is not None
+                   and r["drop_points"] <= MAX_DROP_POINTS)
+    best32 = fastest(lambda r: r["who"] == "vitedge" and r["precision"] == "fp32")
+    peer32 = fastest(lambda r: r["who"] == "peer" and r["precision"] == "fp32")
+    peer = fastest(lambda r: r["who"] == "peer")
     s = {"preset": preset, "batch": b, "threads": t}
-    if ours32:
-        s.update(best_fp32=ours32["name"], best_fp32_ms=ours32[key], best_fp32_x_floor=ours32[f"floor_b{b}_t{t}"])
+    if best:
+        s.update(best=best["name"], best_ms=best[key], best_drop=best["drop_points"])
+    if peer:
+        s.update(fastest_peer=f"{peer['name']} ({peer['precision']})", fastest_peer_ms=peer[key])
+    if best and peer:
+        s["speedup_vs_fastest_peer"] = peer[key] / best[key]
+        s["meets_1_3x"] = s["speedup_vs_fastest_peer"] >= GOAL_VS_FASTEST_PEER
+    if best32:
+        s.update(best_fp32=best32["name"], best_fp32_ms=best32[key], best_fp32_x_floor=best32.get(f"floor_b{b}_t{t}"))
+        if s["best_fp32_x_floor"] is not None:
+            s["fp32_within_1_15x_floor"] = s["best_fp32_x_floor"] <= GOAL_X_FLOOR
     if peer32:
         s.update(best_peer_fp32=peer32["name"], best_peer_fp32_ms=peer32[key])
-    if ours8:
-        s.update(best_int8=ours8["name"], best_int8_ms=ours8[key], best_int8_drop=ours8["drop_points"])
-    if qdyn:
-        s.update(ort_qdyn_ms=qdyn[key])
-    if ours32 and peer32:
-        s["fp32_beats_every_peer_fp32"] = ours32[key] < peer32[key]
-    if ours8 and ours32:
-        s["int8_speedup_vs_our_fp32"] = ours32[key] / ours8[key]
-    if ours8 and qdyn:
-        s["int8_beats_quantize_dynamic"] = ours8[key] < qdyn[key]
-    if ours8 and peer32:
-        s["int8_speedup_vs_best_peer_fp32"] = peer32[key] / ours8[key]
-    if peer_any:
-        s.update(fastest_peer=f"{peer_any['name']} ({peer_any['precision']})", fastest_peer_ms=peer_any[key])
+    by_key = {r.get("key"): r for r in ok if r["who"] == "vitedge"}
+    slower = []
+    for k, r8 in sorted(by_key.items()):
+        target = k.split(":")[0]
+        r32 = by_key.get(f"{target}:fp32")
+        if k == f"{target}:int8" and r32 is not None and r8[key] > r32[key]:
+            slower.append(f"{target} ({r8[key]:.2f} vs {r32[key]:.2f})")
+    s["int8_slower_than_fp32"] = ", ".join(slower) or "none"
     return s
+
+
+SUMMARY_COLUMNS = [
+    ("preset", "preset", "{}"), ("batch", "batch", "{}"), ("threads", "threads", "{}"),
+    (f"best vitedge (drop <= {MAX_DROP_POINTS} pt)", "best", "{}"), ("ms", "best_ms", "{:.2f}"),
+    ("drop", "best_drop", "{:+.2f}"), ("fastest peer, any precision", "fastest_peer", "{}"),
+    ("ms", "fastest_peer_ms", "{:.2f}"), (f"x fastest peer (goal {GOAL_VS_FASTEST_PEER})", "speedup_vs_fastest_peer",
+                                          "{:.2f}"),
+    ("met", "meets_1_3x", "{}"), ("best vitedge fp32", "best_fp32", "{}"), ("ms", "best_fp32_ms", "{:.2f}"),
+    (f"x floor (goal {GOAL_X_FLOOR})", "best_fp32_x_floor", "{:.2f}"), ("best peer fp32 ms", "best_peer_fp32_ms",
+                                                                       "{:.2f}"),
+    ("default int8 slower than fp32 (target: int8 vs fp32 ms)", "int8_slower_than_fp32", "{}")]
 
 
 def write_markdown(path: Path, data: dict) -> None:
@@ -602,17 +632,12 @@ def write_markdown(path: Path, data: dict) -> None:
              f"{data['accuracy_size']} (timing at the preset's own size; see the script's docstring); drop = "
              "eager top-1 minus the row's. Cold start = spawn to first batch-1 result, median of "
              f"{data['cold_runs']} fresh processes.", ""]
-    s0 = data["summary"][0] if data["summary"] else {"batch": 1, "threads": 2}
-    lines += [f"## Must show (batch {s0['batch']}, {s0['threads']} threads)", ""]
-    cols = [("preset", "preset", "{}"), ("best vitedge fp32", "best_fp32", "{}"), ("ms", "best_fp32_ms", "{:.2f}"),
-            ("x floor", "best_fp32_x_floor", "{:.2f}"), ("best peer fp32", "best_peer_fp32", "{}"),
-            ("ms", "best_peer_fp32_ms", "{:.2f}"), ("fp32 faster than every peer fp32", "fp32_beats_every_peer_fp32", "{}"),
-            ("best vitedge int8 (drop <= 1 pt)", "best_int8", "{}"), ("ms", "best_int8_ms", "{:.2f}"),
-            ("drop", "best_int8_drop", "{:+.2f}"), ("int8 x our fp32", "int8_speedup_vs_our_fp32", "{:.2f}"),
-            ("ORT quantize_dynamic ms", "ort_qdyn_ms", "{:.2f}"),
-            ("int8 faster than quantize_dynamic", "int8_beats_quantize_dynamic", "{}"),
-            ("int8 x best peer fp32 (goal 1.6)", "int8_speedup_vs_best_peer_fp32", "{:.2f}"),
-            ("fastest peer, any precision", "fastest_peer", "{}"), ("ms", "fastest_peer_ms", "{:.2f}")]
+    lines += ["## Must show: every (batch, threads) cell", "",
+              f"best vitedge = the fastest artifact of any precision within {MAX_DROP_POINTS} points of eager fp32 "
+              "top-1 on the held-out digits; fastest peer = the fastest by-hand row of any precision (OpenVINO's "
+              f"bf16 default included); goal: best >= {GOAL_VS_FASTEST_PEER}x faster than that peer, best fp32 "
+              f"within {GOAL_X_FLOOR}x of the floor, and no target's default int8 slower than its fp32.", ""]
+    cols = SUMMARY_COLUMNS
     lines += [markdown_table(data["summary"], cols), ""]
     for preset in data["presets"]:
         meta = data["meta"][preset]
@@ -721,8 +746,7 @@ def main(argv=None) -> int:
     peaks = {t: g["best"] for t, g in gemm.items()}
     for preset in args.presets:
         add_floor([r for r in rows if r["preset"] == preset], metas[preset]["flops"], peaks)
-    summary = [summarize(rows, p, 1 if 1 in args.batches else args.batches[0], max(args.threads))
-               for p in args.presets]
+    summary = [summarize(rows, p, b, t) for p in args.presets for t in args.threads for b in args.batches]
     data = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "gemm_peak_gflops": peaks, "gemm_by_library": gemm, "gemm_n": args.gemm_n,
             "presets": args.presets, "batches": args.batches, "threads": args.threads, "rounds": args.rounds,
             "iters": args.iters, "settle": args.settle,

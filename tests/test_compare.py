@@ -68,3 +68,26 @@ def test_compare_runs_on_a_tiny_model(tmp_path):
     md = (res / "compare.md").read_text()
     assert "deit_tiny" in md and "x floor" in md and "ONNX Runtime quantize_dynamic" in md
     assert (res / "compare.png").stat().st_size > 1000
+    assert [(c["batch"], c["threads"]) for c in data["summary"]] == [(1, 1)]
+    cell = data["summary"][0]
+    assert cell["speedup_vs_fastest_peer"] == pytest.approx(cell["fastest_peer_ms"] / cell["best_ms"])
+    assert "Must show: every (batch, threads) cell" in md
+
+
+def test_summary_picks_the_fastest_accurate_artifact_and_flags_int8_slower_than_fp32():
+    """The goal columns come from the rows: an artifact over the 0.5-point drop limit is not "best" however fast,
+    the fastest peer is taken at any precision, and a default int8 slower than its fp32 is named."""
+    cmp = _compare_module()
+
+    def row(who, key, precision, ms, drop):
+        return {"preset": "p", "who": who, "key": key, "name": key, "precision": precision, "drop_points": drop,
+                "p50_b1_t2": ms, "floor_b1_t2": ms / 2.0}
+    rows = [row("vitedge", "onnx:fp32", "fp32", 10.0, 0.0), row("vitedge", "onnx:int8", "int8", 12.0, 0.0),
+            row("vitedge", "openvino:int8", "int8", 3.0, 0.4), row("vitedge", "openvino:bf16", "bf16", 1.0, 0.9),
+            row("vitedge", "openvino:fp32", "fp32", 8.0, 0.0), row("peer", "ort", "fp32", 9.0, 0.0),
+            row("peer", "openvino_default", "bf16", 4.5, 0.2)]
+    s = cmp.summarize(rows, "p", 1, 2)
+    assert s["best"] == "openvino:int8" and s["best_ms"] == 3.0  # bf16 at 1.0 ms lost 0.9 points
+    assert s["fastest_peer_ms"] == 4.5 and s["speedup_vs_fastest_peer"] == pytest.approx(1.5) and s["meets_1_3x"]
+    assert s["best_fp32"] == "openvino:fp32" and s["best_fp32_x_floor"] == 4.0 and not s["fp32_within_1_15x_floor"]
+    assert s["int8_slower_than_fp32"] == "onnx (12.00 vs 10.00)"
