@@ -55,6 +55,7 @@ from vitedge.bench import time_interleaved  # noqa: E402
 from vitedge.data import DIGITS_LABELS, digits_batch, digits_split  # noqa: E402
 from vitedge.errors import VitedgeError, first_line  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
+from vitedge.files import write_json_atomic  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.models.upstream import upstream_class  # noqa: E402
 from vitedge.models.zoo import get_preset  # noqa: E402
@@ -755,7 +756,7 @@ def main(argv=None) -> int:
             "versions": _versions(), "meta": metas, "summary": summary, "rows": rows}
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
-    (res / f"{args.name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_json_atomic(res / f"{args.name}.json", data, default=str)
     write_markdown(res / f"{args.name}.md", data)
     plot(data, res / f"{args.name}.png")
     print((res / f"{args.name}.md").read_text())

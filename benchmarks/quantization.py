@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -49,6 +48,7 @@ from vitedge.bench import time_interleaved  # noqa: E402
 from vitedge.data import digits_batch, digits_split  # noqa: E402
 from vitedge.errors import VitedgeError, first_line  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
+from vitedge.files import write_json_atomic  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.models.zoo import PRESETS, get_preset  # noqa: E402
 from vitedge.quantize import calibration_split  # noqa: E402
@@ -144,10 +144,7 @@ def recipe_text(quant: dict | None) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON at ``path`` atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data, default=str)
 
 
 def measure_preset(preset: str, args, out: Path) -> dict:

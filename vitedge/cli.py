@@ -23,6 +23,7 @@ from . import __version__, progress
 from .bench import bench
 from .device import CUDA_TARGETS, check_target_device, parse_device, require_device
 from .errors import UsageError, VitedgeError
+from .files import write_json_atomic
 from .manifest import MANIFEST, artifact_folder, check_destination, read_manifest
 from .models.zoo import FAMILIES, PRESETS, get_preset, preset_counts
 from .remote import bench_remote
@@ -95,11 +96,7 @@ def _write_json(path: str | None, obj) -> None:
     if path == "-":
         print(json.dumps(obj, indent=2))
     elif path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, p)
+        write_json_atomic(path, obj)
 
 
 def _console():

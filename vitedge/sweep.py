@@ -50,6 +50,7 @@ from .bench import bench
 from .data import DIGITS_LABELS
 from .errors import CheckpointError, RuntimeMissingError, UsageError, VitedgeError, first_line
 from .export import export, prepare_preset
+from .files import write_json_atomic
 from .machine import machine_info
 from .manifest import atomic_directory, read_manifest, sha256_file
 from .models.zoo import get_preset
@@ -158,16 +159,7 @@ def runtime_versions() -> dict:
 
 def _write_json(path: Path, obj) -> None:
     """Write ``obj`` as JSON at ``path`` atomically (a temp file beside it, fsync'ed, renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(_plain(obj), indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json_atomic(path, _plain(obj))
 
 
 def _read_json(path: Path) -> dict | None:

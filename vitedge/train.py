@@ -5,7 +5,6 @@ classes, input size, split and measured test accuracy, which ``vitedge export --
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -19,6 +18,7 @@ from .checkpoint import read_sidecar, save_state_dict  # read_sidecar: also vite
 from .data import DIGITS_LABELS, digits_batch, digits_split
 from .errors import UsageError
 from .export import prepare_preset  # handles family-specific image_size overrides
+from .files import write_json_atomic
 from .models.zoo import get_preset
 
 __all__ = ["DEFAULT_DIGITS_SIZE", "evaluate", "read_sidecar", "train_digits"]
@@ -119,9 +119,7 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
                "labels": DIGITS_LABELS, "image_size": list(size), "kwargs": spec["kwargs"], "split_seed": seed,
                "train_size": len(train_idx), "test_size": len(test_idx), "test_top1": acc, "epochs": epochs,
                "steps": total, "seconds": time.perf_counter() - t0, "train_loss": epoch_losses, "preprocessing": pre}
-    tmp = Path(f"{out}.json.tmp")
-    tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
-    os.replace(tmp, f"{out}.json")
+    write_json_atomic(f"{out}.json", sidecar)
     if log:
         log(f"test top-1 {acc:.2%} on {len(test_idx)} held-out digits; wrote {out}")
     return sidecar

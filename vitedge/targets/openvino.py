@@ -90,7 +90,14 @@ _ALLOWED_CONFIG = {"PERFORMANCE_HINT": {"LATENCY", "THROUGHPUT"},
 #   with MIXED, 0.948 with global min/max ranges); keeping the depthwise convolutions in float 0.985 (0.993 with
 #   global min/max ranges); keeping every convolution in float 0.998 (int8: 37 FullyConnected + 9 attention
 #   subgraphs). Top-1 moved by at most 0.22 points in every variant, so the photo gate decides: MobileViT keeps
-#   its convolutions in float.
+#   its convolutions in float. Re-measured 2026-12-07 (AMD EPYC, avx512_vnni + avx512_bf16, no AMX; 256x256,
+#   2 threads, p50 batch 1 / 8, interleaved): convolutions float 9.96 / 79.2 ms, every convolution int8 9.09 / 73.5,
+#   depthwise float + the rest int8 8.91 / 77.8, plain bf16 10.54 / 81.9. benchmarks/profile_openvino.py says why
+#   int8 convolutions gain so little on this CPU: the 21 pointwise convolutions take 3.33 ms in int8 vs 3.56 in
+#   bf16 (small channel counts, memory-bound), the 7 depthwise ones 1.70 vs 1.40 (int8 slower), the 9 attention
+#   subgraphs 1.15 vs 0.98. With the digits checkpoint at 64x64 every-convolution int8 held cosine 0.991 on 128
+#   held-out digits (0 points lost) and depthwise-float 0.987 (refused): too near the 0.99 gate for a default
+#   that gains at most 9%.
 # Activation ranges: global min/max ("minmax"), not NNCF's default mean of per-image min/max: calibration is on
 # digits and the gate on photos, and the per-image mean clipped the photos' activations (DeiT-Ti digits
 # checkpoint at 32x32: 0.988, below the gate, vs 0.998; at 64x64 DeiT-Ti 0.9995 -> 0.99995, LeViT 0.9998 either
