@@ -79,7 +79,8 @@ def train_digits(preset: str, out: str | os.PathLike, *, image_size: tuple[int, 
     g = torch.Generator().manual_seed(seed)
     pad = max(1, size[0] // 16)
     t0 = time.perf_counter()
-    progress.stage(f"training {epochs} epochs on {len(xtr)} images, batch {batch_size}")
+    partial = f" ({total} steps, the last epoch partial)" if total % steps_per_epoch else ""
+    progress.stage(f"training {epochs} epochs{partial} on {len(xtr)} images, batch {batch_size}")
     epoch_losses = []
     step = 0
     for epoch in range(epochs):
