@@ -4,6 +4,7 @@ Usable with a zoo preset (:func:`prepare_preset`) or any ``nn.Module`` and examp
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -403,6 +404,11 @@ def export(model: nn.Module, example: torch.Tensor, target: str, out_dir: str | 
             if sign_key is not None:
                 progress.stage("signing")
                 signing.sign_artifact(tmp, sign_key)
+            # read back (every file's size and SHA-256) before the swap, from the folder no one else writes: read
+            # from out_dir after it, a concurrent export into the same out_dir could swap its own artifact in
+            # between reading manifest.json and the model file, and this export would fail with a mixed pair
+            written = read_manifest(tmp)
     except OSError as e:
         raise ExportError(f"cannot write artifact to {out_dir}: {e.strerror or e}") from None
-    return read_manifest(out_dir)
+    # what this call wrote, at out_dir; it is verified, so a load of a file swapped in since is refused
+    return dataclasses.replace(written, path=Path(out_dir))

@@ -212,6 +212,34 @@ def test_concurrent_cli_exports_end_with_one_whole_artifact(tmp_path):
     assert whole_artifact_classes(out) in (2, 3)
 
 
+def test_export_returns_what_it_wrote_when_another_export_swaps_in_right_after(tmp_path, monkeypatch):
+    """The race CI hit: two exports into one folder, the other one's swap landing between this export's swap and
+    its read-back (manifest.json from one artifact, model.pt from the other: "truncated or replaced", exit 1).
+    export reads its artifact back from its own temp folder before the swap, so it returns what it wrote; the
+    artifact is verified, so loading a file the other export swapped in is refused, not run."""
+    import vitedge.export as vexport
+    from vitedge.export import export
+    from vitedge.models.zoo import create_model
+
+    out = tmp_path / "a"
+    real = vexport.atomic_directory
+
+    @contextlib.contextmanager
+    def then_another_export_wins(final, **kw):
+        with real(final, **kw) as d:
+            yield d
+        with real(final, force=True) as other:  # the other process's whole artifact, swapped in just after ours
+            (other / "model.pt").write_bytes(b"someone else's model")
+            write_manifest(other, {**MANIFEST, "artifact": "model.pt"})
+    monkeypatch.setattr(vexport, "atomic_directory", then_another_export_wins)
+    model = create_model("deit_tiny", image_size=(32, 32), num_classes=3).eval()
+    art = export(model, torch.zeros(2, 3, 32, 32), "torchscript", out, dynamic_batch=False, force=True)
+    assert art.path == out and art.manifest["target"] == "torchscript" and art.verified
+    assert read_manifest(out).file.read_bytes() == b"someone else's model"  # the other export won the folder
+    with pytest.raises(ArtifactError):
+        art.read_file()  # ours was swapped out: its bytes no longer match, so nothing foreign is loaded
+
+
 def test_concurrent_swaps_race(tmp_path):
     """Two threads leave their temp dirs at the same instant (a barrier), 10 times: both succeed, one wins whole."""
     final = tmp_path / "a"
