@@ -572,7 +572,7 @@ def summarize(rows: list[dict], preset: str, b: int, t: int) -> dict:
     * ``best_fp32`` / ``best_fp32_x_floor``: the fastest vitedge fp32 row and its p50 / floor (goal
       :data:`GOAL_X_FLOOR`); ``best_peer_fp32`` / ``best_peer_fp32_ms`` for reference;
     * ``int8_slower_than_fp32``: the targets whose default int8 row (``target:int8``) has a higher p50 than their
-      fp32 row (``target:fp32``) in this cell, as ``"target (int8 ms vs fp32 ms)"``; empty when none is.
+      fp32 row (``target:fp32``) in this cell, as ``"target (int8 ms vs fp32 ms)"``; ``"none"`` when none is.
     """
     key = f"p50_b{b}_t{t}"
     ok = [r for r in rows if r["preset"] == preset and r.get(key) and "error" not in r]
@@ -601,10 +601,9 @@ def summarize(rows: list[dict], preset: str, b: int, t: int) -> dict:
         s.update(best_peer_fp32=peer32["name"], best_peer_fp32_ms=peer32[key])
     by_key = {r.get("key"): r for r in ok if r["who"] == "vitedge"}
     slower = []
-    for k, r8 in sorted(by_key.items()):
-        target = k.split(":")[0]
-        r32 = by_key.get(f"{target}:fp32")
-        if k == f"{target}:int8" and r32 is not None and r8[key] > r32[key]:
+    for target in sorted({k.split(":")[0] for k in by_key}):
+        r8, r32 = by_key.get(f"{target}:int8"), by_key.get(f"{target}:fp32")
+        if r8 is not None and r32 is not None and r8[key] > r32[key]:
             slower.append(f"{target} ({r8[key]:.2f} vs {r32[key]:.2f})")
     s["int8_slower_than_fp32"] = ", ".join(slower) or "none"
     return s

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -25,8 +24,11 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "hardening"))  # test_fuzz_manifest: the properties
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+
+from vitedge.files import write_json_atomic  # noqa: E402
 
 PROPERTIES = ["manifest_json", "manifest_bytes", "zip", "onnx", "image", "safetensors"]
 
@@ -123,11 +125,7 @@ def main() -> int:
                "properties": results, "python": platform.python_version(), "machine": machine_info(),
                "note": "machine shared with other jobs while this ran (loaded); executions depend on load",
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out)
+    out = write_json_atomic(args.out, summary)
     print(f"total: {summary['executions']} executions, {summary['failures']} failures, {summary['crashes']} crashes "
           f"-> {out}")
     return 0 if summary["failures"] == 0 and summary["crashes"] == 0 else 1

@@ -142,11 +142,6 @@ def recipe_text(quant: dict | None) -> str:
     return text + (", conv weights int8" if quant.get("conv_weight_storage") else "")
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON at ``path`` atomically (temp file in the same folder, then rename)."""
-    write_json_atomic(path, data, default=str)
-
-
 def measure_preset(preset: str, args, out: Path) -> dict:
     """Train, export, validate and time one preset; returns its record (rows, training, errors)."""
     family = get_preset(preset).family
@@ -317,7 +312,7 @@ def plot(records: list[dict], path: Path) -> None:
 def report(records: list[dict], cfg: dict, res: Path) -> None:
     """Write quantization.{json,md,png} under ``res``."""
     machine = machine_info()
-    write_json(res / "quantization.json", {"machine": machine, "settings": cfg, "presets": records})
+    write_json_atomic(res / "quantization.json", {"machine": machine, "settings": cfg, "presets": records}, default=str)
     summ = [summary_row(r) for r in records]
     met = sum(s["verdict"] == "yes" for s in summ)
     tied = sum(s["verdict"].startswith("tie") for s in summ)
@@ -377,7 +372,7 @@ def main() -> int:
             print(f"{preset}: FAILED: {first_line(e)}", flush=True)
             continue
         rec["seconds"] = round(time.perf_counter() - t0, 1)
-        write_json(cache, {"settings": cfg, "record": rec})
+        write_json_atomic(cache, {"settings": cfg, "record": rec}, default=str)
         records.append(rec)
         print(markdown_table([summary_row(rec)], SUMMARY), flush=True)
     if records:
