@@ -16,7 +16,6 @@ in tests/models/test_ats.py, whose fast test runs a shorter version of the same 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from test_ats import DIGITS_BENCH, DIGITS_TEST, compare_with_reference, train_digits_ats  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
+from vitedge.files import write_json_atomic  # noqa: E402
 
 
 def main() -> int:
@@ -44,8 +44,7 @@ def main() -> int:
     out = {"model_kwargs": kw, "training": {**info, "lr": args.lr, "seed": args.seed, "data": "sklearn load_digits, "
                                             "8x8 -> 32x32 bilinear, stratified 75/25 split, random_state=0"},
            "results": res, "machine": machine_info()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_json_atomic(args.out, out)
     for k, v in {**info, **res}.items():
         print(f"{k:45s} {v}")
     print(f"wrote {args.out}")

@@ -55,7 +55,7 @@ from vitedge.bench import time_interleaved  # noqa: E402
 from vitedge.data import DIGITS_LABELS, digits_batch, digits_split  # noqa: E402
 from vitedge.errors import VitedgeError, first_line  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
-from vitedge.files import write_json_atomic  # noqa: E402
+from vitedge.files import write_json_atomic, write_text_atomic  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.models.upstream import upstream_class  # noqa: E402
 from vitedge.models.zoo import get_preset  # noqa: E402
@@ -664,7 +664,7 @@ def write_markdown(path: Path, data: dict) -> None:
             lines.append(f"- {r['who']} {r['name']}: {r.get('error') or r.get('open_errors')}")
         if errs:
             lines.append("")
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def plot(data: dict, path: Path) -> None:

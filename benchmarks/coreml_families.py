@@ -29,6 +29,7 @@ from vitedge.data import make_preprocessing  # noqa: E402
 from vitedge.errors import VitedgeError  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
+from vitedge.files import write_json_atomic, write_text_atomic  # noqa: E402
 from vitedge.models.zoo import FAMILIES, PRESETS, family_class  # noqa: E402
 from vitedge.report import markdown_table  # noqa: E402
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     meta = {"coremltools": coremltools.__version__, "torch": torch.__version__, "precision": "fp16",
             "input": "float32 tensor, dynamic batch", "machine": machine_info(),
             "note": "conversion times measured on a shared 2-core machine with other jobs running"}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_json_atomic(out.with_suffix(".json"), {"meta": meta, "rows": rows})
     ok = [r["family"] for r in rows if r["converts"] == "yes"]
     title = "presets at their paper's input size" if not args.small else "the tests' small configs"
     text = (f"# Core ML conversion by family ({title})\n\n"
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
             f"batch (RangeDim first, enumerated batches if that fails); every converted package passed the saved-spec "
             f"check. {len(ok)}/{len(rows)} families convert. Times: a shared, loaded 2-core machine.\n\n"
             + markdown_table(rows, COLUMNS) + "\n")
-    out.with_suffix(".md").write_text(text)
+    write_text_atomic(out.with_suffix(".md"), text)
     print(text)
     return 0
 

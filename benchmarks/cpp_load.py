@@ -20,7 +20,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "cpp" / "tests"))
+
+from vitedge.files import write_json_atomic  # noqa: E402
 
 
 def main() -> int:
@@ -56,8 +59,7 @@ def main() -> int:
     result["note"] = (f"machine shared with other jobs while this ran (load average {load_before[0]:.1f} before, "
                       f"{load_after[0]:.1f} after, on {os.cpu_count()} CPUs): throughput is a lower bound, "
                       "RSS figures are what matter")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out, result)
     rss = result["rss_mb"]
     print(f"{result['images']} images in {result['seconds']:.1f} s by {result['caller_threads']} threads: "
           f"{result['throughput_ips']:.1f} images/s; mismatches {result['mismatches']}, errors {result['errors']}; "

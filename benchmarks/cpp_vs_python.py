@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from vitedge.data import bundled_photo_paths  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
+from vitedge.files import write_json_atomic, write_text_atomic  # noqa: E402
 
 VITEDGE = [sys.executable, "-m", "vitedge.cli"]
 PRESETS = ["deit_tiny", "mobilevit_xs", "levit_128s"]
@@ -247,10 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "after": [round(x, 2) for x in load_after]},
             "rows": rows, "skipped": skipped,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json_atomic(f"{args.out}.json", result)
         md = markdown(result)
-        Path(f"{args.out}.md").write_text(md)
+        write_text_atomic(f"{args.out}.md", md)
         print(md)
         print(f"wrote {args.out}.json and {args.out}.md")
     finally:

@@ -14,7 +14,6 @@ CPU model and ISA flags.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from vitedge.bench import bench  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
+from vitedge.files import write_json_atomic, write_text_atomic  # noqa: E402
 from vitedge.quantize import calibration_data  # noqa: E402
 from vitedge.targets.executorch import default_int8_mode  # noqa: E402
 from vitedge.report import markdown_table  # noqa: E402
@@ -133,7 +133,7 @@ def main() -> int:
     meta = {"machine": machine, "threads": args.threads, "executorch_threadpool_threads": et_threads,
             "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup, "batch": 1,
             "note": "machine shared with other jobs while this ran (loaded); compare within this run only"}
-    (res_dir / "executorch_compare.json").write_text(json.dumps({**meta, "rows": rows}, indent=2, default=str) + "\n")
+    write_json_atomic(res_dir / "executorch_compare.json", {**meta, "rows": rows}, default=str)
     ok = [r for r in rows if "error" not in r]
     failed = [r for r in rows if "error" in r]
     md = (f"# ExecuTorch (XNNPACK) vs ONNX Runtime vs TorchScript, batch 1\n\n{machine['cpu']}, {machine['cores']} "
@@ -145,7 +145,7 @@ def main() -> int:
           + markdown_table(ok, COLUMNS) + "\n")
     if failed:
         md += "\nFailed: " + "; ".join(f"{r['preset']} {r['variant']}: {r['error']}" for r in failed) + "\n"
-    (res_dir / "executorch_compare.md").write_text(md)
+    write_text_atomic(res_dir / "executorch_compare.md", md)
     print(md)
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vitedge.files import write_text_atomic  # noqa: E402
 from vitedge.report import markdown_table  # noqa: E402
 
 COLUMNS = [("family", "family", "{}"), ("config", "config", "{}"), ("input", "input", "{}"),
@@ -31,7 +32,7 @@ def main() -> int:
     if not rows:
         sys.exit(f"no reports in {src}: run tests/models/test_families.py first")
     out = ROOT / "benchmarks/results/family_matrix.md"
-    out.write_text("# family x target, as measured by tests/models/test_families.py\n\n" + markdown_table(rows, COLUMNS) + "\n")
+    write_text_atomic(out, "# family x target, as measured by tests/models/test_families.py\n\n" + markdown_table(rows, COLUMNS) + "\n")
     print(out.read_text())
     return 0
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from vitedge.data import bundled_photo_paths  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
+from vitedge.files import write_json_atomic, write_text_atomic  # noqa: E402
 from vitedge.report import main_rows, markdown_table, print_table  # noqa: E402
 
 VITEDGE = [sys.executable, "-m", "vitedge.cli"]
@@ -101,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows, title)
     results.mkdir(parents=True, exist_ok=True)
-    (results / "main_job.json").write_text(json.dumps({"machine": machine, "rows": rows, "runs": records},
-                                                      indent=2) + "\n")
-    (results / "main_job.md").write_text(
+    write_json_atomic(results / "main_job.json", {"machine": machine, "rows": rows, "runs": records})
+    write_text_atomic(
+        results / "main_job.md",
         f"# {title}\n\nbatch {args.batch}, {args.threads} threads, {args.warmup} warm-up + {args.iters} timed runs; "
         "max abs diff and top-1 agreement vs eager PyTorch on the 8 bundled scikit-image photos.\n\n"
         + markdown_table(rows) + "\n")

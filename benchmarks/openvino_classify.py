@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from vitedge.data import bundled_photo_paths, digits_images, digits_split, load_batch  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
+from vitedge.files import write_json_atomic, write_text_atomic  # noqa: E402
 from vitedge.manifest import read_manifest  # noqa: E402
 from vitedge.report import markdown_table  # noqa: E402
 from vitedge.targets import openvino as tov  # noqa: E402
@@ -170,7 +171,7 @@ def main() -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "note": "digits checkpoints (64x64, 10 classes): photos top-1 is C++ vs Python agreement, digits top-1 is "
                     "also accuracy on the 450 held-out digits; machine shared with other jobs while this ran"}
-    (res / "openvino_classify.json").write_text(json.dumps({**meta, "rows": rows}, indent=2, default=str) + "\n")
+    write_json_atomic(res / "openvino_classify.json", {**meta, "rows": rows}, default=str)
     ok = [r for r in rows if "error" not in r]
     md = (f"# C++ `classify` vs Python on OpenVINO int8 artifacts\n\n"
           f"{machine['cpu']}, {machine['cores']} cores, flags: {', '.join(machine['flags'])}; {meta['created']}.\n\n"
@@ -186,7 +187,7 @@ def main() -> int:
     failed = [r for r in rows if "error" in r]
     if failed:
         md += "\nFailed: " + "; ".join(f"{r['preset']}: {r['error']}" for r in failed) + "\n"
-    (res / "openvino_classify.md").write_text(md)
+    write_text_atomic(res / "openvino_classify.md", md)
     print(md)
     return 0 if ok and not failed and all(r["top1_all_equal"] for r in ok) else 1
 

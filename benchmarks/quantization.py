@@ -48,7 +48,7 @@ from vitedge.bench import time_interleaved  # noqa: E402
 from vitedge.data import digits_batch, digits_split  # noqa: E402
 from vitedge.errors import VitedgeError, first_line  # noqa: E402
 from vitedge.export import export, prepare_preset  # noqa: E402
-from vitedge.files import write_json_atomic  # noqa: E402
+from vitedge.files import write_json_atomic, write_text_atomic  # noqa: E402
 from vitedge.machine import machine_info  # noqa: E402
 from vitedge.models.zoo import PRESETS, get_preset  # noqa: E402
 from vitedge.quantize import calibration_split  # noqa: E402
@@ -331,8 +331,18 @@ def report(records: list[dict], cfg: dict, res: Path) -> None:
     if failed:
         text += "\n## Refused exports\n\n" + "\n".join(f"- {r['preset']} {r['variant']}: {r['error']}"
                                                      for r in failed) + "\n"
-    (res / "quantization.md").write_text(text)
+    write_text_atomic(res / "quantization.md", text)
     plot(records, res / "quantization.png")
+
+
+def run_settings(args) -> dict:
+    """The settings a cached preset record must match to be reused (and that the results record): everything
+    that changes what is measured, the runtimes included (an ONNX-only record must not answer for a run of
+    both)."""
+    cfg = {k: getattr(args, k) for k in ("image_size", "train_budget", "max_epochs", "threads", "rounds",
+                                          "round_ms")}
+    cfg["runtimes"] = sorted(args.runtimes)
+    return cfg
 
 
 def main() -> int:
@@ -352,8 +362,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    cfg = {k: getattr(args, k) for k in ("image_size", "train_budget", "max_epochs", "threads", "rounds",
-                                          "round_ms")}
+    cfg = run_settings(args)
     records = []
     for preset in args.presets:
         cache = out / "rows" / f"{preset}.json"
