@@ -59,7 +59,7 @@ TORCH_FREE = frozenset({
     "vitedge", "vitedge.errors", "vitedge.files", "vitedge.cli", "vitedge.progress", "vitedge.report", "vitedge.machine",
     "vitedge.models", "vitedge.models.zoo", "vitedge.manifest", "vitedge.safety", "vitedge.signing",
     "vitedge.device", "vitedge.runtime", "vitedge.bench", "vitedge.targets", "vitedge.targets.onnx",
-    "vitedge.targets.openvino", "vitedge.targets.onnx_graph",
+    "vitedge.targets.openvino", "vitedge.targets.onnx_graph", "vitedge.targets.speed",
 })
 
 # Function-level imports that no rule above allows, each with why it must stay for now: none left. An entry here

@@ -434,6 +434,14 @@ def test_cli_export_validate_bench(checkpoint, tmp_path, precision):
         # the default float precision of an int8 artifact: bf16 where this CPU has it (the faster one), else f32
         want = "bf16" if "BF16" in tov.cpu_capabilities() else "f32"
         assert m["openvino"]["config"]["INFERENCE_PRECISION_HINT"] == want
+        # the export timed its int8 model against the fp32 model it came from, and says which is faster
+        s = q["speed"]
+        assert q["speed_vs_fp32"] == s["speed_vs_fp32"] == pytest.approx(s["int8_p50_ms"] / s["fp32_p50_ms"], abs=1e-3)
+        assert s["batch"] == 1 and s["calls"] >= 15 and s["runtime"].startswith("openvino-")
+        assert s["faster"] == ("int8" if s["int8_p50_ms"] < s["fp32_p50_ms"] else "fp32")
+        said = f"int8 vs fp32 on this machine: {s['speed_vs_fp32']:.2f}x" in stdout
+        warned = "--precision fp32 is faster here" in err
+        assert said if s["faster"] == "int8" else warned
     rc, stdout, err = _cli("validate", out, "--dataset", "digits", "--json", tmp_path / "v.json")
     assert rc == 0, err
     v = json.loads((tmp_path / "v.json").read_text())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -42,6 +41,7 @@ if TYPE_CHECKING:  # torch is imported by write() only: loading and running an a
 
 from .onnx_graph import DEFAULT_OPSET, FILENAME, LEGACY_OPSET, MAX_BATCH  # noqa: F401 - re-exported
 from .onnx_graph import convert_precision, graph_counts, op_counts, op_name, write_graph
+from .speed import SPEED_BUDGET_S, int8_vs_fp32
 
 
 PRECISIONS = {"fp32": None, "fp16": None, "int8": ("static", "dynamic")}
@@ -62,7 +62,6 @@ ALLOWED_SESSION_CONFIG = {"session.intra_op.allow_spinning": ("0", "1"), "sessio
                           "session.disable_quant_qdq": ("0", "1")}
 
 FUSIONS = ("gelu", "attention")
-SPEED_BUDGET_S = 0.4  # seconds an int8 export spends timing its artifact against the fp32 graph (speed_vs_fp32)
 # Per-family default fusions of the stored fp32 graph, kept where interleaved runs measured a win (README, ONNX
 # section; scripts/onnx_fusion_bench.py): each family spec declares its own (recipe "onnx", e.g. ViT/DeiT gelu +
 # attention in vitedge/models/families/vit.py); families not measured keep ORT's own fusions.
@@ -148,43 +147,24 @@ def _write_int8(model, example, directory: Path, options: dict, hook) -> dict:
 def speed_vs_fp32(fp32_path: Path, int8_path: Path, *, threads: int, fp32_config: dict, int8_config: dict,
                   input_shape: tuple[int, ...], budget_s: float = SPEED_BUDGET_S) -> dict:
     """Time an int8 ONNX file against the fp32 one it was quantized from, in ONNX Runtime on this CPU: batch 1,
-    ``threads`` intra-op threads, each file with its own session config, alternating rounds of 5 calls (so drifts
-    in machine load hit both alike) for about ``budget_s`` seconds after two warm-up calls each (at least 3
-    rounds, at most 50).
+    ``threads`` intra-op threads, each file with its own session config, for about ``budget_s`` seconds
+    (:func:`vitedge.targets.speed.int8_vs_fp32`: alternating rounds).
 
     ``input_shape``: (C, H, W); the input is a seeded standard-normal float32 (1, C, H, W).
-    Returns the manifest's ``quantization.speed`` block: ``speed_vs_fp32`` (int8 p50 / fp32 p50: below 1, int8 is
-    faster), ``int8_p50_ms``, ``fp32_p50_ms``, ``faster`` ("int8" | "fp32"), ``batch``, ``threads``, ``calls``
-    (timed calls of each), ``runtime``. A short measurement on a possibly busy machine: it says which precision
-    to pick here; ``vitedge bench`` measures properly.
+    Returns the manifest's ``quantization.speed`` block (:func:`~vitedge.targets.speed.int8_vs_fp32`).
     Raises: ONNX Runtime's errors when a file does not load.
     """
     import onnxruntime as ort
 
     x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
-    runs = {}
-    for key, path, config in (("fp32", fp32_path, fp32_config), ("int8", int8_path, int8_config)):
+    calls = []
+    for path, config in ((fp32_path, fp32_config), (int8_path, int8_config)):
         sess = ort.InferenceSession(str(path), session_options(threads, GRAPH_LEVEL, config),
                                     providers=["CPUExecutionProvider"])
-        runs[key] = (sess, {sess.get_inputs()[0].name: x})
-    t0 = time.perf_counter()
-    for sess, feed in runs.values():
-        sess.run(None, feed)
-        sess.run(None, feed)
-    per_pair = max((time.perf_counter() - t0) / 2, 1e-6)
-    iters = 5
-    rounds = int(min(max(budget_s / (per_pair * iters), 3), 50))
-    samples: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(rounds):
-        for key, (sess, feed) in runs.items():
-            for _ in range(iters):
-                t = time.perf_counter()
-                sess.run(None, feed)
-                samples[key].append((time.perf_counter() - t) * 1e3)
-    f, q = float(np.median(samples["fp32"])), float(np.median(samples["int8"]))
-    return {"speed_vs_fp32": round(q / f, 4), "int8_p50_ms": round(q, 4), "fp32_p50_ms": round(f, 4),
-            "faster": "int8" if q < f else "fp32", "batch": 1, "threads": int(threads), "calls": rounds * iters,
-            "runtime": f"onnxruntime-{ort.__version__} CPUExecutionProvider"}
+        feed = {sess.get_inputs()[0].name: x}
+        calls.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+    return int8_vs_fp32(*calls, threads=threads, budget_s=budget_s,
+                        runtime=f"onnxruntime-{ort.__version__} CPUExecutionProvider")
 
 
 def optimize_graph(src: Path, dst: Path, fusions: tuple[str, ...]) -> dict:

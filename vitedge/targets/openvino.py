@@ -48,6 +48,7 @@ from ..manifest import Artifact
 from . import Target, register_target
 from .onnx_graph import FILENAME as ONNX_FILE
 from .onnx_graph import stored_graph, write_graph
+from .speed import SPEED_BUDGET_S, int8_vs_fp32
 from .. import progress
 from ..models.registry import family_recipe
 from ..safety import check_relative_name, is_inside
@@ -507,6 +508,7 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
         ov_model.reshape({param: ov.PartialShape([-1, *[d.get_length() for d in list(shape)[1:]]])})
     quant = None
     if precision == "int8":
+        fp32_model = ov_model.clone()  # the int8 export is timed against it (speed_vs_fp32)
         q = dict(options.get("quantization") or {})
         family = (options.get("spec") or {}).get("family")
         overrides = {k: q[k] for k in ("model_type", "preset", "smooth_quant", "ignored_types") if k in q}
@@ -518,6 +520,14 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
     pshape = saved.inputs[0].get_partial_shape()
     if quant is not None:  # what the CPU plugin of this machine really runs in int8 (differs between CPUs)
         quant["int8_layers_at_export"] = int8_layers(ov.Core().compile_model(saved, "CPU", config))
+        progress.stage("timing int8 against fp32 on OpenVINO (batch 1)")
+        try:
+            speed = speed_vs_fp32(fp32_model, saved, config, tuple(example.shape[1:]))
+        except Exception as e:  # noqa: BLE001 - a failed timing must not cost the export; parity runs next
+            speed = {"skipped": f"{type(e).__name__}: {first_line(e, 200)}"}
+        if "speed_vs_fp32" in speed:
+            quant["speed_vs_fp32"] = speed["speed_vs_fp32"]
+        quant["speed"] = speed
     info = {"method": f"{onnx_info['export']['method']} -> openvino.convert_model -> "
                       "openvino.save_model(compress_to_fp16=False)",
             "onnx": {k: v for k, v in onnx_info["export"].items() if k not in ("ops", "graph")},
@@ -525,6 +535,34 @@ def write(model: "torch.nn.Module", example: "torch.Tensor", directory: Path, op
     return {"artifact": FILENAME, "backend": "openvino", "export": info, "quantization": quant,
             "manifest": {"openvino": {"config": config, "weights": WEIGHTS,
                                       "device": "CPU", "version": ov.__version__}}}
+
+
+def speed_vs_fp32(fp32_model, int8_model, int8_config: dict, input_shape: tuple[int, ...], *,
+                  threads: int | None = None, budget_s: float = SPEED_BUDGET_S) -> dict:
+    """Time an int8 OpenVINO model against the fp32 model it was quantized from, on this CPU as the runner runs
+    them: each compiled for a static batch of 1 (:class:`OpenVINORunner` does the same), one stream, ``threads``
+    inference threads (default :func:`vitedge.machine.default_threads`); fp32 with :data:`CONFIGS` ["fp32"], int8
+    with ``int8_config`` (its float ops in bf16 where that is the artifact's hint). About ``budget_s`` seconds of
+    alternating rounds (:func:`vitedge.targets.speed.int8_vs_fp32`).
+
+    ``fp32_model``, ``int8_model``: ``openvino.Model`` (not modified; each is cloned and reshaped);
+    ``input_shape``: (C, H, W); the input is a seeded standard-normal float32 (1, C, H, W).
+    Returns the manifest's ``quantization.speed`` block (:func:`~vitedge.targets.speed.int8_vs_fp32`).
+    Raises: OpenVINO's errors when a model does not compile.
+    """
+    ov = _import_ov()
+    threads = int(threads or default_threads())
+    x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
+    core = ov.Core()
+    calls = []
+    for model, config in ((fp32_model, CONFIGS["fp32"]), (int8_model, int8_config)):
+        model = model.clone()
+        model.reshape({model.inputs[0]: ov.PartialShape([1, *input_shape])})
+        compiled = core.compile_model(model, "CPU", {**config, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1})
+        request = compiled.create_infer_request()
+        calls.append(lambda request=request: request.infer({0: x}, share_inputs=False, share_outputs=True))
+    return int8_vs_fp32(*calls, threads=threads, budget_s=budget_s,
+                        runtime=f"openvino-{ov.__version__.split('-')[0]} CPU")
 
 
 def check_ir_xml(data: bytes, where: str) -> None:
