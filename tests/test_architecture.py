@@ -56,7 +56,7 @@ PLATFORM_ONLY = {
 # artifact on a synthetic input never pays torch's second of import (vitedge.machine.default_threads). Inside
 # their functions they may import torch, or a vitedge module that imports it, where a code path needs it.
 TORCH_FREE = frozenset({
-    "vitedge", "vitedge.errors", "vitedge.files", "vitedge.cli", "vitedge.progress", "vitedge.report", "vitedge.machine",
+    "vitedge", "vitedge.errors", "vitedge.files", "vitedge.timing", "vitedge.cli", "vitedge.progress", "vitedge.report", "vitedge.machine",
     "vitedge.models", "vitedge.models.zoo", "vitedge.manifest", "vitedge.safety", "vitedge.signing",
     "vitedge.device", "vitedge.runtime", "vitedge.bench", "vitedge.targets", "vitedge.targets.onnx",
     "vitedge.targets.openvino", "vitedge.targets.onnx_graph", "vitedge.targets.speed",
@@ -74,7 +74,7 @@ CLI_TARGET_INTERNALS: dict[str, str] = {}
 # layer; the longest prefix wins).
 LAYERS = {
     "vitedge": 0, "vitedge.errors": 0, "vitedge.machine": 0, "vitedge.progress": 0, "vitedge.safety": 0,
-    "vitedge.device": 0, "vitedge.signing": 0, "vitedge.files": 0,
+    "vitedge.device": 0, "vitedge.signing": 0, "vitedge.files": 0, "vitedge.timing": 0,
     "vitedge.data": 1, "vitedge.manifest": 1, "vitedge.checkpoint": 1, "vitedge.report": 1,
     "vitedge.models": 2,
     "vitedge.parity": 3,

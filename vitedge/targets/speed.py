@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import numpy as np
+from ..timing import time_interleaved
 
 SPEED_BUDGET_S = 0.4  # seconds an int8 export spends timing its artifact against fp32
 ITERS = 5  # timed calls of each per round
@@ -33,19 +33,14 @@ def int8_vs_fp32(fp32_call: Callable[[], object], int8_call: Callable[[], object
     """
     calls = {"fp32": fp32_call, "int8": int8_call}
     t0 = time.perf_counter()
-    for call in calls.values():
+    for call in calls.values():  # the warm-up calls, timed together to size the rounds
         call()
         call()
     per_pair = max((time.perf_counter() - t0) / 2, 1e-6)
     rounds = int(min(max(budget_s / (per_pair * ITERS), MIN_ROUNDS), MAX_ROUNDS))
-    samples: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(rounds):
-        for key, call in calls.items():
-            for _ in range(ITERS):
-                t = time.perf_counter()
-                call()
-                samples[key].append((time.perf_counter() - t) * 1e3)
-    f, q = float(np.median(samples["fp32"])), float(np.median(samples["int8"]))
+    stats = time_interleaved({k: (lambda _x, call=call: call()) for k, call in calls.items()},
+                             dict.fromkeys(calls), rounds, ITERS, warmup=0)
+    f, q = stats["fp32"]["p50"], stats["int8"]["p50"]
     return {"speed_vs_fp32": round(q / f, 4), "int8_p50_ms": round(q, 4), "fp32_p50_ms": round(f, 4),
             "faster": "int8" if q < f else "fp32", "batch": 1, "threads": int(threads), "calls": rounds * ITERS,
             "runtime": runtime}
