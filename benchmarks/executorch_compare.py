@@ -129,7 +129,6 @@ def main() -> int:
     et_threads = set_threads(args.threads)
     machine = machine_info()
     res_dir = Path(args.results)
-    res_dir.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine, "threads": args.threads, "executorch_threadpool_threads": et_threads,
             "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup, "batch": 1,
             "note": "machine shared with other jobs while this ran (loaded); compare within this run only"}

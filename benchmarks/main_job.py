@@ -101,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
              f"{', '.join(machine['flags']) or 'no listed ISA flags'})")
     print()
     print_table(rows, title)
-    results.mkdir(parents=True, exist_ok=True)
     write_json_atomic(results / "main_job.json", {"machine": machine, "rows": rows, "runs": records})
     write_text_atomic(
         results / "main_job.md",

@@ -166,7 +166,6 @@ def main() -> int:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_photo"}, default=str), flush=True)
     machine = machine_info()
     res = Path(args.results)
-    res.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine, "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "note": "digits checkpoints (64x64, 10 classes): photos top-1 is C++ vs Python agreement, digits top-1 is "
